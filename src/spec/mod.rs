@@ -1,0 +1,160 @@
+//! The spec layer: read `raydeploy.yaml`, apply the environment overlay, interpolate
+//! `${env:VAR}`, check the structure against the schema and deserialize the typed [`Spec`].
+//! Nothing here has side effects beyond reading the input files.
+
+pub mod diag;
+pub mod interp;
+pub mod node;
+pub mod overlay;
+pub mod quantity;
+pub mod schema_check;
+pub mod types;
+
+use std::path::{Path as FsPath, PathBuf};
+
+pub use diag::{Problem, Problems, Report, Sources};
+pub use node::{Node, Path};
+pub use types::*;
+
+/// A spec that passed structural checks, with the tree it came from (for locating later problems).
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub spec: Spec,
+    pub doc: Node,
+    pub sources: Sources,
+    /// Folder of the spec file: relative paths in the spec resolve against it.
+    pub dir: PathBuf,
+    pub env: Option<String>,
+    /// The deployment's name: `name`, or `name-env` when an overlay applies and keeps `name`.
+    pub deployment: String,
+}
+
+impl Loaded {
+    /// Attaches positions to problems found by later layers (which know only field paths).
+    pub fn report(&self, mut problems: Problems) -> Report {
+        for p in &mut problems.0 {
+            if p.loc.is_none() && !p.path.is_empty() {
+                p.loc = Some(self.doc.locate_key(&Path::parse(&p.path)));
+            }
+        }
+        Report { problems, sources: self.sources.clone() }
+    }
+}
+
+/// Reads and checks a spec. `vars` resolves `${env:VAR}` (the process environment in the CLI).
+pub fn load(path: &FsPath, env: Option<&str>, vars: &dyn Fn(&str) -> Option<String>) -> Result<Loaded, Report> {
+    let mut sources = Sources::default();
+    let fail = |sources: &Sources, p: Problem| Report { problems: Problems(vec![p]), sources: sources.clone() };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| fail(&sources, Problem::new("", format!("cannot read spec {}: {e}", path.display()))))?;
+    let dir = path.parent().map(|p| if p.as_os_str().is_empty() { FsPath::new(".") } else { p }).unwrap_or(FsPath::new("."));
+    let src = sources.add(path.to_path_buf(), text.clone());
+    let mut doc = parse_doc(&text, src, &sources)?;
+    let mut problems = Problems::default();
+
+    let mut name_from_overlay = false;
+    if let Some(env) = env {
+        let env_path = dir.join("environments").join(format!("{env}.yaml"));
+        let Ok(env_text) = std::fs::read_to_string(&env_path) else {
+            let available = list_envs(dir);
+            let mut p = Problem::new("", format!("environment `{env}` not found: {} does not exist", env_path.display()));
+            p.help = Some(if available.is_empty() {
+                "create it with a partial spec to merge over the base".into()
+            } else {
+                format!("available environments: {}", available.join(", "))
+            });
+            return Err(fail(&sources, p));
+        };
+        let esrc = sources.add(env_path.clone(), env_text.clone());
+        let overlay = parse_doc(&env_text, esrc, &sources)?;
+        if !matches!(overlay.value, node::Value::Map(_)) {
+            return Err(fail(&sources, Problem::new("", "an environment overlay must be a map of spec fields").at(overlay.loc)));
+        }
+        check_duplicates(&overlay, &Path::root(), &mut problems);
+        name_from_overlay = overlay.get("name").is_some();
+        for forbidden in ["apiVersion", "kind"] {
+            if let Some(n) = overlay.get(forbidden) {
+                problems.push(Problem::new(forbidden, format!("an overlay cannot change `{forbidden}`")).at(n.loc));
+            }
+        }
+        overlay::merge(&mut doc, overlay, &Path::root(), &mut problems);
+    }
+    check_duplicates_base(&doc, &sources, &mut problems);
+    interp::interpolate(&mut doc, &Path::root(), vars, &mut problems);
+
+    let schema_problems = schema_check::check(&doc);
+    let structural_ok = schema_problems.is_empty();
+    problems.0.extend(schema_problems.0);
+    if !structural_ok || !problems.is_empty() {
+        return Err(Report { problems, sources });
+    }
+    let spec: Spec = match serde_path_to_error::deserialize(doc.to_json()) {
+        Ok(s) => s,
+        Err(e) => {
+            let path = Path::parse(&e.path().to_string());
+            let p = Problem::new(&path, e.inner().to_string()).at(doc.locate(&path).loc);
+            return Err(Report { problems: Problems(vec![p]), sources });
+        }
+    };
+    let deployment = match env {
+        Some(env) if !name_from_overlay => format!("{}-{env}", spec.name),
+        _ => spec.name.clone(),
+    };
+    Ok(Loaded { spec, doc, sources, dir: dir.to_path_buf(), env: env.map(String::from), deployment })
+}
+
+fn parse_doc(text: &str, src: usize, sources: &Sources) -> Result<Node, Report> {
+    let doc = node::parse(text, src).map_err(|e| Report {
+        problems: Problems(vec![Problem::new("", format!("invalid YAML: {}", e.message)).at(e.loc)]),
+        sources: sources.clone(),
+    })?;
+    if !matches!(doc.value, node::Value::Map(_)) {
+        return Err(Report {
+            problems: Problems(vec![
+                Problem::new("", format!("a spec must be a map of fields, found {}", doc.kind())).at(doc.loc),
+            ]),
+            sources: sources.clone(),
+        });
+    }
+    Ok(doc)
+}
+
+/// Duplicate keys are checked on the base before merging (the overlay is checked separately).
+fn check_duplicates_base(doc: &Node, _sources: &Sources, problems: &mut Problems) {
+    check_duplicates(doc, &Path::root(), problems);
+}
+
+fn check_duplicates(node: &Node, path: &Path, problems: &mut Problems) {
+    match &node.value {
+        node::Value::Map(entries) => {
+            for (i, e) in entries.iter().enumerate() {
+                if let Some(first) = entries[..i].iter().find(|f| f.key == e.key) {
+                    problems.push(
+                        Problem::new(path.key(&e.key), format!("duplicate key `{}`", e.key))
+                            .help(format!("it is already set on line {}", first.key_loc.line))
+                            .at(e.key_loc),
+                    );
+                }
+                check_duplicates(&e.value, &path.key(&e.key), problems);
+            }
+        }
+        node::Value::Seq(items) => {
+            for (i, item) in items.iter().enumerate() {
+                check_duplicates(item, &path.index(i), problems);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Environment names available next to the spec.
+pub fn list_envs(dir: &FsPath) -> Vec<String> {
+    let mut envs: Vec<String> = std::fs::read_dir(dir.join("environments"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.strip_suffix(".yaml").map(String::from))
+        .collect();
+    envs.sort();
+    envs
+}

@@ -1,0 +1,81 @@
+//! Environment overlays: `environments/<env>.yaml` deep-merged over the spec. Maps merge, lists
+//! of named items merge by `name`, other lists and scalars replace.
+
+use super::diag::{Problem, Problems};
+use super::node::{Node, Path, Value};
+
+/// Lists whose items are matched by their `name` field.
+pub const NAMED_LISTS: [&str; 4] = ["workerGroups", "secrets", "jobs", "mounts"];
+
+pub fn merge(base: &mut Node, overlay: Node, path: &Path, problems: &mut Problems) {
+    match (&mut base.value, overlay.value) {
+        (Value::Map(base_entries), Value::Map(over_entries)) => {
+            for entry in over_entries {
+                let child_path = path.key(&entry.key);
+                match base_entries.iter_mut().find(|e| e.key == entry.key) {
+                    Some(existing) => merge(&mut existing.value, entry.value, &child_path, problems),
+                    None => base_entries.push(entry),
+                }
+            }
+        }
+        (Value::Seq(base_items), Value::Seq(over_items)) if is_named_list(path) => {
+            for (i, item) in over_items.into_iter().enumerate() {
+                let Some(name) = item.get("name").and_then(Node::as_str).map(str::to_string) else {
+                    problems.push(
+                        Problem::new(path.index(i), format!("an overlay item of `{}` needs a `name` to merge by", last_key(path)))
+                            .help("name the item it changes, or the new item it adds")
+                            .at(item.loc),
+                    );
+                    continue;
+                };
+                match base_items.iter_mut().find(|b| b.get("name").and_then(Node::as_str) == Some(name.as_str())) {
+                    Some(existing) => merge(existing, item, &path.index(i), problems),
+                    None => base_items.push(item),
+                }
+            }
+        }
+        (_, value) => {
+            base.value = value;
+            base.loc = overlay.loc;
+        }
+    }
+}
+
+fn last_key(path: &Path) -> String {
+    match path.0.last() {
+        Some(super::node::Step::Key(k)) => k.clone(),
+        _ => String::new(),
+    }
+}
+
+fn is_named_list(path: &Path) -> bool {
+    NAMED_LISTS.contains(&last_key(path).as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::node::parse;
+    use super::*;
+
+    #[test]
+    fn named_lists_merge_by_name_and_others_replace() {
+        let mut base = parse(
+            "cluster:\n  workerGroups:\n    - {name: a, replicas: 1}\n    - {name: b, replicas: 2}\nimage:\n  pipPackages: [x, y]\n",
+            0,
+        )
+        .unwrap();
+        let over =
+            parse("cluster:\n  workerGroups:\n    - {name: b, replicas: 5}\n    - {name: c}\nimage:\n  pipPackages: [z]\n", 1)
+                .unwrap();
+        let mut problems = Problems::default();
+        merge(&mut base, over, &Path::root(), &mut problems);
+        assert!(problems.is_empty());
+        let j = base.to_json();
+        assert_eq!(j["cluster"]["workerGroups"][0]["replicas"], 1);
+        assert_eq!(j["cluster"]["workerGroups"][1]["replicas"], 5);
+        assert_eq!(j["cluster"]["workerGroups"][2]["name"], "c");
+        assert_eq!(j["image"]["pipPackages"], serde_json::json!(["z"]));
+        // the merged value remembers it came from the overlay
+        assert_eq!(base.locate(&Path::parse("cluster.workerGroups[1].replicas")).loc.source, 1);
+    }
+}

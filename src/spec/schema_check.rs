@@ -1,0 +1,203 @@
+//! Structural validation of the merged document against the JSON Schema derived from the spec
+//! types: every unknown key, wrong type and bad enum value is reported at once, with a hint.
+
+use std::sync::OnceLock;
+
+use jsonschema::error::{TypeKind, ValidationErrorKind};
+use serde_json::Value as J;
+
+use super::diag::{Problem, Problems};
+use super::node::{Node, Path, Step};
+use super::types::Spec;
+
+/// The spec's JSON Schema (what `raydeploy schema` prints).
+pub fn schema() -> &'static J {
+    static SCHEMA: OnceLock<J> = OnceLock::new();
+    SCHEMA.get_or_init(|| {
+        let mut s = serde_json::to_value(schemars::schema_for!(Spec)).expect("schema serializes");
+        s["$id"] = J::String("https://raydeploy.dev/schema/v1/raydeploy.json".into());
+        s
+    })
+}
+
+fn validator() -> &'static jsonschema::Validator {
+    static V: OnceLock<jsonschema::Validator> = OnceLock::new();
+    V.get_or_init(|| jsonschema::validator_for(schema()).expect("the generated schema compiles"))
+}
+
+/// Checks `doc` against the schema; returns located problems.
+pub fn check(doc: &Node) -> Problems {
+    let instance = doc.to_json();
+    let mut problems = Problems::default();
+    for err in validator().iter_errors(&instance) {
+        let path = Path::from_pointer(err.instance_path().as_str(), doc);
+        let node = doc.locate(&path);
+        let sub = schema_at(schema(), &path);
+        match err.kind() {
+            ValidationErrorKind::AdditionalProperties { unexpected } => {
+                let allowed = sub.map(property_names).unwrap_or_default();
+                for key in unexpected {
+                    let kpath = path.key(key);
+                    let mut p = Problem::new(&kpath, format!("unknown field `{key}`")).at(doc.locate_key(&kpath));
+                    p.help = Some(match did_you_mean(key, &allowed) {
+                        Some(s) => format!("did you mean `{s}`?"),
+                        None if allowed.is_empty() => "remove it".into(),
+                        None => format!("expected one of: {}", allowed.join(", ")),
+                    });
+                    problems.push(p);
+                }
+            }
+            ValidationErrorKind::Required { property } => {
+                let prop = property.as_str().unwrap_or_default();
+                problems.push(
+                    Problem::new(path.key(prop), format!("missing required field `{prop}`"))
+                        .help(describe(sub.and_then(|s| schema_at_key(s, prop))).unwrap_or_else(|| format!("add `{prop}`")))
+                        .at(node.loc),
+                );
+            }
+            ValidationErrorKind::Type { kind } => {
+                let expected = match kind {
+                    TypeKind::Single(t) => t.to_string(),
+                    TypeKind::Multiple(ts) => ts.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(" or "),
+                };
+                let mut p = Problem::new(&path, format!("expected {}, found {}", article(&expected), node.kind())).at(node.loc);
+                if expected == "string" && matches!(node.value, super::node::Value::Float(_) | super::node::Value::Int(_)) {
+                    p.help = Some("quote it, e.g. \"1.30\": YAML reads an unquoted 1.30 as the number 1.3".into());
+                }
+                problems.push(p);
+            }
+            ValidationErrorKind::Enum { options } => {
+                let opts: Vec<String> =
+                    options.as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect()).unwrap_or_default();
+                let got = node.as_str().map(String::from).unwrap_or_else(|| err.instance().to_string());
+                let mut p = Problem::new(&path, format!("`{got}` is not one of: {}", opts.join(", "))).at(node.loc);
+                if let Some(s) = did_you_mean(&got, &opts) {
+                    p.help = Some(format!("did you mean `{s}`?"));
+                }
+                problems.push(p);
+            }
+            ValidationErrorKind::Constant { expected_value } => {
+                problems.push(
+                    Problem::new(&path, format!("must be {expected_value}, found {}", err.instance())).at(node.loc),
+                );
+            }
+            ValidationErrorKind::AnyOf { .. } | ValidationErrorKind::OneOfNotValid { .. } => {
+                let what = sub.map(|s| shape(s)).unwrap_or_else(|| "a different value".into());
+                problems.push(Problem::new(&path, format!("expected {what}, found {}", brief(node))).at(node.loc));
+            }
+            _ => problems.push(Problem::new(&path, err.to_string()).at(node.loc)),
+        }
+    }
+    problems
+}
+
+fn article(t: &str) -> String {
+    match t {
+        "object" => "a map".into(),
+        "array" => "a list".into(),
+        "integer" => "an integer".into(),
+        other => format!("a {other}"),
+    }
+}
+
+fn brief(node: &Node) -> String {
+    match &node.value {
+        super::node::Value::Str(s) => format!("`{s}`"),
+        _ => node.kind().into(),
+    }
+}
+
+/// The best match among `options` for a misspelled `word`, if any is close.
+pub fn did_you_mean(word: &str, options: &[String]) -> Option<String> {
+    options
+        .iter()
+        .map(|o| (strsim::jaro_winkler(&word.to_lowercase(), &o.to_lowercase()), o))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, o)| o.clone())
+}
+
+fn resolve<'a>(root: &'a J, mut s: &'a J) -> &'a J {
+    for _ in 0..16 {
+        match s.get("$ref").and_then(J::as_str).and_then(|r| r.strip_prefix("#/")) {
+            Some(ptr) => match root.pointer(&format!("/{ptr}")) {
+                Some(t) => s = t,
+                None => break,
+            },
+            None => break,
+        }
+    }
+    s
+}
+
+fn schema_at_key<'a>(s: &'a J, key: &str) -> Option<&'a J> {
+    let root = schema();
+    let s = resolve(root, s);
+    if let Some(p) = s.get("properties").and_then(|p| p.get(key)) {
+        return Some(resolve(root, p));
+    }
+    for comb in ["anyOf", "oneOf", "allOf"] {
+        for branch in s.get(comb).and_then(J::as_array).into_iter().flatten() {
+            if let Some(found) = schema_at_key(branch, key) {
+                return Some(found);
+            }
+        }
+    }
+    match s.get("additionalProperties") {
+        Some(ap) if ap.is_object() => Some(resolve(root, ap)),
+        _ => None,
+    }
+}
+
+/// The sub-schema describing the value at `path`.
+pub fn schema_at<'a>(root: &'a J, path: &Path) -> Option<&'a J> {
+    let mut s = resolve(root, root);
+    for step in &path.0 {
+        s = match step {
+            Step::Key(k) => schema_at_key(s, k)?,
+            Step::Index(_) => {
+                let items = s.get("items").or_else(|| {
+                    s.get("anyOf")?.as_array()?.iter().find_map(|b| resolve(root, b).get("items"))
+                })?;
+                resolve(root, items)
+            }
+        };
+    }
+    Some(resolve(root, s))
+}
+
+fn property_names(s: &J) -> Vec<String> {
+    let root = schema();
+    let s = resolve(root, s);
+    let mut names: Vec<String> =
+        s.get("properties").and_then(J::as_object).map(|m| m.keys().cloned().collect()).unwrap_or_default();
+    for comb in ["anyOf", "oneOf"] {
+        for b in s.get(comb).and_then(J::as_array).into_iter().flatten() {
+            names.extend(property_names(b));
+        }
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
+fn describe(s: Option<&J>) -> Option<String> {
+    s.and_then(|s| s.get("description")).and_then(J::as_str).map(String::from)
+}
+
+/// A one-line description of what a schema accepts, for anyOf/oneOf failures.
+fn shape(s: &J) -> String {
+    let root = schema();
+    let s = resolve(root, s);
+    let branches: Vec<&J> =
+        ["oneOf", "anyOf"].iter().filter_map(|c| s.get(*c).and_then(J::as_array)).flatten().map(|b| resolve(root, b)).collect();
+    let keys: Vec<String> = branches
+        .iter()
+        .filter_map(|b| b.get("required").and_then(J::as_array).and_then(|r| r.first()).and_then(J::as_str))
+        .map(|k| format!("`{k}`"))
+        .collect();
+    if !keys.is_empty() && keys.len() == branches.len() {
+        return format!("a map with exactly one of {}", keys.join(", "));
+    }
+    describe(Some(s)).unwrap_or_else(|| "a value of another shape".into())
+}
