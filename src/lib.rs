@@ -5,3 +5,7 @@
 //! per artifact family) → CLI.
 
 pub mod spec;
+pub mod model;
+pub mod render;
+pub mod explain;
+pub mod cli;

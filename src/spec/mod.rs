@@ -14,6 +14,7 @@ use std::path::{Path as FsPath, PathBuf};
 
 pub use diag::{Problem, Problems, Report, Sources};
 pub use node::{Node, Path};
+pub use quantity::{CpuRequest, MemoryRequest};
 pub use types::*;
 
 /// A spec that passed structural checks, with the tree it came from (for locating later problems).

@@ -15,9 +15,41 @@ pub fn schema() -> &'static J {
     static SCHEMA: OnceLock<J> = OnceLock::new();
     SCHEMA.get_or_init(|| {
         let mut s = serde_json::to_value(schemars::schema_for!(Spec)).expect("schema serializes");
+        drop_null_branches(&mut s);
         s["$id"] = J::String("https://raydeploy.dev/schema/v1/raydeploy.json".into());
         s
     })
+}
+
+/// Optional fields are optional by omission: drop the `null` alternative schemars adds to
+/// `Option<T>` so a wrong value is reported against `T` itself, with its own message.
+fn drop_null_branches(v: &mut J) {
+    match v {
+        J::Object(map) => {
+            if let Some(J::Array(branches)) = map.get("anyOf") {
+                let non_null: Vec<J> = branches.iter().filter(|b| b.get("type") != Some(&J::String("null".into()))).cloned().collect();
+                if non_null.len() == 1 && branches.len() == 2 {
+                    map.remove("anyOf");
+                    if let J::Object(inner) = &non_null[0] {
+                        for (k, val) in inner {
+                            map.entry(k.clone()).or_insert(val.clone());
+                        }
+                    }
+                }
+            }
+            if let Some(J::Array(types)) = map.get("type") {
+                let rest: Vec<J> = types.iter().filter(|t| t.as_str() != Some("null")).cloned().collect();
+                if rest.len() == 1 {
+                    map.insert("type".into(), rest[0].clone());
+                }
+            }
+            for (_, child) in map.iter_mut() {
+                drop_null_branches(child);
+            }
+        }
+        J::Array(items) => items.iter_mut().for_each(drop_null_branches),
+        _ => {}
+    }
 }
 
 fn validator() -> &'static jsonschema::Validator {
@@ -32,6 +64,10 @@ pub fn check(doc: &Node) -> Problems {
     for err in validator().iter_errors(&instance) {
         let path = Path::from_pointer(err.instance_path().as_str(), doc);
         let node = doc.locate(&path);
+        let at = match node.value {
+            super::node::Value::Map(_) | super::node::Value::Seq(_) => doc.locate_key(&path),
+            _ => node.loc,
+        };
         let sub = schema_at(schema(), &path);
         match err.kind() {
             ValidationErrorKind::AdditionalProperties { unexpected } => {
@@ -81,11 +117,22 @@ pub fn check(doc: &Node) -> Problems {
                     Problem::new(&path, format!("must be {expected_value}, found {}", err.instance())).at(node.loc),
                 );
             }
+            ValidationErrorKind::AnyOf { .. } | ValidationErrorKind::OneOfNotValid { .. }
+                if sub.is_some_and(|s| !constants(s).is_empty()) =>
+            {
+                let opts = constants(sub.unwrap_or(&J::Null));
+                let got = node.as_str().map(String::from).unwrap_or_else(|| err.instance().to_string());
+                let mut p = Problem::new(&path, format!("`{got}` is not one of: {}", opts.join(", "))).at(at);
+                if let Some(s) = did_you_mean(&got, &opts) {
+                    p.help = Some(format!("did you mean `{s}`?"));
+                }
+                problems.push(p);
+            }
             ValidationErrorKind::AnyOf { .. } | ValidationErrorKind::OneOfNotValid { .. } => {
                 let what = sub.map(|s| shape(s)).unwrap_or_else(|| "a different value".into());
-                problems.push(Problem::new(&path, format!("expected {what}, found {}", brief(node))).at(node.loc));
+                problems.push(Problem::new(&path, format!("expected {what}, found {}", brief(node))).at(at));
             }
-            _ => problems.push(Problem::new(&path, err.to_string()).at(node.loc)),
+            _ => problems.push(Problem::new(&path, err.to_string()).at(at)),
         }
     }
     problems
@@ -109,10 +156,15 @@ fn brief(node: &Node) -> String {
 
 /// The best match among `options` for a misspelled `word`, if any is close.
 pub fn did_you_mean(word: &str, options: &[String]) -> Option<String> {
+    let w = word.to_lowercase();
     options
         .iter()
-        .map(|o| (strsim::jaro_winkler(&word.to_lowercase(), &o.to_lowercase()), o))
-        .filter(|(score, _)| *score > 0.8)
+        .map(|o| {
+            let o_l = o.to_lowercase();
+            let close = strsim::osa_distance(&w, &o_l) <= (w.len().max(o_l.len()) / 3).max(1);
+            (if close { 1.0 } else { strsim::jaro_winkler(&w, &o_l) }, o)
+        })
+        .filter(|(score, _)| *score > 0.85)
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, o)| o.clone())
 }
@@ -179,6 +231,25 @@ fn property_names(s: &J) -> Vec<String> {
     names.sort();
     names.dedup();
     names
+}
+
+/// The allowed constants of a `oneOf` of `const` branches (enums with documented variants).
+fn constants(s: &J) -> Vec<String> {
+    let root = schema();
+    let s = resolve(root, s);
+    let branches: Vec<&J> =
+        ["oneOf", "anyOf"].iter().filter_map(|c| s.get(*c).and_then(J::as_array)).flatten().map(|b| resolve(root, b)).collect();
+    let mut out = vec![];
+    for b in &branches {
+        if let Some(c) = b.get("const").and_then(J::as_str) {
+            out.push(c.to_string());
+        } else if let Some(e) = b.get("enum").and_then(J::as_array) {
+            out.extend(e.iter().filter_map(|v| v.as_str().map(String::from)));
+        } else {
+            return vec![];
+        }
+    }
+    out
 }
 
 fn describe(s: Option<&J>) -> Option<String> {

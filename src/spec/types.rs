@@ -445,6 +445,10 @@ pub struct Mount {
     pub path: String,
     #[serde(default)]
     pub read_only: bool,
+    /// Secret holding the storage credentials (`azurestorageaccountname`, `azurestorageaccountkey`);
+    /// without it the kubelet identity is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
     /// Capacity recorded on the volume (default 100Gi).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<String>,

@@ -1,0 +1,78 @@
+//! `raydeploy explain`: the resolved deployment as tables a person can check.
+
+use std::fmt::Write;
+
+use crate::model::Deployment;
+use crate::spec::quantity::{format_cpu, gib};
+
+pub fn explain(d: &Deployment) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "deployment {} (target {}, spec {})", d.name, d.target.as_str(), d.spec_hash);
+    if let Some(a) = &d.azure {
+        let _ = writeln!(o, "\nAzure");
+        let rows = [
+            ("resource group", a.resource_group.clone()),
+            ("AKS cluster", format!("{} (Kubernetes {}, {} CNI{}, maxPods {})", a.aks_name, a.kubernetes_version, a.network_plugin, a.network_plugin_mode.map(|m| format!(" {m}")).unwrap_or_default(), a.max_pods)),
+            ("registry", format!("{} ({})", a.acr_login_server, a.acr_sku)),
+            ("system pool", format!("{} × {} ({}), tainted CriticalAddonsOnly", a.system_pool.node_count, a.system_pool.vm_size, a.system_pool.name)),
+            ("terraform state", a.state.as_ref().map(|s| format!("{}/{}/{}", s.storage_account, s.container, s.key)).unwrap_or_else(|| "local".into())),
+        ];
+        for (k, v) in rows {
+            let _ = writeln!(o, "  {k:<16} {v}");
+        }
+    }
+    let _ = writeln!(o, "\nRay groups");
+    let header = ["group", "pool", "vm", "alloc cpu", "alloc mem", "gpu", "pod cpu", "pod mem", "pods/node", "cpu %", "mem %", "replicas", "nodes"];
+    let mut rows: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
+    let pools = d.azure.as_ref().map(|a| a.ray_pools.clone()).unwrap_or_default();
+    for g in d.cluster.groups() {
+        let pool = pools.iter().find(|p| p.group.as_deref() == Some(g.name.as_str()));
+        let fit = g.fit.as_ref();
+        rows.push(vec![
+            g.name.clone(),
+            g.pool.clone().unwrap_or_else(|| "-".into()),
+            g.vm_size.clone().unwrap_or_else(|| "-".into()),
+            fit.map(|f| format!("{:.2}", f.allocatable.cpu_m as f64 / 1000.0)).unwrap_or_else(|| "-".into()),
+            fit.map(|f| format!("{}Gi", gib(f.allocatable.memory_bytes))).unwrap_or_else(|| "-".into()),
+            g.gpus.to_string(),
+            format_cpu(g.cpu_m),
+            format!("{}Gi", gib(g.memory_bytes)),
+            fit.map(|f| f.pods_per_node.to_string()).unwrap_or_else(|| "-".into()),
+            fit.map(|f| format!("{:.1}", f.cpu_utilisation_pct)).unwrap_or_else(|| "-".into()),
+            fit.map(|f| format!("{:.1}", f.memory_utilisation_pct)).unwrap_or_else(|| "-".into()),
+            format!("{} ({}..{})", g.replicas, g.min_replicas, g.max_replicas),
+            pool.map(|p| if p.autoscaled { format!("{}..{}", p.min_count, p.max_count) } else { p.node_count.to_string() }).unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    table(&mut o, &rows);
+    let _ = writeln!(o, "\nImage");
+    let _ = writeln!(o, "  base            {}:{}", d.image.base, d.image.base_tag);
+    if let Some(i) = &d.image.cpu {
+        let _ = writeln!(o, "  cpu image       {}", i.reference());
+    }
+    if let Some(i) = &d.image.gpu {
+        let _ = writeln!(o, "  gpu image       {}", i.reference());
+    }
+    let _ = writeln!(o, "\nKubernetes");
+    let _ = writeln!(o, "  operator        kuberay-operator {} in namespace {}", d.operator.version, d.operator.namespace);
+    let _ = writeln!(o, "  RayCluster      {} in namespace {} (head service {})", d.cluster.name, d.cluster.namespace, d.cluster.head_service);
+    for s in &d.secrets {
+        let _ = writeln!(o, "  secret          {} (keys: {}{})", s.name, s.keys.join(", "), if s.expose_as_env { "; exposed as env" } else { "" });
+    }
+    for m in &d.cluster.mounts {
+        let _ = writeln!(o, "  mount           {} → {} (claim {})", m.name, m.path, m.claim_name);
+    }
+    for j in &d.jobs {
+        let _ = writeln!(o, "  job             {}: {}", j.name, j.entrypoint);
+    }
+    o.push_str("\nPod sizes: auto = whole CPUs and GiB of the node's allocatable (AKS reservations and eviction\nthreshold) minus the DaemonSet reserve; cpu %/mem % = Ray pods per node × request ÷ allocatable.\n");
+    o
+}
+
+fn table(o: &mut String, rows: &[Vec<String>]) {
+    let widths: Vec<usize> = (0..rows[0].len()).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+    for r in rows {
+        let line: Vec<String> = r.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
+        let _ = writeln!(o, "  {}", line.join("  ").trim_end());
+    }
+}

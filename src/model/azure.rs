@@ -1,0 +1,191 @@
+//! Azure facts the fit check needs: a table of VM sizes and the AKS allocatable formula
+//! (node-resource-reservations, AKS 1.29+ and earlier).
+
+use crate::spec::quantity::{GI, MI};
+use crate::spec::{NetworkMode, NetworkPlugin};
+
+/// vCPUs, memory and GPUs of a VM size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct VmShape {
+    pub vcpus: u32,
+    pub memory_bytes: u64,
+    pub gpus: u32,
+}
+
+/// Built-in VM sizes: (name, vCPUs, memory GiB, GPUs, GPU model).
+pub const VM_SIZES: &[(&str, u32, u64, u32, &str)] = &[
+    ("Standard_D2s_v5", 2, 8, 0, ""),
+    ("Standard_D4s_v5", 4, 16, 0, ""),
+    ("Standard_D8s_v5", 8, 32, 0, ""),
+    ("Standard_D16s_v5", 16, 64, 0, ""),
+    ("Standard_D32s_v5", 32, 128, 0, ""),
+    ("Standard_D48s_v5", 48, 192, 0, ""),
+    ("Standard_D64s_v5", 64, 256, 0, ""),
+    ("Standard_D96s_v5", 96, 384, 0, ""),
+    ("Standard_D2ds_v5", 2, 8, 0, ""),
+    ("Standard_D4ds_v5", 4, 16, 0, ""),
+    ("Standard_D8ds_v5", 8, 32, 0, ""),
+    ("Standard_D16ds_v5", 16, 64, 0, ""),
+    ("Standard_D32ds_v5", 32, 128, 0, ""),
+    ("Standard_D48ds_v5", 48, 192, 0, ""),
+    ("Standard_D64ds_v5", 64, 256, 0, ""),
+    ("Standard_D96ds_v5", 96, 384, 0, ""),
+    ("Standard_E2s_v5", 2, 16, 0, ""),
+    ("Standard_E4s_v5", 4, 32, 0, ""),
+    ("Standard_E8s_v5", 8, 64, 0, ""),
+    ("Standard_E16s_v5", 16, 128, 0, ""),
+    ("Standard_E20s_v5", 20, 160, 0, ""),
+    ("Standard_E32s_v5", 32, 256, 0, ""),
+    ("Standard_E48s_v5", 48, 384, 0, ""),
+    ("Standard_E64s_v5", 64, 512, 0, ""),
+    ("Standard_E96s_v5", 96, 672, 0, ""),
+    ("Standard_E104is_v5", 104, 672, 0, ""),
+    ("Standard_F2s_v2", 2, 4, 0, ""),
+    ("Standard_F4s_v2", 4, 8, 0, ""),
+    ("Standard_F8s_v2", 8, 16, 0, ""),
+    ("Standard_F16s_v2", 16, 32, 0, ""),
+    ("Standard_F32s_v2", 32, 64, 0, ""),
+    ("Standard_F48s_v2", 48, 96, 0, ""),
+    ("Standard_F64s_v2", 64, 128, 0, ""),
+    ("Standard_F72s_v2", 72, 144, 0, ""),
+    ("Standard_NC4as_T4_v3", 4, 28, 1, "T4"),
+    ("Standard_NC8as_T4_v3", 8, 56, 1, "T4"),
+    ("Standard_NC16as_T4_v3", 16, 110, 1, "T4"),
+    ("Standard_NC64as_T4_v3", 64, 440, 4, "T4"),
+    ("Standard_NC24ads_A100_v4", 24, 220, 1, "A100"),
+    ("Standard_NC48ads_A100_v4", 48, 440, 2, "A100"),
+    ("Standard_NC96ads_A100_v4", 96, 880, 4, "A100"),
+    ("Standard_NC40ads_H100_v5", 40, 320, 1, "H100"),
+    ("Standard_NC80adis_H100_v5", 80, 640, 2, "H100"),
+    ("Standard_ND96asr_v4", 96, 900, 8, "A100"),
+];
+
+/// Looks a VM size up (case-insensitive, as Azure treats them).
+pub fn vm_shape(name: &str) -> Option<VmShape> {
+    VM_SIZES.iter().find(|v| v.0.eq_ignore_ascii_case(name)).map(|v| VmShape {
+        vcpus: v.1,
+        memory_bytes: v.2 * GI,
+        gpus: v.3,
+    })
+}
+
+/// VM sizes of the same family (same prefix letters and suffix, e.g. `Standard_D*s_v5`), by size.
+pub fn same_family(name: &str) -> Vec<&'static str> {
+    let fam = family(name);
+    VM_SIZES.iter().filter(|v| family(v.0) == fam).map(|v| v.0).collect()
+}
+
+fn family(name: &str) -> String {
+    // Standard_D8s_v5 → "Standard_D#s_v5"
+    let mut out = String::new();
+    let mut in_digits = false;
+    for c in name.chars() {
+        if c.is_ascii_digit() {
+            if !in_digits {
+                out.push('#');
+            }
+            in_digits = true;
+        } else {
+            in_digits = false;
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Default max pods per node for the network configuration (AKS defaults).
+pub fn default_max_pods(plugin: NetworkPlugin, mode: NetworkMode) -> u32 {
+    match (plugin, mode) {
+        (NetworkPlugin::Kubenet, _) => 110,
+        (NetworkPlugin::Azure, NetworkMode::Overlay) => 250,
+        (NetworkPlugin::Azure, NetworkMode::PodSubnet) => 110,
+        (NetworkPlugin::Azure, NetworkMode::NodeSubnet) => 30,
+    }
+}
+
+/// CPU AKS reserves for Kubernetes (millicores). Documented for 1, 2, 4, 8, 16, 32, 64 cores;
+/// other counts use the fit `60 + 40·log2(n)` (n ≤ 8) or `100 + 10·n` (n ≥ 8) and are flagged.
+pub fn kube_reserved_cpu_m(vcpus: u32) -> (u64, bool) {
+    const TABLE: [(u32, u64); 7] = [(1, 60), (2, 100), (4, 140), (8, 180), (16, 260), (32, 420), (64, 740)];
+    if let Some((_, m)) = TABLE.iter().find(|(c, _)| *c == vcpus) {
+        return (*m, false);
+    }
+    let n = vcpus as f64;
+    let m = if vcpus <= 8 { 60.0 + 40.0 * n.log2() } else { 100.0 + 10.0 * n };
+    (m.round() as u64, true)
+}
+
+/// Memory AKS reserves for Kubernetes plus the hard eviction threshold, in bytes.
+pub fn kube_reserved_memory(memory_bytes: u64, max_pods: u32, k8s_minor: Option<(u32, u32)>) -> u64 {
+    let mem_mib = memory_bytes / MI;
+    let modern = k8s_minor.is_none_or(|v| v >= (1, 29));
+    if modern {
+        let reserved = (20 * max_pods as u64 + 50).min(mem_mib / 4);
+        (reserved + 100) * MI
+    } else {
+        // 25% of the first 4 GiB, 20% of the next 4, 10% of the next 8, 6% of the next 112, 2% above.
+        let gib = memory_bytes as f64 / GI as f64;
+        let tiers = [(4.0, 0.25), (4.0, 0.20), (8.0, 0.10), (112.0, 0.06), (f64::INFINITY, 0.02)];
+        let mut left = gib;
+        let mut reserved = 0.0;
+        for (size, rate) in tiers {
+            let take = left.min(size);
+            reserved += take * rate;
+            left -= take;
+            if left <= 0.0 {
+                break;
+            }
+        }
+        (reserved * GI as f64) as u64 + 750 * MI
+    }
+}
+
+/// What a node leaves to pods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Allocatable {
+    pub cpu_m: u64,
+    pub memory_bytes: u64,
+    pub gpus: u32,
+    /// The CPU reservation was interpolated (core count not in the AKS table).
+    pub cpu_interpolated: bool,
+}
+
+pub fn allocatable(vm: VmShape, max_pods: u32, k8s_minor: Option<(u32, u32)>) -> Allocatable {
+    let (cpu_res, interpolated) = kube_reserved_cpu_m(vm.vcpus);
+    Allocatable {
+        cpu_m: (vm.vcpus as u64 * 1000).saturating_sub(cpu_res),
+        memory_bytes: vm.memory_bytes.saturating_sub(kube_reserved_memory(vm.memory_bytes, max_pods, k8s_minor)),
+        gpus: vm.gpus,
+        cpu_interpolated: interpolated,
+    }
+}
+
+/// `"1.30"` → `(1, 30)`.
+pub fn k8s_minor(version: &str) -> Option<(u32, u32)> {
+    let mut it = version.trim_start_matches('v').split('.');
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documented_examples() {
+        // D8s_v5, 30 pods: 7820m and 32018 MiB (aks-allocatable worked example)
+        let a = allocatable(vm_shape("Standard_D8s_v5").unwrap(), 30, Some((1, 30)));
+        assert_eq!(a.cpu_m, 7820);
+        assert_eq!(a.memory_bytes / MI, 32018);
+        let a = allocatable(vm_shape("Standard_D8s_v5").unwrap(), 250, Some((1, 30)));
+        assert_eq!(a.memory_bytes / MI, 27618);
+        let a = allocatable(vm_shape("Standard_D16s_v5").unwrap(), 110, None);
+        assert_eq!((a.cpu_m, a.memory_bytes / MI), (15740, 63186));
+        assert_eq!(kube_reserved_cpu_m(48), (580, true));
+        assert_eq!(kube_reserved_cpu_m(96), (1060, true));
+        // pre-1.29: 7 GB node reserves 0.25*4 + 0.2*3 = 1.6 GB + 750 Mi eviction
+        let r = kube_reserved_memory(7 * GI, 30, Some((1, 28)));
+        assert_eq!(r, (1.6 * GI as f64) as u64 + 750 * MI);
+        assert!(same_family("Standard_D8s_v5").contains(&"Standard_D16s_v5"));
+        assert!(!same_family("Standard_D8s_v5").contains(&"Standard_D16ds_v5"));
+    }
+}

@@ -1,0 +1,950 @@
+//! From a loaded spec to the [`Deployment`]: derived names, node pools, pod sizing and every
+//! cross-layer rule of SPEC.md. All problems are collected, each with the field it concerns.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path as FsPath;
+
+use sha2::{Digest, Sha256};
+
+use super::azure::{self, VmShape};
+use super::names;
+use super::*;
+use crate::spec::quantity::{GI, format_cpu, format_memory, gib};
+use crate::spec::{self, CpuRequest, Loaded, MemoryRequest, Problem, Problems, Target};
+
+/// KubeRay versions raydeploy renders values for, and the oldest Ray each supports.
+pub const KUBERAY_SUPPORT: &[(&str, &str)] = &[("1.6", "2.9.0"), ("1.7", "2.9.0")];
+/// Python versions the rayproject/ray images are published for.
+pub const PYTHON_VERSIONS: &[&str] = &["3.9", "3.10", "3.11", "3.12", "3.13"];
+/// Max deployment name length (it prefixes every derived name).
+pub const MAX_NAME: usize = 40;
+/// Where job folders are copied inside the image.
+pub const JOBS_DIR: &str = "/home/ray/jobs";
+/// Default for `cpu/memory: auto` when there is no VM to size for (target local).
+const LOCAL_DEFAULT_CPU_M: u64 = 1000;
+const LOCAL_DEFAULT_MEM: u64 = 2 * GI;
+
+/// Builds the model; `target` overrides the spec's target (`--target`).
+pub fn build(loaded: &Loaded, target: Option<Target>) -> Result<Deployment, Problems> {
+    let mut b = Builder { spec: &loaded.spec, dir: &loaded.dir, problems: Problems::default(), warnings: vec![] };
+    let target = target.unwrap_or(loaded.spec.target);
+    let d = b.deployment(&loaded.deployment, loaded.env.clone(), target);
+    if b.problems.is_empty() { Ok(Deployment { warnings: b.warnings, ..d }) } else { Err(b.problems) }
+}
+
+struct Builder<'a> {
+    spec: &'a spec::Spec,
+    dir: &'a FsPath,
+    problems: Problems,
+    warnings: Vec<String>,
+}
+
+impl Builder<'_> {
+    fn err(&mut self, path: impl std::fmt::Display, msg: impl Into<String>, help: Option<String>) {
+        let mut p = Problem::new(path, msg);
+        p.help = help;
+        self.problems.push(p);
+    }
+
+    fn check_name(&mut self, path: &str, value: &str, rule: fn(&str) -> Result<(), String>, what: &str) {
+        if let Err(e) = rule(value) {
+            self.err(path, format!("`{value}` {e}"), Some(format!("choose a valid {what}")));
+        }
+    }
+
+    fn deployment(&mut self, name: &str, env: Option<String>, target: Target) -> Deployment {
+        let s = self.spec;
+        if let Err(e) = names::dns1123_label(name) {
+            self.err("name", format!("deployment name `{name}` {e}"), Some("use lowercase letters, digits and -".into()));
+        } else if name.len() > MAX_NAME {
+            let why = if env.is_some() { format!(" (the environment adds `-{}`)", env.as_deref().unwrap_or("")) } else { String::new() };
+            self.err(
+                "name",
+                format!("deployment name `{name}` is {} characters long{why}; at most {MAX_NAME} are allowed", name.len()),
+                Some("it prefixes every derived name: shorten it".into()),
+            );
+        }
+        let spec_hash = short_hash(&serde_json::to_vec(&(s, &env, target.as_str())).unwrap_or_default());
+
+        match target {
+            Target::Aks if s.azure.is_none() => self.err("azure", "target `aks` needs an `azure` section", Some("add azure: { location: … } or choose another target".into())),
+            Target::Kubernetes if s.kubernetes.is_none() => self.err(
+                "kubernetes",
+                "target `kubernetes` needs a `kubernetes` section with the image `registry`",
+                Some("add kubernetes: { registry: docker.io/acme/ray }".into()),
+            ),
+            _ => {}
+        }
+        if target != Target::Aks && s.azure.is_some() && s.target != Target::Aks {
+            self.warnings.push(format!("`azure` is ignored: the target is `{}`", target.as_str()));
+        }
+
+        self.versions();
+        self.check_name("cluster.namespace", &s.cluster.namespace, names::dns1123_label, "namespace (DNS-1123 label)");
+        self.check_name("kuberay.namespace", &s.kuberay.namespace, names::dns1123_label, "namespace (DNS-1123 label)");
+        for k in s.cluster.env.keys() {
+            if let Err(e) = names::env_var(k) {
+                self.err(format!("cluster.env.{k}"), format!("`{k}` {e}"), None);
+            }
+        }
+
+        let azure_ctx = if target == Target::Aks { s.azure.as_ref() } else { None };
+        let max_pods = azure_ctx.map(|a| a.network.max_pods.unwrap_or_else(|| azure::default_max_pods(a.network.plugin, a.network.mode)));
+        let k8s = azure_ctx.and_then(|a| azure::k8s_minor(&a.kubernetes_version));
+
+        let image = self.image(name, target);
+        let mut head = self.group_head(&image, target, max_pods, k8s);
+        let mut workers = self.workers(&image, target, max_pods, k8s);
+        let azure_model = azure_ctx.map(|a| self.azure(name, a, &mut head, &mut workers, max_pods.unwrap_or(250), k8s));
+        let secrets = self.secrets();
+        let mounts = self.mounts(name, &secrets);
+        let jobs = self.jobs(&head, &workers, target);
+
+        let cluster = ClusterModel {
+            namespace: s.cluster.namespace.clone(),
+            name: name.to_string(),
+            head_service: format!("{name}-head-svc"),
+            head,
+            workers,
+            autoscaler: s.cluster.autoscaler.clone(),
+            env: s.cluster.env.clone(),
+            mounts,
+            env_from_secrets: secrets.iter().filter(|s| s.expose_as_env).map(|s| s.name.clone()).collect(),
+        };
+        if let Err(e) = names::dns1035_label(name) {
+            self.err("name", format!("the RayCluster would be named `{name}`, which {e}"), Some("KubeRay requires a DNS-1035 name: start it with a letter".into()));
+        }
+        Deployment {
+            name: name.to_string(),
+            env,
+            target,
+            spec_hash,
+            dir: self.dir.to_path_buf(),
+            azure: azure_model,
+            kubernetes: if target == Target::Kubernetes {
+                s.kubernetes.as_ref().map(|k| KubernetesModel { context: k.context.clone(), registry: k.registry.clone() })
+            } else {
+                None
+            },
+            image,
+            operator: OperatorModel {
+                version: s.kuberay.version.clone(),
+                namespace: s.kuberay.namespace.clone(),
+                release: "kuberay-operator".into(),
+            },
+            cluster,
+            secrets,
+            jobs,
+            warnings: vec![],
+            spec: s.clone(),
+        }
+    }
+
+    fn versions(&mut self) {
+        let s = self.spec;
+        let ray = parse_semver(&s.image.ray_version);
+        if ray.is_none() {
+            self.err("image.rayVersion", format!("`{}` is not a Ray release version (X.Y.Z)", s.image.ray_version), Some("e.g. rayVersion: \"2.52.0\"".into()));
+        }
+        if !PYTHON_VERSIONS.contains(&s.image.python.as_str()) {
+            self.err(
+                "image.python",
+                format!("Python `{}` has no rayproject/ray image", s.image.python),
+                Some(format!("use one of {}", PYTHON_VERSIONS.join(", "))),
+            );
+        }
+        let kr = parse_semver(&s.kuberay.version);
+        let support = kr.and_then(|(ma, mi, _)| KUBERAY_SUPPORT.iter().find(|(v, _)| *v == format!("{ma}.{mi}")));
+        match (support, ray) {
+            (None, _) => self.err(
+                "kuberay.version",
+                format!("KubeRay `{}` is not supported", s.kuberay.version),
+                Some(format!("use one of {}", KUBERAY_SUPPORT.iter().map(|(v, _)| format!("{v}.x")).collect::<Vec<_>>().join(", "))),
+            ),
+            (Some((kv, min_ray)), Some(rv)) if rv < parse_semver(min_ray).unwrap_or_default() || rv.0 != 2 => self.err(
+                "image.rayVersion",
+                format!("KubeRay {kv} supports Ray {min_ray} to 2.x; rayVersion is {}", s.image.ray_version),
+                Some(format!("use rayVersion {min_ray} or later")),
+            ),
+            _ => {}
+        }
+    }
+
+    fn image(&mut self, name: &str, target: Target) -> ImageModel {
+        let s = &self.spec.image;
+        let python_tag = format!("py{}", s.python.replace('.', ""));
+        let base_tag = format!("{}-{python_tag}", s.ray_version);
+        let mut job_dirs = vec![];
+        for (i, j) in self.spec.jobs.iter().enumerate() {
+            if let Some(wd) = &j.working_dir {
+                let p = self.dir.join(wd);
+                if !p.is_dir() {
+                    self.err(format!("jobs[{i}].workingDir"), format!("`{wd}` is not a folder next to the spec ({})", p.display()), None);
+                } else if target != Target::Local {
+                    job_dirs.push((wd.clone(), format!("{JOBS_DIR}/{}", j.name)));
+                }
+            }
+        }
+        let dockerfile = s.dockerfile.as_ref().map(|f| self.dir.join(f));
+        let mut hasher = Sha256::new();
+        hasher.update(serde_json::to_vec(s).unwrap_or_default());
+        if let Some(df) = &dockerfile {
+            match std::fs::read(df) {
+                Ok(bytes) => {
+                    hasher.update(&bytes);
+                    self.check_custom_dockerfile(&String::from_utf8_lossy(&bytes));
+                }
+                Err(e) => self.err("image.dockerfile", format!("cannot read {}: {e}", df.display()), None),
+            }
+        }
+        for tmpl in ["Dockerfile.tera"] {
+            if let Ok(bytes) = std::fs::read(self.dir.join("templates").join(tmpl)) {
+                hasher.update(&bytes);
+            }
+        }
+        for (src, dst) in &job_dirs {
+            hasher.update(dst.as_bytes());
+            hash_dir(&mut hasher, &self.dir.join(src));
+        }
+        let content_hash = hex(&hasher.finalize())[..12].to_string();
+        let repository = match target {
+            Target::Aks => self.spec.azure.as_ref().map(|a| {
+                let acr = a.registry.name.clone().unwrap_or_else(|| names::default_acr(name));
+                format!("{}.azurecr.io/{name}", acr.to_lowercase())
+            }),
+            Target::Kubernetes => self.spec.kubernetes.as_ref().map(|k| k.registry.clone()),
+            Target::Local => None,
+        };
+        let needs_gpu = self.spec.cluster.worker_groups.iter().any(|g| g.gpus > 0);
+        let cpu = repository.as_ref().map(|r| ImageRef { repository: r.clone(), tag: format!("{base_tag}-{content_hash}") });
+        let gpu = if needs_gpu {
+            repository.as_ref().map(|r| ImageRef { repository: r.clone(), tag: format!("{base_tag}-gpu-{content_hash}") })
+        } else {
+            None
+        };
+        ImageModel {
+            ray_version: s.ray_version.clone(),
+            python: s.python.clone(),
+            python_tag,
+            base: s.base.clone(),
+            base_tag_gpu: format!("{base_tag}-gpu"),
+            base_tag,
+            apt_packages: s.apt_packages.clone(),
+            pip_packages: s.pip_packages.clone(),
+            dockerfile,
+            repository,
+            content_hash,
+            cpu,
+            gpu,
+            job_dirs,
+        }
+    }
+
+    /// A custom Dockerfile built on rayproject/ray must use the spec's Ray version.
+    fn check_custom_dockerfile(&mut self, text: &str) {
+        for line in text.lines() {
+            let l = line.trim();
+            let Some(from) = l.strip_prefix("FROM ").or_else(|| l.strip_prefix("from ")) else { continue };
+            let image = from.split_whitespace().find(|w| !w.starts_with("--")).unwrap_or("");
+            if let Some((_, tag)) = image.rsplit_once(':') {
+                if image.contains("ray") && !tag.contains('$') {
+                    let v = tag.split('-').next().unwrap_or("");
+                    if parse_semver(v).is_some() && v != self.spec.image.ray_version {
+                        self.err(
+                            "image.dockerfile",
+                            format!("the Dockerfile builds FROM Ray {v} but image.rayVersion is {}", self.spec.image.ray_version),
+                            Some("the cluster, the autoscaler and the image must run one Ray version: align them".into()),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn group_head(&mut self, image: &ImageModel, target: Target, max_pods: Option<u32>, k8s: Option<(u32, u32)>) -> RayGroup {
+        let h = &self.spec.cluster.head;
+        let mut params = BTreeMap::from([("dashboard-host".to_string(), "0.0.0.0".to_string())]);
+        params.extend(h.ray_start_params.clone());
+        let mut g = RayGroup {
+            name: "head".into(),
+            role: Role::Head,
+            spec_path: "cluster.head".into(),
+            cpu_m: 0,
+            memory_bytes: 0,
+            gpus: 0,
+            replicas: 1,
+            min_replicas: 1,
+            max_replicas: 1,
+            spot: false,
+            pool: None,
+            vm_size: h.vm_size.clone(),
+            fit: None,
+            image: image.cpu.clone().unwrap_or_else(|| local_image(image)),
+            ray_start_params: params,
+            node_selector: BTreeMap::new(),
+            tolerations: vec![],
+        };
+        if target == Target::Aks && h.vm_size.is_none() {
+            self.err("cluster.head.vmSize", "the head needs a `vmSize` on target aks (it gets its own node pool)", Some("e.g. vmSize: Standard_D8s_v5".into()));
+        }
+        self.size(&mut g, h.cpu, h.memory, target, max_pods, k8s);
+        g
+    }
+
+    fn workers(&mut self, image: &ImageModel, target: Target, max_pods: Option<u32>, k8s: Option<(u32, u32)>) -> Vec<RayGroup> {
+        let mut seen = BTreeSet::new();
+        let mut out = vec![];
+        for (i, w) in self.spec.cluster.worker_groups.iter().enumerate() {
+            let path = format!("cluster.workerGroups[{i}]");
+            if let Err(e) = names::dns1123_label(&w.name) {
+                self.err(format!("{path}.name"), format!("`{}` {e}", w.name), Some("worker group names are DNS-1123 labels".into()));
+            } else if w.name == "head" {
+                self.err(format!("{path}.name"), "`head` is reserved for the head group", Some("choose another name".into()));
+            }
+            if !seen.insert(w.name.clone()) {
+                self.err(format!("{path}.name"), format!("worker group `{}` is defined twice", w.name), Some("group names must be unique".into()));
+            }
+            let min = w.min_replicas.unwrap_or(w.replicas);
+            let max = w.max_replicas.unwrap_or(w.replicas.max(min));
+            if min > w.replicas || w.replicas > max {
+                self.err(
+                    format!("{path}.replicas"),
+                    format!("needs minReplicas <= replicas <= maxReplicas; got {min} <= {} <= {max}", w.replicas),
+                    Some("adjust replicas or its bounds".into()),
+                );
+            }
+            if max == 0 {
+                self.err(format!("{path}.maxReplicas"), "maxReplicas is 0: the group could never run a pod", Some("set maxReplicas to at least 1 or remove the group".into()));
+            }
+            if !self.spec.cluster.autoscaler.enabled && min != max {
+                self.warnings.push(format!(
+                    "{path}: without cluster.autoscaler.enabled the group stays at {} replicas (bounds {min}..{max} are used only by the autoscaler)",
+                    w.replicas
+                ));
+            }
+            if target == Target::Aks && w.vm_size.is_none() {
+                self.err(format!("{path}.vmSize"), format!("worker group `{}` needs a `vmSize` on target aks", w.name), Some("e.g. vmSize: Standard_D8s_v5".into()));
+            }
+            let gpu = w.gpus > 0;
+            let mut tolerations = vec![];
+            if gpu {
+                tolerations.push(Toleration { key: GPU_TAINT_KEY.into(), operator: "Exists".into(), value: None, effect: "NoSchedule".into() });
+            }
+            if w.spot && target == Target::Aks {
+                tolerations.push(Toleration {
+                    key: SPOT_TAINT_KEY.into(),
+                    operator: "Equal".into(),
+                    value: Some("spot".into()),
+                    effect: "NoSchedule".into(),
+                });
+            }
+            if w.spot && target != Target::Aks {
+                self.warnings.push(format!("{path}.spot: Spot applies only to target aks; ignored"));
+            }
+            let image_ref = if gpu { image.gpu.clone() } else { image.cpu.clone() }.unwrap_or_else(|| local_image(image));
+            let mut g = RayGroup {
+                name: w.name.clone(),
+                role: Role::Worker,
+                spec_path: path,
+                cpu_m: 0,
+                memory_bytes: 0,
+                gpus: w.gpus,
+                replicas: w.replicas,
+                min_replicas: min,
+                max_replicas: max,
+                spot: w.spot && target == Target::Aks,
+                pool: None,
+                vm_size: w.vm_size.clone(),
+                fit: None,
+                image: image_ref,
+                ray_start_params: w.ray_start_params.clone(),
+                node_selector: BTreeMap::new(),
+                tolerations,
+            };
+            self.size(&mut g, w.cpu, w.memory, target, max_pods, k8s);
+            out.push(g);
+        }
+        out
+    }
+
+    fn vm(&mut self, path: &str, vm_size: &str) -> Option<VmShape> {
+        let custom = self.spec.azure.as_ref().and_then(|a| a.vm_sizes.iter().find(|(k, _)| k.eq_ignore_ascii_case(vm_size)));
+        if let Some((_, v)) = custom {
+            let memory_bytes = match v.memory {
+                MemoryRequest::Bytes(b) => b,
+                MemoryRequest::Auto => 0,
+            };
+            if memory_bytes == 0 || v.vcpus == 0 {
+                self.err(format!("azure.vmSizes.{vm_size}"), "a custom VM size needs vcpus and memory", None);
+                return None;
+            }
+            return Some(VmShape { vcpus: v.vcpus, memory_bytes, gpus: v.gpus });
+        }
+        let shape = azure::vm_shape(vm_size);
+        if shape.is_none() {
+            let known: Vec<String> = azure::VM_SIZES.iter().map(|v| v.0.to_string()).collect();
+            let hint = match crate::spec::schema_check::did_you_mean(vm_size, &known) {
+                Some(s) => format!("did you mean `{s}`? Or describe it: azure.vmSizes: {{ {vm_size}: {{ vcpus: 8, memory: 32Gi, gpus: 0 }} }}"),
+                None => format!("describe it: azure.vmSizes: {{ {vm_size}: {{ vcpus: 8, memory: 32Gi, gpus: 0 }} }}"),
+            };
+            self.err(path, format!("unknown VM size `{vm_size}`"), Some(hint));
+        }
+        shape
+    }
+
+    /// Sizes a group's pod: `auto` fills the node; explicit requests must fit.
+    fn size(&mut self, g: &mut RayGroup, cpu: CpuRequest, mem: MemoryRequest, target: Target, max_pods: Option<u32>, k8s: Option<(u32, u32)>) {
+        let path = g.spec_path.clone();
+        let Some(vm_size) = g.vm_size.clone() else {
+            // No VM to size for: explicit values, or local defaults.
+            match (target, cpu, mem) {
+                (Target::Local, _, _) => {}
+                (_, CpuRequest::Auto, _) | (_, _, MemoryRequest::Auto) => {
+                    if target == Target::Kubernetes {
+                        self.err(
+                            format!("{path}.cpu"),
+                            "`auto` sizing needs a vmSize; on target kubernetes give cpu and memory explicitly (or the nodes' vmSize)",
+                            Some("e.g. cpu: 4, memory: 16Gi".into()),
+                        );
+                    }
+                }
+                _ => {}
+            }
+            g.cpu_m = match cpu {
+                CpuRequest::Millis(m) => m,
+                CpuRequest::Auto => LOCAL_DEFAULT_CPU_M,
+            };
+            g.memory_bytes = match mem {
+                MemoryRequest::Bytes(b) => b,
+                MemoryRequest::Auto => LOCAL_DEFAULT_MEM,
+            };
+            if g.cpu_m == 0 && g.role == Role::Worker {
+                self.err(format!("{path}.cpu"), "a worker needs at least some CPU", None);
+            }
+            return;
+        };
+        let Some(vm) = self.vm(&format!("{path}.vmSize"), &vm_size) else { return };
+        let max_pods = max_pods.unwrap_or(110);
+        let alloc = azure::allocatable(vm, max_pods, k8s);
+        let reserve = self.spec.azure.as_ref().map(|a| a.daemonset_reserve.clone()).unwrap_or_default();
+        let res_cpu = match reserve.cpu {
+            CpuRequest::Millis(m) => m,
+            CpuRequest::Auto => 500,
+        };
+        let res_mem = match reserve.memory {
+            MemoryRequest::Bytes(b) => b,
+            MemoryRequest::Auto => GI,
+        };
+        let avail_cpu = alloc.cpu_m.saturating_sub(res_cpu);
+        let avail_mem = alloc.memory_bytes.saturating_sub(res_mem);
+        if alloc.cpu_interpolated {
+            self.warnings.push(format!(
+                "{path}.vmSize: AKS does not document the CPU reservation for {} cores; {vm_size} uses an interpolated {}m",
+                vm.vcpus,
+                vm.vcpus as u64 * 1000 - alloc.cpu_m
+            ));
+        }
+        if vm.gpus > 0 && g.gpus == 0 && g.role == Role::Worker {
+            self.err(
+                format!("{path}.gpus"),
+                format!("{vm_size} has {} GPU(s) but the group asks for none", vm.gpus),
+                Some(format!("set gpus: {} (GPU image, taint and tolerations follow) or choose a CPU VM size", vm.gpus)),
+            );
+        }
+        if g.gpus > vm.gpus {
+            let fits: Vec<&str> = azure::VM_SIZES.iter().filter(|v| v.3 >= g.gpus).map(|v| v.0).take(3).collect();
+            self.err(
+                format!("{path}.gpus"),
+                format!("requests {} GPU(s), {vm_size} has {}", g.gpus, vm.gpus),
+                Some(if fits.is_empty() { "lower gpus".into() } else { format!("use a GPU VM size such as {}", fits.join(", ")) }),
+            );
+        }
+        let cpu_m = match cpu {
+            CpuRequest::Auto => (avail_cpu / 1000) * 1000,
+            CpuRequest::Millis(m) => m,
+        };
+        let memory_bytes = match mem {
+            MemoryRequest::Auto => (avail_mem / GI) * GI,
+            MemoryRequest::Bytes(b) => b,
+        };
+        let reserve_note = format!("after the {} CPU / {} GiB DaemonSet reserve", format_cpu(res_cpu), gib(res_mem));
+        if cpu_m == 0 || memory_bytes == 0 {
+            self.err(format!("{path}.vmSize"), format!("{vm_size} leaves no whole CPU or GiB to a Ray pod {reserve_note}"), Some(suggest_vm(&vm_size, 1000, GI, g.gpus, max_pods, k8s, res_cpu, res_mem).map(|v| format!("use {v}")).unwrap_or_default()));
+            return;
+        }
+        if cpu_m > avail_cpu {
+            let alt = suggest_vm(&vm_size, cpu_m, memory_bytes, g.gpus, max_pods, k8s, res_cpu, res_mem);
+            self.err(
+                format!("{path}.cpu"),
+                format!(
+                    "requests {} CPU, {vm_size} allocates {:.2} CPU to pods ({:.2} {reserve_note})",
+                    format_cpu(cpu_m).trim_end_matches('m'),
+                    alloc.cpu_m as f64 / 1000.0,
+                    avail_cpu as f64 / 1000.0
+                ),
+                Some(format!("use cpu: {}{}", avail_cpu / 1000, alt.map(|v| format!(" or {v}")).unwrap_or_default())),
+            );
+        }
+        if memory_bytes > avail_mem {
+            let alt = suggest_vm(&vm_size, cpu_m, memory_bytes, g.gpus, max_pods, k8s, res_cpu, res_mem);
+            self.err(
+                format!("{path}.memory"),
+                format!(
+                    "requests {} ({} GiB), {vm_size} allocates {} GiB to pods ({} GiB {reserve_note}, maxPods {max_pods})",
+                    format_memory(memory_bytes),
+                    gib(memory_bytes),
+                    gib(alloc.memory_bytes),
+                    gib(avail_mem)
+                ),
+                Some(format!("use memory: {}Gi{}", avail_mem / GI, alt.map(|v| format!(" or {v}")).unwrap_or_default())),
+            );
+        }
+        let per_node = |have: u64, want: u64| if want == 0 { u64::MAX } else { have / want };
+        let mut ppn = per_node(avail_cpu, cpu_m).min(per_node(avail_mem, memory_bytes));
+        if g.gpus > 0 {
+            ppn = ppn.min((vm.gpus / g.gpus) as u64);
+        }
+        let ppn = ppn.clamp(1, max_pods as u64) as u32;
+        g.cpu_m = cpu_m;
+        g.memory_bytes = memory_bytes;
+        g.fit = Some(Fit {
+            allocatable: alloc,
+            available_cpu_m: avail_cpu,
+            available_memory_bytes: avail_mem,
+            pods_per_node: ppn,
+            cpu_utilisation_pct: pct(cpu_m * ppn as u64, alloc.cpu_m),
+            memory_utilisation_pct: pct(memory_bytes * ppn as u64, alloc.memory_bytes),
+        });
+    }
+
+    fn azure(
+        &mut self,
+        name: &str,
+        a: &spec::Azure,
+        head: &mut RayGroup,
+        workers: &mut [RayGroup],
+        max_pods: u32,
+        k8s: Option<(u32, u32)>,
+    ) -> AzureModel {
+        if k8s.is_none() {
+            self.err("azure.kubernetesVersion", format!("`{}` is not a Kubernetes version (1.X)", a.kubernetes_version), Some("e.g. kubernetesVersion: \"1.30\"".into()));
+        }
+        if a.location.is_empty() || !a.location.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()) {
+            self.err("azure.location", format!("`{}` is not an Azure region name", a.location), Some("region names are lowercase, e.g. westeurope".into()));
+        }
+        if let Some(sub) = &a.subscription_id {
+            if !is_guid(sub) {
+                self.err("azure.subscriptionId", format!("`{sub}` is not a subscription id (a GUID)"), None);
+            }
+        }
+        if !(10..=250).contains(&max_pods) {
+            self.err("azure.network.maxPods", format!("maxPods {max_pods} is outside 10..250"), None);
+        }
+        if a.network.plugin == spec::NetworkPlugin::Kubenet && a.network.mode != spec::NetworkMode::Overlay {
+            self.warnings.push("azure.network.mode applies to the azure plugin only; ignored with kubenet".into());
+        }
+        let rg = a.resource_group.clone().unwrap_or_else(|| format!("rg-{name}"));
+        self.check_name(if a.resource_group.is_some() { "azure.resourceGroup" } else { "name" }, &rg, names::resource_group, "resource group name");
+        let aks_name = format!("aks-{name}");
+        self.check_name("name", &aks_name, names::aks_cluster, "deployment name");
+        let acr = a.registry.name.clone().unwrap_or_else(|| names::default_acr(name));
+        if let Err(e) = names::acr(&acr) {
+            let path = if a.registry.name.is_some() { "azure.registry.name" } else { "name" };
+            self.err(path, format!("registry name `{acr}` {e}"), Some("set azure.registry.name to 5-50 letters and digits".into()));
+        }
+        if let Some(st) = &a.state {
+            self.check_name("azure.state.storageAccount", &st.storage_account, names::storage_account, "storage account name");
+            self.check_name("azure.state.resourceGroup", &st.resource_group, names::resource_group, "resource group name");
+            if st.container.len() < 3 || st.container.len() > 63 || names::dns1123_label(&st.container).is_err() {
+                self.err("azure.state.container", format!("`{}` is not a valid blob container name", st.container), Some("3-63 lowercase letters, digits and -".into()));
+            }
+        }
+
+        // System pool: tainted CriticalAddonsOnly, at least 2 vCPU / 4 GiB.
+        let sys_vm = self.vm("azure.systemPool.vmSize", &a.system_pool.vm_size);
+        if let Some(v) = sys_vm {
+            if v.vcpus < 2 || v.memory_bytes < 4 * GI {
+                self.err(
+                    "azure.systemPool.vmSize",
+                    format!("{} has {} vCPU / {} GiB; the system pool needs at least 2 vCPU and 4 GiB", a.system_pool.vm_size, v.vcpus, gib(v.memory_bytes)),
+                    Some("use Standard_D2s_v5 or larger".into()),
+                );
+            }
+            if v.gpus > 0 {
+                self.warnings.push("azure.systemPool.vmSize is a GPU size: system pods will not use its GPUs".into());
+            }
+        }
+        if a.system_pool.count == 0 {
+            self.err("azure.systemPool.count", "the system pool needs at least one node", None);
+        }
+        let sys_vm = sys_vm.unwrap_or(VmShape { vcpus: 2, memory_bytes: 8 * GI, gpus: 0 });
+        let system_pool = NodePool {
+            name: "system".into(),
+            vm_size: a.system_pool.vm_size.clone(),
+            vm: sys_vm,
+            allocatable: azure::allocatable(sys_vm, max_pods, k8s),
+            group: None,
+            autoscaled: false,
+            min_count: a.system_pool.count,
+            max_count: a.system_pool.count,
+            node_count: a.system_pool.count,
+            spot: false,
+            labels: BTreeMap::new(),
+            taints: vec!["CriticalAddonsOnly=true:NoSchedule".into()],
+        };
+
+        // One pool per Ray group.
+        let mut pools = vec![];
+        let mut used: BTreeMap<String, String> = BTreeMap::from([("system".to_string(), "the system pool".to_string())]);
+        let explicit: Vec<Option<String>> = std::iter::once(self.spec.cluster.head.node_pool.clone())
+            .chain(self.spec.cluster.worker_groups.iter().map(|w| w.node_pool.clone()))
+            .collect();
+        for (idx, g) in std::iter::once(&mut *head).chain(workers.iter_mut()).enumerate() {
+            let explicit_name = explicit.get(idx).cloned().flatten();
+            let pool_name = explicit_name.clone().unwrap_or_else(|| if g.role == Role::Head { "rayhead".into() } else { names::pool_from_group(&g.name) });
+            let field = format!("{}.{}", g.spec_path, if explicit_name.is_some() { "nodePool" } else { "name" });
+            if let Err(e) = names::aks_pool(&pool_name) {
+                self.err(&field, format!("node pool name `{pool_name}` {e}"), Some(format!("set {}.nodePool to 1-12 lowercase letters and digits", g.spec_path)));
+            }
+            if let Some(other) = used.get(&pool_name) {
+                self.err(
+                    &field,
+                    format!("node pool name `{pool_name}` is already used by {other}"),
+                    Some(format!("AKS pool names are unique: set {}.nodePool to another name", g.spec_path)),
+                );
+            }
+            used.insert(pool_name.clone(), format!("group `{}`", g.name));
+            let Some(fit) = g.fit.clone() else { continue };
+            let vm_size = g.vm_size.clone().unwrap_or_default();
+            let vm = self.vm(&format!("{}.vmSize", g.spec_path), &vm_size).unwrap_or(VmShape { vcpus: 0, memory_bytes: 0, gpus: 0 });
+            let nodes = |pods: u32| pods.div_ceil(fit.pods_per_node);
+            let (min_count, max_count, node_count) = (nodes(g.min_replicas), nodes(g.max_replicas), nodes(g.replicas));
+            let mut labels = BTreeMap::from([(DEPLOYMENT_LABEL.to_string(), name.to_string()), (GROUP_LABEL.to_string(), g.name.clone())]);
+            let mut taints = vec![];
+            if g.is_gpu() {
+                labels.insert("raydeploy.io/gpu".into(), "true".into());
+                taints.push(format!("{GPU_TAINT_KEY}=present:NoSchedule"));
+            }
+            if g.spot {
+                taints.push(format!("{SPOT_TAINT_KEY}=spot:NoSchedule"));
+            }
+            g.pool = Some(pool_name.clone());
+            g.node_selector = BTreeMap::from([(GROUP_LABEL.to_string(), g.name.clone())]);
+            if g.is_gpu() {
+                g.node_selector.insert("raydeploy.io/gpu".into(), "true".into());
+            }
+            pools.push(NodePool {
+                name: pool_name,
+                vm_size,
+                vm,
+                allocatable: fit.allocatable,
+                group: Some(g.name.clone()),
+                autoscaled: min_count != max_count,
+                min_count,
+                max_count,
+                node_count,
+                spot: g.spot,
+                labels,
+                taints,
+            });
+        }
+
+        let mount_kinds: Vec<spec::MountType> = self.spec.cluster.mounts.iter().map(|m| m.kind).collect();
+        AzureModel {
+            subscription_id: a.subscription_id.clone(),
+            location: a.location.clone(),
+            resource_group: rg,
+            dns_prefix: name.to_string(),
+            aks_name,
+            kubernetes_version: a.kubernetes_version.clone(),
+            network_plugin: match a.network.plugin {
+                spec::NetworkPlugin::Azure => "azure",
+                spec::NetworkPlugin::Kubenet => "kubenet",
+            },
+            network_plugin_mode: (a.network.plugin == spec::NetworkPlugin::Azure && a.network.mode == spec::NetworkMode::Overlay).then_some("overlay"),
+            max_pods,
+            system_pool,
+            ray_pools: pools,
+            acr_login_server: format!("{}.azurecr.io", acr.to_lowercase()),
+            acr_name: acr,
+            acr_sku: match a.registry.sku {
+                spec::RegistrySku::Basic => "Basic",
+                spec::RegistrySku::Standard => "Standard",
+                spec::RegistrySku::Premium => "Premium",
+            },
+            state: a.state.as_ref().map(|s| StateModel {
+                resource_group: s.resource_group.clone(),
+                storage_account: s.storage_account.clone(),
+                container: s.container.clone(),
+                key: s.key.clone().unwrap_or_else(|| format!("{name}.tfstate")),
+            }),
+            tags: {
+                let mut t = a.tags.clone();
+                t.entry("raydeploy-deployment".into()).or_insert_with(|| name.to_string());
+                t
+            },
+            blob_driver: mount_kinds.contains(&spec::MountType::Azureblob),
+            file_driver: mount_kinds.contains(&spec::MountType::Azurefile),
+        }
+    }
+
+    fn secrets(&mut self) -> Vec<SecretModel> {
+        let mut seen = BTreeSet::new();
+        let mut out = vec![];
+        for (i, s) in self.spec.secrets.iter().enumerate() {
+            let path = format!("secrets[{i}]");
+            self.check_name(&format!("{path}.name"), &s.name, names::dns1123_subdomain, "Secret name (DNS-1123)");
+            if !seen.insert(s.name.clone()) {
+                self.err(format!("{path}.name"), format!("secret `{}` is defined twice", s.name), None);
+            }
+            if s.data.is_empty() {
+                self.err(format!("{path}.data"), format!("secret `{}` has no keys", s.name), Some("add at least one key".into()));
+            }
+            for (k, src) in &s.data {
+                if let Err(e) = names::secret_key(k) {
+                    self.err(format!("{path}.data.{k}"), format!("`{k}`: {e}"), None);
+                }
+                if s.expose_as_env && names::env_var(k).is_err() {
+                    self.warnings.push(format!(
+                        "{path}.data.{k}: `{k}` is not a portable environment variable name; Kubernetes before 1.32 skips it in envFrom"
+                    ));
+                }
+                match src {
+                    spec::SecretSource::FromEnv(v) if names::env_var(v).is_err() => {
+                        self.err(format!("{path}.data.{k}.fromEnv"), format!("`{v}` is not a valid environment variable name"), None)
+                    }
+                    spec::SecretSource::FromFile(f) if f.is_empty() => {
+                        self.err(format!("{path}.data.{k}.fromFile"), "the file path is empty", None)
+                    }
+                    spec::SecretSource::FromKeyVault(kv) => {
+                        if kv.vault.len() < 3 || kv.vault.len() > 24 || !kv.vault.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+                            self.err(format!("{path}.data.{k}.fromKeyVault.vault"), format!("`{}` is not a Key Vault name (3-24 letters, digits, -)", kv.vault), None);
+                        }
+                        if kv.secret.is_empty() || !kv.secret.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+                            self.err(format!("{path}.data.{k}.fromKeyVault.secret"), format!("`{}` is not a Key Vault secret name (letters, digits, -)", kv.secret), None);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            out.push(SecretModel {
+                name: s.name.clone(),
+                keys: s.data.keys().cloned().collect(),
+                sources: s.data.clone(),
+                expose_as_env: s.expose_as_env,
+            });
+        }
+        out
+    }
+
+    fn mounts(&mut self, name: &str, secrets: &[SecretModel]) -> Vec<MountModel> {
+        let mut seen = BTreeSet::new();
+        let mut paths = BTreeSet::new();
+        let mut out = vec![];
+        for (i, m) in self.spec.cluster.mounts.iter().enumerate() {
+            let path = format!("cluster.mounts[{i}]");
+            self.check_name(&format!("{path}.name"), &m.name, names::dns1123_label, "mount name (DNS-1123 label)");
+            if !seen.insert(m.name.clone()) {
+                self.err(format!("{path}.name"), format!("mount `{}` is defined twice", m.name), None);
+            }
+            if !m.path.starts_with('/') {
+                self.err(format!("{path}.path"), format!("`{}` is not an absolute path", m.path), Some("mount paths start with /".into()));
+            }
+            if !paths.insert(m.path.clone()) {
+                self.err(format!("{path}.path"), format!("`{}` is already a mount path", m.path), None);
+            }
+            let need = |b: &mut Self, field: &str, v: &Option<String>, t: &str| {
+                if v.as_deref().is_none_or(str::is_empty) {
+                    b.err(format!("{path}.{field}"), format!("a `{t}` mount needs `{field}`"), None);
+                }
+            };
+            let (kind, azure_only) = match m.kind {
+                spec::MountType::Azureblob => {
+                    need(self, "container", &m.container, "azureblob");
+                    need(self, "storageAccount", &m.storage_account, "azureblob");
+                    ("azureblob", true)
+                }
+                spec::MountType::Azurefile => {
+                    need(self, "share", &m.share, "azurefile");
+                    need(self, "storageAccount", &m.storage_account, "azurefile");
+                    ("azurefile", true)
+                }
+                spec::MountType::Pvc => {
+                    need(self, "claimName", &m.claim_name, "pvc");
+                    ("pvc", false)
+                }
+            };
+            if let Some(sa) = &m.storage_account {
+                self.check_name(&format!("{path}.storageAccount"), sa, names::storage_account, "storage account name");
+            }
+            if azure_only && self.spec.target == Target::Kubernetes && m.secret.is_none() {
+                self.warnings.push(format!("{path}: a `{kind}` mount on target kubernetes needs the Azure CSI driver and usually `secret`"));
+            }
+            if let Some(sec) = &m.secret {
+                match secrets.iter().find(|s| &s.name == sec) {
+                    None => self.err(
+                        format!("{path}.secret"),
+                        format!("secret `{sec}` is not defined in `secrets`"),
+                        Some(match crate::spec::schema_check::did_you_mean(sec, &secrets.iter().map(|s| s.name.clone()).collect::<Vec<_>>()) {
+                            Some(s) => format!("did you mean `{s}`?"),
+                            None => "add it under secrets with keys azurestorageaccountname and azurestorageaccountkey".into(),
+                        }),
+                    ),
+                    Some(s) if m.kind != spec::MountType::Pvc => {
+                        for key in ["azurestorageaccountname", "azurestorageaccountkey"] {
+                            if !s.keys.iter().any(|k| k == key) {
+                                self.err(format!("{path}.secret"), format!("secret `{sec}` has no key `{key}`, which the CSI driver reads"), None);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            let size = m.size.clone().unwrap_or_else(|| "100Gi".into());
+            if crate::spec::quantity::parse_memory(&size).is_none() {
+                self.err(format!("{path}.size"), format!("`{size}` is not a quantity such as 100Gi"), None);
+            }
+            let pvc = m.kind == spec::MountType::Pvc;
+            out.push(MountModel {
+                name: m.name.clone(),
+                kind: m.kind,
+                claim_name: if pvc { m.claim_name.clone().unwrap_or_default() } else { format!("{name}-{}", m.name) },
+                volume_name: (!pvc).then(|| format!("{name}-{}", m.name)),
+                container: m.container.clone(),
+                share: m.share.clone(),
+                storage_account: m.storage_account.clone(),
+                path: m.path.clone(),
+                read_only: m.read_only,
+                size,
+                secret: m.secret.clone(),
+            });
+        }
+        out
+    }
+
+    fn jobs(&mut self, head: &RayGroup, workers: &[RayGroup], target: Target) -> Vec<JobModel> {
+        let mut seen = BTreeSet::new();
+        let mut out = vec![];
+        let groups: Vec<&RayGroup> = std::iter::once(head).chain(workers.iter()).filter(|g| g.max_replicas > 0).collect();
+        let max_cpu = groups.iter().map(|g| g.cpu_m).max().unwrap_or(0);
+        let max_gpu = groups.iter().map(|g| g.gpus).max().unwrap_or(0);
+        for (i, j) in self.spec.jobs.iter().enumerate() {
+            let path = format!("jobs[{i}]");
+            self.check_name(&format!("{path}.name"), &j.name, names::dns1035_label, "RayJob name (DNS-1035: lowercase, starting with a letter)");
+            if !seen.insert(j.name.clone()) {
+                self.err(format!("{path}.name"), format!("job `{}` is defined twice", j.name), None);
+            }
+            if j.entrypoint.trim().is_empty() {
+                self.err(format!("{path}.entrypoint"), "the entrypoint is empty", Some("e.g. entrypoint: python train.py".into()));
+            }
+            if let Some(c) = j.entrypoint_num_cpus {
+                if c < 0.0 || (c * 1000.0) as u64 > max_cpu {
+                    self.err(
+                        format!("{path}.entrypointNumCpus"),
+                        format!("the entrypoint needs {c} CPU but the largest Ray pod has {}", format_cpu(max_cpu)),
+                        Some("lower entrypointNumCpus or give a group more CPU".into()),
+                    );
+                }
+            }
+            if let Some(gp) = j.entrypoint_num_gpus {
+                if gp > 0.0 && gp > max_gpu as f64 {
+                    self.err(
+                        format!("{path}.entrypointNumGpus"),
+                        format!("the entrypoint needs {gp} GPU but {}", if max_gpu == 0 { "no group has GPUs".to_string() } else { format!("the largest GPU pod has {max_gpu}") }),
+                        Some("add a GPU worker group (gpus: 1 on a GPU VM size) or drop entrypointNumGpus".into()),
+                    );
+                }
+            }
+            if !j.shutdown_after_finish && j.ttl_seconds_after_finished.is_some() {
+                self.err(
+                    format!("{path}.ttlSecondsAfterFinished"),
+                    "ttlSecondsAfterFinished applies only with shutdownAfterFinish: true",
+                    Some("set shutdownAfterFinish: true or remove the TTL".into()),
+                );
+            }
+            for k in j.runtime_env.env_vars.keys() {
+                if let Err(e) = names::env_var(k) {
+                    self.err(format!("{path}.runtimeEnv.envVars.{k}"), format!("`{k}` {e}"), None);
+                }
+            }
+            let in_image = j.working_dir.as_ref().map(|_| format!("{JOBS_DIR}/{}", j.name));
+            out.push(JobModel {
+                name: j.name.clone(),
+                entrypoint: j.entrypoint.clone(),
+                working_dir: if target == Target::Local { None } else { in_image },
+                local_working_dir: j.working_dir.as_ref().map(|w| self.dir.join(w)),
+                pip: j.runtime_env.pip.clone(),
+                env_vars: j.runtime_env.env_vars.clone(),
+                entrypoint_num_cpus: j.entrypoint_num_cpus,
+                entrypoint_num_gpus: j.entrypoint_num_gpus,
+                shutdown_after_finish: j.shutdown_after_finish,
+                ttl_seconds_after_finished: if j.shutdown_after_finish { Some(j.ttl_seconds_after_finished.unwrap_or(300)) } else { None },
+                active_deadline_seconds: j.active_deadline_seconds,
+            });
+        }
+        out
+    }
+}
+
+fn local_image(image: &ImageModel) -> ImageRef {
+    ImageRef { repository: image.base.clone(), tag: image.base_tag.clone() }
+}
+
+/// The smallest VM (same family first) whose pod space fits the request.
+#[allow(clippy::too_many_arguments)]
+fn suggest_vm(current: &str, cpu_m: u64, mem: u64, gpus: u32, max_pods: u32, k8s: Option<(u32, u32)>, res_cpu: u64, res_mem: u64) -> Option<String> {
+    let fits = |name: &str| {
+        let Some(vm) = azure::vm_shape(name) else { return false };
+        let a = azure::allocatable(vm, max_pods, k8s);
+        a.cpu_m.saturating_sub(res_cpu) >= cpu_m && a.memory_bytes.saturating_sub(res_mem) >= mem && vm.gpus >= gpus
+    };
+    let by_size = |mut v: Vec<&'static str>| {
+        v.sort_by_key(|n| azure::vm_shape(n).map(|s| (s.vcpus, s.memory_bytes)).unwrap_or_default());
+        v
+    };
+    let family = by_size(azure::same_family(current));
+    family
+        .into_iter()
+        .find(|n| fits(n))
+        .or_else(|| by_size(azure::VM_SIZES.iter().map(|v| v.0).collect()).into_iter().find(|n| fits(n) && (gpus > 0) == azure::vm_shape(n).is_some_and(|s| s.gpus > 0)))
+        .map(String::from)
+}
+
+fn pct(used: u64, of: u64) -> f64 {
+    if of == 0 { 0.0 } else { (used as f64 * 1000.0 / of as f64).round() / 10.0 }
+}
+
+pub fn parse_semver(s: &str) -> Option<(u32, u32, u32)> {
+    let mut it = s.split('.');
+    let v = (it.next()?.parse().ok()?, it.next()?.parse().ok()?, it.next()?.parse().ok()?);
+    it.next().is_none().then_some(v)
+}
+
+fn is_guid(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    parts.len() == 5
+        && [8, 4, 4, 4, 12].iter().zip(&parts).all(|(n, p)| p.len() == *n && p.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn short_hash(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))[..12].to_string()
+}
+
+fn hash_dir(h: &mut Sha256, dir: &FsPath) {
+    let mut entries: Vec<_> = std::fs::read_dir(dir).into_iter().flatten().flatten().collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let p = e.path();
+        h.update(e.file_name().to_string_lossy().as_bytes());
+        if p.is_dir() {
+            hash_dir(h, &p);
+        } else if let Ok(bytes) = std::fs::read(&p) {
+            h.update((bytes.len() as u64).to_le_bytes());
+            h.update(&bytes);
+        }
+    }
+}

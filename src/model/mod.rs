@@ -1,0 +1,274 @@
+//! The resolved deployment: every derived name, node pool, pod size and image reference that
+//! the renderers need, computed once from a loaded spec, with every cross-layer rule checked.
+
+pub mod azure;
+pub mod build;
+pub mod names;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+pub use build::build;
+
+use crate::spec::{self, Target};
+use azure::{Allocatable, VmShape};
+
+/// Label every raydeploy node carries, naming its pool's Ray group.
+pub const GROUP_LABEL: &str = "raydeploy.io/group";
+/// Label every raydeploy node and object carries, naming the deployment.
+pub const DEPLOYMENT_LABEL: &str = "raydeploy.io/deployment";
+/// Taint and toleration key of GPU pools.
+pub const GPU_TAINT_KEY: &str = "nvidia.com/gpu";
+/// Taint AKS puts on Spot pools.
+pub const SPOT_TAINT_KEY: &str = "kubernetes.azure.com/scalesetpriority";
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Deployment {
+    /// The deployment's name (`name`, or `name-env` under an overlay).
+    pub name: String,
+    pub env: Option<String>,
+    pub target: Target,
+    /// sha256 of the resolved spec (hex, 12 chars): labels, image metadata.
+    pub spec_hash: String,
+    /// Folder of the spec: relative paths resolve against it.
+    pub dir: PathBuf,
+    pub azure: Option<AzureModel>,
+    pub kubernetes: Option<KubernetesModel>,
+    pub image: ImageModel,
+    pub operator: OperatorModel,
+    pub cluster: ClusterModel,
+    pub secrets: Vec<SecretModel>,
+    pub jobs: Vec<JobModel>,
+    /// Things that are allowed but worth knowing.
+    pub warnings: Vec<String>,
+    /// The resolved spec, for fields the model passes through unchanged.
+    #[serde(skip)]
+    pub spec: spec::Spec,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AzureModel {
+    pub subscription_id: Option<String>,
+    pub location: String,
+    pub resource_group: String,
+    pub aks_name: String,
+    pub dns_prefix: String,
+    pub kubernetes_version: String,
+    pub network_plugin: &'static str,
+    /// `overlay` for Azure CNI Overlay, else none.
+    pub network_plugin_mode: Option<&'static str>,
+    pub max_pods: u32,
+    pub system_pool: NodePool,
+    /// One pool per Ray group, head first.
+    pub ray_pools: Vec<NodePool>,
+    pub acr_name: String,
+    pub acr_sku: &'static str,
+    pub acr_login_server: String,
+    pub state: Option<StateModel>,
+    pub tags: BTreeMap<String, String>,
+    /// Blob CSI driver needed (an `azureblob` mount exists).
+    pub blob_driver: bool,
+    /// Azure Files CSI driver needed.
+    pub file_driver: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StateModel {
+    pub resource_group: String,
+    pub storage_account: String,
+    pub container: String,
+    pub key: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct KubernetesModel {
+    pub context: Option<String>,
+    pub registry: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NodePool {
+    pub name: String,
+    pub vm_size: String,
+    pub vm: VmShape,
+    pub allocatable: Allocatable,
+    /// Ray group on this pool (none for the system pool).
+    pub group: Option<String>,
+    pub autoscaled: bool,
+    pub min_count: u32,
+    pub max_count: u32,
+    /// Initial (or fixed) node count.
+    pub node_count: u32,
+    pub spot: bool,
+    pub labels: BTreeMap<String, String>,
+    /// `key=value:Effect`
+    pub taints: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Head,
+    Worker,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RayGroup {
+    /// `head` or the worker group's name (the KubeRay `groupName`).
+    pub name: String,
+    pub role: Role,
+    /// Path of the group in the spec, e.g. `cluster.workerGroups[1]`.
+    pub spec_path: String,
+    pub cpu_m: u64,
+    pub memory_bytes: u64,
+    pub gpus: u32,
+    pub replicas: u32,
+    pub min_replicas: u32,
+    pub max_replicas: u32,
+    pub spot: bool,
+    /// The AKS pool the group runs on (target aks).
+    pub pool: Option<String>,
+    pub vm_size: Option<String>,
+    pub fit: Option<Fit>,
+    pub image: ImageRef,
+    pub ray_start_params: BTreeMap<String, String>,
+    pub node_selector: BTreeMap<String, String>,
+    pub tolerations: Vec<Toleration>,
+}
+
+impl RayGroup {
+    pub fn is_gpu(&self) -> bool {
+        self.gpus > 0
+    }
+}
+
+/// How a pod fits its node.
+#[derive(Debug, Clone, Serialize)]
+pub struct Fit {
+    pub allocatable: Allocatable,
+    /// Left for Ray after the DaemonSet reserve.
+    pub available_cpu_m: u64,
+    pub available_memory_bytes: u64,
+    pub pods_per_node: u32,
+    pub cpu_utilisation_pct: f64,
+    pub memory_utilisation_pct: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Toleration {
+    pub key: String,
+    pub operator: String,
+    pub value: Option<String>,
+    pub effect: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ImageRef {
+    pub repository: String,
+    pub tag: String,
+}
+
+impl ImageRef {
+    pub fn reference(&self) -> String {
+        format!("{}:{}", self.repository, self.tag)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageModel {
+    pub ray_version: String,
+    pub python: String,
+    /// `py311`
+    pub python_tag: String,
+    pub base: String,
+    /// `2.52.0-py311`
+    pub base_tag: String,
+    /// `2.52.0-py311-gpu`
+    pub base_tag_gpu: String,
+    pub apt_packages: Vec<String>,
+    pub pip_packages: Vec<String>,
+    /// A user Dockerfile replacing the generated one (resolved path).
+    pub dockerfile: Option<PathBuf>,
+    /// Repository the image is pushed to (none for target local).
+    pub repository: Option<String>,
+    /// Content hash of everything that goes into the image (hex, 12 chars).
+    pub content_hash: String,
+    pub cpu: Option<ImageRef>,
+    /// Set when a GPU group exists.
+    pub gpu: Option<ImageRef>,
+    /// Job folders copied into the image: (source relative to the spec, destination).
+    pub job_dirs: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OperatorModel {
+    pub version: String,
+    pub namespace: String,
+    pub release: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterModel {
+    pub namespace: String,
+    /// Helm release and RayCluster name.
+    pub name: String,
+    pub head: RayGroup,
+    pub workers: Vec<RayGroup>,
+    pub autoscaler: spec::Autoscaler,
+    pub env: BTreeMap<String, String>,
+    pub mounts: Vec<MountModel>,
+    /// Secrets exposed to Ray containers with `envFrom`.
+    pub env_from_secrets: Vec<String>,
+    pub head_service: String,
+}
+
+impl ClusterModel {
+    pub fn groups(&self) -> impl Iterator<Item = &RayGroup> {
+        std::iter::once(&self.head).chain(self.workers.iter())
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MountModel {
+    pub name: String,
+    pub kind: spec::MountType,
+    /// Claim the pods mount.
+    pub claim_name: String,
+    /// PersistentVolume raydeploy creates (none for `pvc`).
+    pub volume_name: Option<String>,
+    pub container: Option<String>,
+    pub share: Option<String>,
+    pub storage_account: Option<String>,
+    pub path: String,
+    pub read_only: bool,
+    pub size: String,
+    /// Secret with the storage credentials (none: kubelet identity).
+    pub secret: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SecretModel {
+    pub name: String,
+    pub keys: Vec<String>,
+    pub sources: BTreeMap<String, spec::SecretSource>,
+    pub expose_as_env: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct JobModel {
+    pub name: String,
+    pub entrypoint: String,
+    /// Working dir inside the image (where `workingDir` was copied).
+    pub working_dir: Option<String>,
+    /// Working dir on this machine (target local).
+    pub local_working_dir: Option<PathBuf>,
+    pub pip: Vec<String>,
+    pub env_vars: BTreeMap<String, String>,
+    pub entrypoint_num_cpus: Option<f64>,
+    pub entrypoint_num_gpus: Option<f64>,
+    pub shutdown_after_finish: bool,
+    pub ttl_seconds_after_finished: Option<u32>,
+    pub active_deadline_seconds: Option<u32>,
+}
