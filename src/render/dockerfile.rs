@@ -1,7 +1,43 @@
-//! The Ray image's Dockerfile.
+//! The Ray image's Dockerfile: the user's own file when the spec names one, else
+//! `templates/Dockerfile.tera` rendered with the whole deployment as context.
+//!
+//! The rendered file builds the CPU image as is and the GPU image with
+//! `--build-arg BASE_TAG=<image.base_tag_gpu>`; its build context is the spec's folder.
 use super::RenderError;
 use crate::model::Deployment;
 
-pub fn render(_d: &Deployment, _tera: &tera::Tera) -> Result<String, RenderError> {
-    Ok(String::new())
+/// Name of the embedded (or overridden) template.
+pub const TEMPLATE: &str = "Dockerfile.tera";
+
+/// The Dockerfile text: the user's file unchanged, or the rendered template ending in a newline.
+pub fn render(d: &Deployment, tera: &tera::Tera) -> Result<String, RenderError> {
+    if let Some(path) = &d.image.dockerfile {
+        return std::fs::read_to_string(path).map_err(|source| RenderError::Read { path: path.clone(), source });
+    }
+    check_single_line(d)?;
+    let ctx = tera::Context::from_serialize(d).map_err(template_error)?;
+    let mut text = tera.render(TEMPLATE, &ctx).map_err(template_error)?;
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    Ok(text)
+}
+
+fn template_error(source: tera::Error) -> RenderError {
+    RenderError::Template { name: TEMPLATE.into(), source }
+}
+
+/// Shell quoting makes any package string safe inside a `RUN` line except a line break, which
+/// would end the Dockerfile instruction; such a string cannot be rendered.
+fn check_single_line(d: &Deployment) -> Result<(), RenderError> {
+    let lists = [("image.aptPackages", &d.image.apt_packages), ("image.pipPackages", &d.image.pip_packages)];
+    for (field, list) in lists {
+        if let Some(i) = list.iter().position(|p| p.contains(['\n', '\r'])) {
+            return Err(RenderError::Serialize {
+                what: format!("{field}[{i}]"),
+                message: "a line break cannot appear in a Dockerfile instruction".into(),
+            });
+        }
+    }
+    Ok(())
 }
