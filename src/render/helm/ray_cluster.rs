@@ -1,0 +1,173 @@
+//! Values for the ray-cluster chart: the RayCluster named after the deployment, its head, the
+//! first worker group in `worker` and the others in `additionalWorkerGroups`.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::k8s::{self, EnvFrom, EnvVar, Image, NameRef, Resources, Toleration, Volume, VolumeMount};
+use crate::model::{Deployment, RayGroup, DEPLOYMENT_LABEL, GROUP_LABEL};
+use crate::spec::UpscalingMode;
+
+/// The chart's sample worker group, disabled unless the deployment defines a group of that name.
+pub const CHART_SAMPLE_GROUP: &str = "smallGroup";
+
+/// Top level of `ray-cluster.values.yaml`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RayClusterValues {
+    pub image: Image,
+    pub name_override: String,
+    pub fullname_override: String,
+    pub head: HeadValues,
+    pub worker: WorkerValues,
+    pub additional_worker_groups: BTreeMap<String, WorkerValues>,
+}
+
+/// The pod fields head and workers share.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodValues {
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// `ray start` parameters; always strings.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub ray_start_params: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub container_env: Vec<EnvVar>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub env_from: Vec<EnvFrom>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<Volume>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub volume_mounts: Vec<VolumeMount>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeadValues {
+    pub ray_version: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enable_in_tree_autoscaling: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub autoscaler_options: Option<AutoscalerOptions>,
+    #[serde(flatten)]
+    pub pod: PodValues,
+}
+
+/// `head.autoscalerOptions` (the autoscaler sidecar of the head pod).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoscalerOptions {
+    pub idle_timeout_seconds: u32,
+    pub upscaling_mode: &'static str,
+    pub resources: Resources,
+}
+
+/// `worker` or one entry of `additionalWorkerGroups`.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerValues {
+    /// `Some(true)` switches the group off; the other fields are then omitted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disabled: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_replicas: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_replicas: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<Image>,
+    #[serde(flatten)]
+    pub pod: PodValues,
+}
+
+impl WorkerValues {
+    fn off() -> Self {
+        Self { disabled: Some(true), ..Self::default() }
+    }
+}
+
+/// Requests and limits of the autoscaler sidecar.
+const AUTOSCALER_CPU: &str = "200m";
+const AUTOSCALER_MEMORY: &str = "512Mi";
+
+fn upscaling_mode(m: UpscalingMode) -> &'static str {
+    match m {
+        UpscalingMode::Default => "Default",
+        UpscalingMode::Aggressive => "Aggressive",
+        UpscalingMode::Conservative => "Conservative",
+    }
+}
+
+/// Builds the ray-cluster values.
+pub fn values(d: &Deployment) -> RayClusterValues {
+    let c = &d.cluster;
+    let a = &c.autoscaler;
+    let head = HeadValues {
+        ray_version: d.image.ray_version.clone(),
+        enable_in_tree_autoscaling: a.enabled.then_some(true),
+        autoscaler_options: a.enabled.then(|| AutoscalerOptions {
+            idle_timeout_seconds: a.idle_timeout_seconds,
+            upscaling_mode: upscaling_mode(a.upscaling_mode),
+            resources: Resources::guaranteed(BTreeMap::from([
+                ("cpu".to_string(), AUTOSCALER_CPU.to_string()),
+                ("memory".to_string(), AUTOSCALER_MEMORY.to_string()),
+            ])),
+        }),
+        pod: pod(d, &c.head),
+    };
+    let mut workers = c.workers.iter();
+    let worker = workers.next().map_or_else(WorkerValues::off, |g| worker_group(d, g));
+    // The chart names additional groups by their map key (it reads no `groupName` there).
+    let mut additional: BTreeMap<String, WorkerValues> =
+        workers.map(|g| (g.name.clone(), WorkerValues { disabled: Some(false), group_name: None, ..worker_group(d, g) })).collect();
+    // A group named like the chart's sample replaces it; otherwise the sample stays off (a
+    // first group of that name lives in `worker`, so the sample entry is switched off too).
+    additional.entry(CHART_SAMPLE_GROUP.to_string()).or_insert_with(WorkerValues::off);
+    RayClusterValues {
+        image: Image::from(d.image.cpu.as_ref().unwrap_or(&c.head.image)),
+        name_override: c.name.clone(),
+        fullname_override: c.name.clone(),
+        head,
+        worker,
+        additional_worker_groups: additional,
+    }
+}
+
+fn worker_group(d: &Deployment, g: &RayGroup) -> WorkerValues {
+    WorkerValues {
+        disabled: None,
+        group_name: Some(g.name.clone()),
+        replicas: Some(g.replicas),
+        min_replicas: Some(g.min_replicas),
+        max_replicas: Some(g.max_replicas),
+        image: Some(Image::from(&g.image)),
+        pod: pod(d, g),
+    }
+}
+
+fn pod(d: &Deployment, g: &RayGroup) -> PodValues {
+    let c = &d.cluster;
+    let (volumes, volume_mounts) = k8s::volumes(&c.mounts);
+    PodValues {
+        labels: BTreeMap::from([(DEPLOYMENT_LABEL.to_string(), d.name.clone()), (GROUP_LABEL.to_string(), g.name.clone())]),
+        ray_start_params: g.ray_start_params.clone(),
+        container_env: c.env.iter().map(|(k, v)| EnvVar { name: k.clone(), value: v.clone() }).collect(),
+        env_from: c.env_from_secrets.iter().map(|s| EnvFrom { secret_ref: NameRef { name: s.clone() } }).collect(),
+        resources: Some(Resources::of_group(g)),
+        node_selector: g.node_selector.clone(),
+        tolerations: g.tolerations.iter().map(Toleration::from).collect(),
+        volumes,
+        volume_mounts,
+    }
+}
