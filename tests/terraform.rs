@@ -1,0 +1,307 @@
+//! Terraform for target `aks`: rendered through the binary, checked with the real `terraform fmt`,
+//! parsed back with hcl-rs and compared against the azurerm 4.x argument reference.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command as Std;
+
+use assert_cmd::Command;
+use hcl::eval::Evaluate;
+use hcl::{Block, Body, Expression, ObjectKey};
+use serde_json::Value as Json;
+
+const TERRAFORM: &str = "/usr/local/bin/terraform";
+const SUBSCRIPTION: &str = "00000000-0000-0000-0000-000000000000";
+/// Terraform meta-arguments valid in every resource.
+const META: &[&str] = &["lifecycle", "depends_on", "count", "for_each", "provider"];
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Every spec with target aks: (spec, environment).
+fn aks_specs() -> Vec<(PathBuf, Option<&'static str>)> {
+    let mut specs: Vec<(PathBuf, Option<&'static str>)> = [None, Some("dev"), Some("prod")].into_iter().map(|e| (root().join("raydeploy.yaml"), e)).collect();
+    let mut examples: Vec<PathBuf> = std::fs::read_dir(root().join("examples")).unwrap().flatten().map(|e| e.path().join("raydeploy.yaml")).filter(|p| p.is_file()).collect();
+    examples.sort();
+    for spec in examples {
+        let text = std::fs::read_to_string(&spec).unwrap();
+        if text.lines().any(|l| l.trim() == "target: aks") {
+            specs.push((spec, None));
+        }
+    }
+    assert!(specs.len() >= 6, "expected the root spec and the aks examples, got {specs:?}");
+    specs
+}
+
+fn label(spec: &Path, env: Option<&str>) -> String {
+    format!("{}{}", spec.strip_prefix(root()).unwrap_or(spec).display(), env.map(|e| format!(" -e {e}")).unwrap_or_default())
+}
+
+/// Renders `spec` into a fresh folder and returns it.
+fn render(spec: &Path, env: Option<&str>) -> tempfile::TempDir {
+    let out = tempfile::tempdir().unwrap();
+    let mut cmd = Command::cargo_bin("raydeploy").unwrap();
+    cmd.arg("render").arg(spec).arg("--out").arg(out.path()).env("AZURE_SUBSCRIPTION_ID", SUBSCRIPTION);
+    if let Some(e) = env {
+        cmd.args(["-e", e]);
+    }
+    let res = cmd.output().unwrap();
+    assert!(res.status.success(), "render {} failed:\n{}{}", label(spec, env), String::from_utf8_lossy(&res.stdout), String::from_utf8_lossy(&res.stderr));
+    out
+}
+
+fn parse(path: &Path) -> Body {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    hcl::from_str::<Body>(&text).unwrap_or_else(|e| panic!("{} does not parse: {e}\n{text}", path.display()))
+}
+
+fn tf_files(out: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(out.join("terraform")).unwrap().flatten().map(|e| e.path()).collect();
+    files.sort();
+    files
+}
+
+fn resources(body: &Body) -> impl Iterator<Item = &Block> {
+    body.blocks().filter(|b| b.identifier() == "resource")
+}
+
+fn resource_type(b: &Block) -> &str {
+    b.labels()[0].as_str()
+}
+
+fn attr<'a>(body: &'a Body, key: &str) -> Option<&'a Expression> {
+    body.attributes().find(|a| a.key() == key).map(|a| a.expr())
+}
+
+fn block<'a>(body: &'a Body, name: &str) -> Option<&'a Block> {
+    body.blocks().find(|b| b.identifier() == name)
+}
+
+/// The value of a literal expression (templates evaluated, so `$${` reads back as `${`).
+fn value(e: &Expression) -> hcl::Value {
+    e.evaluate(&hcl::eval::Context::new()).unwrap_or_else(|err| panic!("{e:?} is not a literal: {err}"))
+}
+
+fn string(e: &Expression) -> String {
+    match value(e) {
+        hcl::Value::String(s) => s,
+        other => panic!("expected a string, got {other:?}"),
+    }
+}
+
+fn strings(e: &Expression) -> Vec<String> {
+    match value(e) {
+        hcl::Value::Array(items) => items.into_iter().map(|v| v.as_str().expect("string item").to_string()).collect(),
+        other => panic!("expected a list, got {other:?}"),
+    }
+}
+
+/// An object literal as key → value; keys are evaluated like values.
+fn object(e: &Expression) -> BTreeMap<String, String> {
+    let Expression::Object(obj) = e else { panic!("expected an object, got {e:?}") };
+    obj.iter()
+        .map(|(k, v)| {
+            let key = match k {
+                ObjectKey::Identifier(i) => i.to_string(),
+                ObjectKey::Expression(x) => string(x),
+                other => panic!("unexpected object key {other:?}"),
+            };
+            (key, string(v))
+        })
+        .collect()
+}
+
+/// Names valid at `path` (`""` for the resource itself) of `rtype` in the schema, and the block names.
+fn schema_names<'a>(schema: &'a Json, rtype: &str, path: &str) -> (BTreeSet<&'a str>, BTreeSet<&'a str>) {
+    let res = schema.get(rtype).unwrap_or_else(|| panic!("resource type {rtype} is not in azurerm-schema.json"));
+    let level = if path.is_empty() { res } else { &res["blocks"][path] };
+    assert!(level.is_object(), "{rtype}: block `{path}` is not in azurerm-schema.json");
+    let list = |k: &str| level[k].as_array().into_iter().flatten().filter_map(|v| v.as_str()).collect::<BTreeSet<_>>();
+    (list("required"), list("optional"))
+}
+
+/// Checks every argument and nested block of `body` (at `path` inside `rtype`) against the schema.
+fn check_names(schema: &Json, rtype: &str, path: &str, body: &Body, whr: &str, problems: &mut Vec<String>) {
+    let (required, optional) = schema_names(schema, rtype, path);
+    let at = if path.is_empty() { rtype.to_string() } else { format!("{rtype}.{path}") };
+    let top = path.is_empty();
+    let mut present = BTreeSet::new();
+    for a in body.attributes() {
+        let k = a.key();
+        present.insert(k.to_string());
+        if !(required.contains(k) || optional.contains(k) || (top && META.contains(&k))) {
+            problems.push(format!("{whr}: argument `{k}` is not valid in {at}"));
+        }
+    }
+    for b in body.blocks() {
+        let k = b.identifier();
+        present.insert(k.to_string());
+        if top && META.contains(&k) {
+            continue;
+        }
+        if !(required.contains(k) || optional.contains(k)) {
+            problems.push(format!("{whr}: block `{k}` is not valid in {at}"));
+            continue;
+        }
+        let sub = if top { k.to_string() } else { format!("{path}.{k}") };
+        check_names(schema, rtype, &sub, b.body(), whr, problems);
+    }
+    for r in required {
+        if !present.contains(r) {
+            problems.push(format!("{whr}: required `{r}` missing in {at}"));
+        }
+    }
+}
+
+#[test]
+fn terraform_fmt_accepts_every_render() {
+    assert!(Path::new(TERRAFORM).is_file(), "{TERRAFORM} is missing");
+    for (spec, env) in aks_specs() {
+        let out = render(&spec, env);
+        let dir = out.path().join("terraform");
+        assert!(dir.join("main.tf").is_file() && dir.join("providers.tf").is_file() && dir.join("outputs.tf").is_file(), "{}: missing files", label(&spec, env));
+        let res = Std::new(TERRAFORM).args(["fmt", "-check", "-diff"]).arg(&dir).output().unwrap();
+        assert!(res.status.success(), "terraform fmt -check failed for {}:\n{}{}", label(&spec, env), String::from_utf8_lossy(&res.stdout), String::from_utf8_lossy(&res.stderr));
+    }
+}
+
+#[test]
+fn every_argument_exists_in_the_azurerm_schema() {
+    let schema: Json = serde_json::from_str(&std::fs::read_to_string(root().join("../shared/azure/azurerm-schema.json")).unwrap()).unwrap();
+    let mut problems = vec![];
+    for (spec, env) in aks_specs() {
+        let out = render(&spec, env);
+        let mut seen = BTreeSet::new();
+        for file in tf_files(out.path()) {
+            let body = parse(&file);
+            for r in resources(&body) {
+                let whr = format!("{} {}: resource {}.{}", label(&spec, env), file.file_name().unwrap().to_string_lossy(), resource_type(r), r.labels()[1].as_str());
+                check_names(&schema, resource_type(r), "", r.body(), &whr, &mut problems);
+                seen.insert(resource_type(r).to_string());
+            }
+            for p in body.blocks().filter(|b| b.identifier() == "provider") {
+                for a in p.body().attributes() {
+                    if a.key() != "subscription_id" {
+                        problems.push(format!("{}: unexpected provider argument {}", label(&spec, env), a.key()));
+                    }
+                }
+            }
+        }
+        for want in ["azurerm_resource_group", "azurerm_container_registry", "azurerm_kubernetes_cluster", "azurerm_role_assignment", "azurerm_kubernetes_cluster_node_pool"] {
+            assert!(seen.contains(want), "{}: no {want}", label(&spec, env));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn backend_exists_exactly_with_remote_state() {
+    for (spec, env) in aks_specs() {
+        let name = label(&spec, env);
+        let with_state = name == "raydeploy.yaml -e prod" || name == "examples/xgboost-blob/raydeploy.yaml";
+        let out = render(&spec, env);
+        let backend = out.path().join("terraform/backend.tf");
+        assert_eq!(backend.is_file(), with_state, "{name}: backend.tf presence");
+        if with_state {
+            let body = parse(&backend);
+            let tf = block(&body, "terraform").expect("terraform block");
+            let be = block(tf.body(), "backend").expect("backend block");
+            assert_eq!(be.labels()[0].as_str(), "azurerm");
+            let keys: BTreeSet<&str> = be.body().attributes().map(|a| a.key()).collect();
+            assert_eq!(keys, BTreeSet::from(["resource_group_name", "storage_account_name", "container_name", "key"]), "{name}");
+        }
+    }
+}
+
+#[test]
+fn pools_carry_scaling_priority_and_taints() {
+    for (spec, env) in aks_specs() {
+        let name = label(&spec, env);
+        let out = render(&spec, env);
+        let body = parse(&out.path().join("terraform/main.tf"));
+        let aks = resources(&body).find(|r| resource_type(r) == "azurerm_kubernetes_cluster").expect("cluster");
+        let system = block(aks.body(), "default_node_pool").expect("default_node_pool");
+        assert_eq!(attr(system.body(), "only_critical_addons_enabled").map(value), Some(hcl::Value::Bool(true)), "{name}: system pool");
+        for p in resources(&body).filter(|r| resource_type(r) == "azurerm_kubernetes_cluster_node_pool") {
+            let pool = string(attr(p.body(), "name").unwrap());
+            let autoscaled = attr(p.body(), "auto_scaling_enabled").map(value) == Some(hcl::Value::Bool(true));
+            let ignored = block(p.body(), "lifecycle").and_then(|l| attr(l.body(), "ignore_changes")).map(|e| format!("{e}")).unwrap_or_default();
+            assert_eq!(ignored.contains("node_count"), autoscaled, "{name} pool {pool}: ignore_changes = [node_count] exactly when autoscaled");
+            assert_eq!(attr(p.body(), "min_count").is_some(), autoscaled, "{name} pool {pool}: min_count only when autoscaled");
+            assert_eq!(string(attr(p.body(), "mode").unwrap()), "User");
+        }
+    }
+
+    let out = render(&root().join("examples/gpu-autoscaling/raydeploy.yaml"), None);
+    let body = parse(&out.path().join("terraform/main.tf"));
+    let gpu = resources(&body)
+        .filter(|r| resource_type(r) == "azurerm_kubernetes_cluster_node_pool")
+        .find(|r| string(attr(r.body(), "vm_size").unwrap()).starts_with("Standard_NC"))
+        .expect("a GPU pool");
+    let taints = strings(attr(gpu.body(), "node_taints").expect("node_taints"));
+    assert!(taints.iter().any(|t| t == "nvidia.com/gpu=present:NoSchedule"), "{taints:?}");
+    assert_eq!(string(attr(gpu.body(), "priority").unwrap()), "Spot");
+    assert_eq!(string(attr(gpu.body(), "eviction_policy").unwrap()), "Delete");
+    assert_eq!(value(attr(gpu.body(), "spot_max_price").unwrap()), hcl::Value::from(-1));
+    assert_eq!(value(attr(gpu.body(), "auto_scaling_enabled").unwrap()), hcl::Value::Bool(true));
+    assert_eq!(value(attr(gpu.body(), "min_count").unwrap()), hcl::Value::from(0));
+}
+
+#[test]
+fn hostile_tags_read_back_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("raydeploy.yaml");
+    std::fs::write(
+        &spec,
+        r#"apiVersion: raydeploy/v1
+kind: RayDeployment
+name: hostile
+target: aks
+azure:
+  location: westeurope
+  kubernetesVersion: "1.30"
+  tags:
+    quote: 'say "hi"'
+    backslash: 'C:\temp\'
+    newline: "line1\nline2"
+    interp: '$${x}'
+    directive: '%{y}'
+    'k "${z}" %{w} \': 'all "\ ${a} %{b}'
+image:
+  rayVersion: "2.52.0"
+  python: "3.11"
+cluster:
+  head:
+    vmSize: Standard_D8s_v5
+"#,
+    )
+    .unwrap();
+    let out = render(&spec, None);
+    let dir_tf = out.path().join("terraform");
+    let res = Std::new(TERRAFORM).args(["fmt", "-check", "-diff"]).arg(&dir_tf).output().unwrap();
+    assert!(res.status.success(), "terraform fmt -check:\n{}", String::from_utf8_lossy(&res.stdout));
+    let body = parse(&dir_tf.join("main.tf"));
+    let locals = block(&body, "locals").expect("locals");
+    let tags = object(attr(locals.body(), "tags").expect("local.tags"));
+    let want = BTreeMap::from([
+        ("quote".to_string(), r#"say "hi""#.to_string()),
+        ("backslash".into(), r"C:\temp\".into()),
+        ("newline".into(), "line1\nline2".into()),
+        ("interp".into(), "${x}".into()),
+        ("directive".into(), "%{y}".into()),
+        (r#"k "${z}" %{w} \"#.into(), r#"all "\ ${a} %{b}"#.into()),
+        ("raydeploy-deployment".into(), "hostile".into()),
+    ]);
+    assert_eq!(tags, want);
+}
+
+#[test]
+fn rendering_is_deterministic() {
+    let spec = root().join("examples/gpu-autoscaling/raydeploy.yaml");
+    let (a, b) = (render(&spec, None), render(&spec, None));
+    for f in tf_files(a.path()) {
+        let rel = f.strip_prefix(a.path()).unwrap();
+        assert_eq!(std::fs::read(&f).unwrap(), std::fs::read(b.path().join(rel)).unwrap(), "{}", rel.display());
+    }
+}
