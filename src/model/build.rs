@@ -67,13 +67,18 @@ impl Builder<'_> {
         let spec_hash = short_hash(&serde_json::to_vec(&(s, &env, target.as_str())).unwrap_or_default());
 
         match target {
-            Target::Aks if s.azure.is_none() => self.err("azure", "target `aks` needs an `azure` section", Some("add azure: { location: … } or choose another target".into())),
+            Target::Aks if s.azure.is_none() => self.err("target", "target `aks` needs an `azure` section", Some("add azure: { location: … } or choose another target".into())),
             Target::Kubernetes if s.kubernetes.is_none() => self.err(
-                "kubernetes",
+                "target",
                 "target `kubernetes` needs a `kubernetes` section with the image `registry`",
                 Some("add kubernetes: { registry: docker.io/acme/ray }".into()),
             ),
             _ => {}
+        }
+        if let Some(k) = s.kubernetes.as_ref().filter(|_| target == Target::Kubernetes) {
+            if let Err(e) = names::image_repository(&k.registry) {
+                self.err("kubernetes.registry", format!("`{}` {e}", k.registry), Some("give the repository only, e.g. registry: docker.io/acme/ray".into()));
+            }
         }
         if target != Target::Aks && s.azure.is_some() && s.target != Target::Aks {
             self.warnings.push(format!("`azure` is ignored: the target is `{}`", target.as_str()));
@@ -84,7 +89,7 @@ impl Builder<'_> {
         self.check_name("kuberay.namespace", &s.kuberay.namespace, names::dns1123_label, "namespace (DNS-1123 label)");
         for k in s.cluster.env.keys() {
             if let Err(e) = names::env_var(k) {
-                self.err(format!("cluster.env.{k}"), format!("`{k}` {e}"), None);
+                self.err(format!("cluster.env.{k}"), format!("`{k}` {e}"), Some("rename it, e.g. LOG_LEVEL".into()));
             }
         }
 
@@ -179,7 +184,11 @@ impl Builder<'_> {
             if let Some(wd) = &j.working_dir {
                 let p = self.dir.join(wd);
                 if !p.is_dir() {
-                    self.err(format!("jobs[{i}].workingDir"), format!("`{wd}` is not a folder next to the spec ({})", p.display()), None);
+                    self.err(
+                        format!("jobs[{i}].workingDir"),
+                        format!("`{wd}` is not a folder next to the spec ({})", p.display()),
+                        Some("workingDir is a folder relative to the spec, copied into the image".into()),
+                    );
                 } else if target != Target::Local {
                     job_dirs.push((wd.clone(), format!("{JOBS_DIR}/{}", j.name)));
                 }
@@ -194,7 +203,7 @@ impl Builder<'_> {
                     hasher.update(&bytes);
                     self.check_custom_dockerfile(&String::from_utf8_lossy(&bytes));
                 }
-                Err(e) => self.err("image.dockerfile", format!("cannot read {}: {e}", df.display()), None),
+                Err(e) => self.err("image.dockerfile", format!("cannot read {}: {e}", df.display()), Some("the path is relative to the spec".into())),
             }
         }
         for tmpl in ["Dockerfile.tera"] {
@@ -375,7 +384,11 @@ impl Builder<'_> {
                 MemoryRequest::Auto => 0,
             };
             if memory_bytes == 0 || v.vcpus == 0 {
-                self.err(format!("azure.vmSizes.{vm_size}"), "a custom VM size needs vcpus and memory", None);
+                self.err(
+                    format!("azure.vmSizes.{vm_size}"),
+                    "a custom VM size needs vcpus and memory",
+                    Some(format!("describe it fully, e.g. {vm_size}: {{ vcpus: 8, memory: 32Gi, gpus: 0 }}")),
+                );
                 return None;
             }
             return Some(VmShape { vcpus: v.vcpus, memory_bytes, gpus: v.gpus });
@@ -419,7 +432,7 @@ impl Builder<'_> {
                 MemoryRequest::Auto => LOCAL_DEFAULT_MEM,
             };
             if g.cpu_m == 0 && g.role == Role::Worker {
-                self.err(format!("{path}.cpu"), "a worker needs at least some CPU", None);
+                self.err(format!("{path}.cpu"), "a worker needs at least some CPU", Some("e.g. cpu: 1".into()));
             }
             return;
         };
@@ -534,11 +547,15 @@ impl Builder<'_> {
         }
         if let Some(sub) = &a.subscription_id {
             if !is_guid(sub) {
-                self.err("azure.subscriptionId", format!("`{sub}` is not a subscription id (a GUID)"), None);
+                self.err(
+                    "azure.subscriptionId",
+                    format!("`{sub}` is not a subscription id (a GUID)"),
+                    Some("e.g. 00000000-0000-0000-0000-000000000000; `az account show --query id` prints yours".into()),
+                );
             }
         }
         if !(10..=250).contains(&max_pods) {
-            self.err("azure.network.maxPods", format!("maxPods {max_pods} is outside 10..250"), None);
+            self.err("azure.network.maxPods", format!("maxPods {max_pods} is outside 10..250"), Some("AKS accepts 10 to 250 pods per node".into()));
         }
         if a.network.plugin == spec::NetworkPlugin::Kubenet && a.network.mode != spec::NetworkMode::Overlay {
             self.warnings.push("azure.network.mode applies to the azure plugin only; ignored with kubenet".into());
@@ -575,7 +592,7 @@ impl Builder<'_> {
             }
         }
         if a.system_pool.count == 0 {
-            self.err("azure.systemPool.count", "the system pool needs at least one node", None);
+            self.err("azure.systemPool.count", "the system pool needs at least one node", Some("set count: 1 or more".into()));
         }
         let sys_vm = sys_vm.unwrap_or(VmShape { vcpus: 2, memory_bytes: 8 * GI, gpus: 0 });
         let system_pool = NodePool {
@@ -695,14 +712,14 @@ impl Builder<'_> {
             let path = format!("secrets[{i}]");
             self.check_name(&format!("{path}.name"), &s.name, names::dns1123_subdomain, "Secret name (DNS-1123)");
             if !seen.insert(s.name.clone()) {
-                self.err(format!("{path}.name"), format!("secret `{}` is defined twice", s.name), None);
+                self.err(format!("{path}.name"), format!("secret `{}` is defined twice", s.name), Some("secret names must be unique: merge the keys into one secret or rename it".into()));
             }
             if s.data.is_empty() {
                 self.err(format!("{path}.data"), format!("secret `{}` has no keys", s.name), Some("add at least one key".into()));
             }
             for (k, src) in &s.data {
                 if let Err(e) = names::secret_key(k) {
-                    self.err(format!("{path}.data.{k}"), format!("`{k}`: {e}"), None);
+                    self.err(format!("{path}.data.{k}"), format!("`{k}` {e}"), Some("rename the key, e.g. api-key".into()));
                 }
                 if s.expose_as_env && names::env_var(k).is_err() {
                     self.warnings.push(format!(
@@ -711,17 +728,17 @@ impl Builder<'_> {
                 }
                 match src {
                     spec::SecretSource::FromEnv(v) if names::env_var(v).is_err() => {
-                        self.err(format!("{path}.data.{k}.fromEnv"), format!("`{v}` is not a valid environment variable name"), None)
+                        self.err(format!("{path}.data.{k}.fromEnv"), format!("`{v}` is not a valid environment variable name"), Some("name a variable of letters, digits and _".into()))
                     }
                     spec::SecretSource::FromFile(f) if f.is_empty() => {
-                        self.err(format!("{path}.data.{k}.fromFile"), "the file path is empty", None)
+                        self.err(format!("{path}.data.{k}.fromFile"), "the file path is empty", Some("give a file relative to the spec".into()))
                     }
                     spec::SecretSource::FromKeyVault(kv) => {
                         if kv.vault.len() < 3 || kv.vault.len() > 24 || !kv.vault.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-                            self.err(format!("{path}.data.{k}.fromKeyVault.vault"), format!("`{}` is not a Key Vault name (3-24 letters, digits, -)", kv.vault), None);
+                            self.err(format!("{path}.data.{k}.fromKeyVault.vault"), format!("`{}` is not a Key Vault name (3-24 letters, digits, -)", kv.vault), Some("use the vault's name, not its URL".into()));
                         }
                         if kv.secret.is_empty() || !kv.secret.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-                            self.err(format!("{path}.data.{k}.fromKeyVault.secret"), format!("`{}` is not a Key Vault secret name (letters, digits, -)", kv.secret), None);
+                            self.err(format!("{path}.data.{k}.fromKeyVault.secret"), format!("`{}` is not a Key Vault secret name (letters, digits, -)", kv.secret), Some("use the secret's name as Key Vault shows it".into()));
                         }
                     }
                     _ => {}
@@ -745,17 +762,18 @@ impl Builder<'_> {
             let path = format!("cluster.mounts[{i}]");
             self.check_name(&format!("{path}.name"), &m.name, names::dns1123_label, "mount name (DNS-1123 label)");
             if !seen.insert(m.name.clone()) {
-                self.err(format!("{path}.name"), format!("mount `{}` is defined twice", m.name), None);
+                self.err(format!("{path}.name"), format!("mount `{}` is defined twice", m.name), Some("mount names must be unique: rename one".into()));
             }
             if !m.path.starts_with('/') {
                 self.err(format!("{path}.path"), format!("`{}` is not an absolute path", m.path), Some("mount paths start with /".into()));
             }
             if !paths.insert(m.path.clone()) {
-                self.err(format!("{path}.path"), format!("`{}` is already a mount path", m.path), None);
+                self.err(format!("{path}.path"), format!("`{}` is already a mount path", m.path), Some("give each mount its own path".into()));
             }
             let need = |b: &mut Self, field: &str, v: &Option<String>, t: &str| {
                 if v.as_deref().is_none_or(str::is_empty) {
-                    b.err(format!("{path}.{field}"), format!("a `{t}` mount needs `{field}`"), None);
+                    let article = if t.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
+                    b.err(format!("{path}.{field}"), format!("{article} `{t}` mount needs `{field}`"), Some(format!("add {field}: … to the mount")));
                 }
             };
             let (kind, azure_only) = match m.kind {
@@ -771,6 +789,9 @@ impl Builder<'_> {
                 }
                 spec::MountType::Pvc => {
                     need(self, "claimName", &m.claim_name, "pvc");
+                    if let Some(c) = m.claim_name.as_deref().filter(|c| !c.is_empty()) {
+                        self.check_name(&format!("{path}.claimName"), c, names::dns1123_subdomain, "PersistentVolumeClaim name (DNS-1123)");
+                    }
                     ("pvc", false)
                 }
             };
@@ -793,7 +814,11 @@ impl Builder<'_> {
                     Some(s) if m.kind != spec::MountType::Pvc => {
                         for key in ["azurestorageaccountname", "azurestorageaccountkey"] {
                             if !s.keys.iter().any(|k| k == key) {
-                                self.err(format!("{path}.secret"), format!("secret `{sec}` has no key `{key}`, which the CSI driver reads"), None);
+                                self.err(
+                                    format!("{path}.secret"),
+                                    format!("secret `{sec}` has no key `{key}`, which the CSI driver reads"),
+                                    Some(format!("add {key}: {{ fromEnv: … }} to secret `{sec}`")),
+                                );
                             }
                         }
                     }
@@ -802,7 +827,7 @@ impl Builder<'_> {
             }
             let size = m.size.clone().unwrap_or_else(|| "100Gi".into());
             if crate::spec::quantity::parse_memory(&size).is_none() {
-                self.err(format!("{path}.size"), format!("`{size}` is not a quantity such as 100Gi"), None);
+                self.err(format!("{path}.size"), format!("`{size}` is not a quantity such as 100Gi"), Some("write a Kubernetes quantity, e.g. size: 500Gi".into()));
             }
             let pvc = m.kind == spec::MountType::Pvc;
             out.push(MountModel {
@@ -832,13 +857,18 @@ impl Builder<'_> {
             let path = format!("jobs[{i}]");
             self.check_name(&format!("{path}.name"), &j.name, names::dns1035_label, "RayJob name (DNS-1035: lowercase, starting with a letter)");
             if !seen.insert(j.name.clone()) {
-                self.err(format!("{path}.name"), format!("job `{}` is defined twice", j.name), None);
+                self.err(format!("{path}.name"), format!("job `{}` is defined twice", j.name), Some("job names must be unique: rename one".into()));
             }
             if j.entrypoint.trim().is_empty() {
                 self.err(format!("{path}.entrypoint"), "the entrypoint is empty", Some("e.g. entrypoint: python train.py".into()));
             }
+            for (field, v) in [("entrypointNumCpus", j.entrypoint_num_cpus), ("entrypointNumGpus", j.entrypoint_num_gpus)] {
+                if v.is_some_and(|v| v < 0.0) {
+                    self.err(format!("{path}.{field}"), format!("{field} is negative"), Some(format!("use 0 or more, or drop {field}")));
+                }
+            }
             if let Some(c) = j.entrypoint_num_cpus {
-                if c < 0.0 || (c * 1000.0) as u64 > max_cpu {
+                if c > 0.0 && (c * 1000.0) as u64 > max_cpu {
                     self.err(
                         format!("{path}.entrypointNumCpus"),
                         format!("the entrypoint needs {c} CPU but the largest Ray pod has {}", format_cpu(max_cpu)),
@@ -864,7 +894,7 @@ impl Builder<'_> {
             }
             for k in j.runtime_env.env_vars.keys() {
                 if let Err(e) = names::env_var(k) {
-                    self.err(format!("{path}.runtimeEnv.envVars.{k}"), format!("`{k}` {e}"), None);
+                    self.err(format!("{path}.runtimeEnv.envVars.{k}"), format!("`{k}` {e}"), Some("rename it, e.g. NUM_WORKERS".into()));
                 }
             }
             let in_image = j.working_dir.as_ref().map(|_| format!("{JOBS_DIR}/{}", j.name));

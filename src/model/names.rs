@@ -43,10 +43,10 @@ pub fn aks_pool(s: &str) -> Result<(), String> {
         return Err(format!("is {} characters long; AKS pool names have 1 to 12", s.len()));
     }
     if !s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()) {
-        return Err("AKS pool names allow only lowercase letters and digits".into());
+        return Err("may contain only lowercase letters and digits (AKS pool names)".into());
     }
     if !s.starts_with(|c: char| c.is_ascii_lowercase()) {
-        return Err("AKS pool names must start with a lowercase letter".into());
+        return Err("must start with a lowercase letter (AKS pool names)".into());
     }
     Ok(())
 }
@@ -57,7 +57,7 @@ pub fn acr(s: &str) -> Result<(), String> {
         return Err(format!("is {} characters long; registry names have 5 to 50", s.len()));
     }
     if !s.chars().all(|c| c.is_ascii_alphanumeric()) {
-        return Err("registry names allow only letters and digits".into());
+        return Err("may contain only letters and digits (registry names)".into());
     }
     Ok(())
 }
@@ -71,7 +71,7 @@ pub fn resource_group(s: &str) -> Result<(), String> {
         return Err(format!("contains `{c}`; resource group names allow letters, digits, _ - . ( )"));
     }
     if s.ends_with('.') {
-        return Err("resource group names must not end with `.`".into());
+        return Err("must not end with `.` (resource group names)".into());
     }
     Ok(())
 }
@@ -82,10 +82,10 @@ pub fn aks_cluster(s: &str) -> Result<(), String> {
         return Err(format!("is {} characters long; AKS cluster names have 1 to 63", s.len()));
     }
     if !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-        return Err("AKS cluster names allow letters, digits, _ and -".into());
+        return Err("may contain only letters, digits, _ and - (AKS cluster names)".into());
     }
     if !s.starts_with(|c: char| c.is_ascii_alphanumeric()) || !s.ends_with(|c: char| c.is_ascii_alphanumeric()) {
-        return Err("AKS cluster names start and end with a letter or digit".into());
+        return Err("must start and end with a letter or digit (AKS cluster names)".into());
     }
     Ok(())
 }
@@ -93,7 +93,7 @@ pub fn aks_cluster(s: &str) -> Result<(), String> {
 /// Storage account: 3–24 lowercase letters and digits.
 pub fn storage_account(s: &str) -> Result<(), String> {
     if s.len() < 3 || s.len() > 24 || !s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()) {
-        return Err("storage account names have 3 to 24 lowercase letters and digits".into());
+        return Err("must have 3 to 24 characters, all lowercase letters and digits (storage account names)".into());
     }
     Ok(())
 }
@@ -111,8 +111,36 @@ pub fn secret_key(s: &str) -> Result<(), String> {
     if !s.is_empty() && s.len() <= 253 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c)) {
         Ok(())
     } else {
-        Err("Secret keys allow only letters, digits, `-`, `_` and `.`".into())
+        Err("may contain only letters, digits, `-`, `_` and `.` (Secret keys)".into())
     }
+}
+
+/// An image repository without tag or digest, e.g. `docker.io/acme/ray` or `localhost:5000/ray`:
+/// lowercase path components of letters, digits, `.`, `_`, `-` (a host may carry a port).
+pub fn image_repository(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if s.contains('@') {
+        return Err("must not carry a digest (`@sha256:…`): raydeploy sets the tag".into());
+    }
+    let parts: Vec<&str> = s.split('/').collect();
+    let last = parts.last().copied().unwrap_or_default();
+    if last.contains(':') {
+        return Err("must not carry a tag: raydeploy derives the tag from the Ray version and content".into());
+    }
+    for (i, p) in parts.iter().enumerate() {
+        let host = i == 0 && parts.len() > 1 && (p.contains('.') || p.contains(':') || *p == "localhost");
+        let ok = if host {
+            !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || ".-:".contains(c))
+        } else {
+            !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
+        };
+        if !ok {
+            return Err(format!("has the path component `{p}`; repository paths allow only lowercase letters, digits, `.`, `_` and `-`"));
+        }
+    }
+    Ok(())
 }
 
 /// A node pool name derived from a group name: lowercase alphanumerics, starting with a letter,
@@ -153,5 +181,10 @@ mod tests {
         assert_eq!(pool_from_group("very-long-group-name"), "verylonggrou");
         assert_eq!(default_acr("supply-chain"), "acrsupplychain");
         assert!(env_var("SP_SECRET").is_ok() && env_var("sp-akv").is_err());
+        assert!(image_repository("docker.io/acme/ray").is_ok());
+        assert!(image_repository("localhost:5000/ray").is_ok());
+        assert!(image_repository("docker.io/acme/ray:latest").is_err());
+        assert!(image_repository("docker.io/Acme/ray").is_err());
+        assert!(image_repository("").is_err());
     }
 }

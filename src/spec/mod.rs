@@ -50,7 +50,7 @@ pub fn load(path: &FsPath, env: Option<&str>, vars: &dyn Fn(&str) -> Option<Stri
         .map_err(|e| fail(&sources, Problem::new("", format!("cannot read spec {}: {e}", path.display()))))?;
     let dir = path.parent().map(|p| if p.as_os_str().is_empty() { FsPath::new(".") } else { p }).unwrap_or(FsPath::new("."));
     let src = sources.add(path.to_path_buf(), text.clone());
-    let mut doc = parse_doc(&text, src, &sources)?;
+    let mut doc = parse_doc(&text, src, &sources, false)?;
     let mut problems = Problems::default();
 
     let mut name_from_overlay = false;
@@ -67,7 +67,7 @@ pub fn load(path: &FsPath, env: Option<&str>, vars: &dyn Fn(&str) -> Option<Stri
             return Err(fail(&sources, p));
         };
         let esrc = sources.add(env_path.clone(), env_text.clone());
-        let overlay = parse_doc(&env_text, esrc, &sources)?;
+        let overlay = parse_doc(&env_text, esrc, &sources, true)?;
         if !matches!(overlay.value, node::Value::Map(_)) {
             return Err(fail(&sources, Problem::new("", "an environment overlay must be a map of spec fields").at(overlay.loc)));
         }
@@ -104,11 +104,22 @@ pub fn load(path: &FsPath, env: Option<&str>, vars: &dyn Fn(&str) -> Option<Stri
     Ok(Loaded { spec, doc, sources, dir: dir.to_path_buf(), env: env.map(String::from), deployment })
 }
 
-fn parse_doc(text: &str, src: usize, sources: &Sources) -> Result<Node, Report> {
-    let doc = node::parse(text, src).map_err(|e| Report {
+/// Parses the spec or an overlay (`overlay`: an empty overlay changes nothing; an empty spec is an error).
+fn parse_doc(text: &str, src: usize, sources: &Sources, overlay: bool) -> Result<Node, Report> {
+    let mut doc = node::parse(text, src).map_err(|e| Report {
         problems: Problems(vec![Problem::new("", format!("invalid YAML: {}", e.message)).at(e.loc)]),
         sources: sources.clone(),
     })?;
+    if matches!(doc.value, node::Value::Null) {
+        if overlay {
+            doc.value = node::Value::Map(vec![]);
+        } else {
+            let p = Problem::new("", format!("the spec is empty: {} has no fields", sources.name(src)))
+                .help("start from `raydeploy init`, which writes a commented starter spec")
+                .at(doc.loc);
+            return Err(Report { problems: Problems(vec![p]), sources: sources.clone() });
+        }
+    }
     if !matches!(doc.value, node::Value::Map(_)) {
         return Err(Report {
             problems: Problems(vec![

@@ -203,11 +203,16 @@ pub struct SyntaxError {
 }
 
 /// Parses one YAML document (source index `source`) into a located tree.
+/// A document with no content (empty, or only comments) parses as `null`.
 pub fn parse(text: &str, source: usize) -> Result<Node, SyntaxError> {
     if text.trim().is_empty() {
-        return Ok(Node::new(Value::Map(vec![]), Loc { source, line: 1, col: 1, ..Loc::default() }));
+        return Ok(Node::new(Value::Null, Loc { source, line: 1, col: 1, ..Loc::default() }));
     }
-    let options = serde_saphyr::options! { strict_booleans: true };
+    // Duplicate keys reach the tree (reported later with both positions) instead of failing the parse.
+    let options = serde_saphyr::options! {
+        strict_booleans: true,
+        duplicate_keys: serde_saphyr::DuplicateKeyPolicy::PassThrough,
+    };
     match serde_saphyr::from_str_with_options::<Spanned<Raw>>(text, options) {
         Ok(spanned) => Ok(convert(spanned, source, text)),
         Err(e) => {

@@ -13,7 +13,14 @@ pub fn merge(base: &mut Node, overlay: Node, path: &Path, problems: &mut Problem
             for entry in over_entries {
                 let child_path = path.key(&entry.key);
                 match base_entries.iter_mut().find(|e| e.key == entry.key) {
-                    Some(existing) => merge(&mut existing.value, entry.value, &child_path, problems),
+                    Some(existing) => {
+                        let overlay_loc = entry.value.loc;
+                        merge(&mut existing.value, entry.value, &child_path, problems);
+                        // a replaced value points into the overlay: so does its key
+                        if existing.value.loc == overlay_loc {
+                            existing.key_loc = entry.key_loc;
+                        }
+                    }
                     None => base_entries.push(entry),
                 }
             }
@@ -75,7 +82,9 @@ mod tests {
         assert_eq!(j["cluster"]["workerGroups"][1]["replicas"], 5);
         assert_eq!(j["cluster"]["workerGroups"][2]["name"], "c");
         assert_eq!(j["image"]["pipPackages"], serde_json::json!(["z"]));
-        // the merged value remembers it came from the overlay
+        // the merged value and its key remember they came from the overlay
         assert_eq!(base.locate(&Path::parse("cluster.workerGroups[1].replicas")).loc.source, 1);
+        assert_eq!(base.locate_key(&Path::parse("cluster.workerGroups[1].replicas")).source, 1);
+        assert_eq!(base.locate_key(&Path::parse("cluster.workerGroups[0].replicas")).source, 0);
     }
 }

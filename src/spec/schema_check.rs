@@ -130,12 +130,36 @@ pub fn check(doc: &Node) -> Problems {
             }
             ValidationErrorKind::AnyOf { .. } | ValidationErrorKind::OneOfNotValid { .. } => {
                 let what = sub.map(|s| shape(s)).unwrap_or_else(|| "a different value".into());
-                problems.push(Problem::new(&path, format!("expected {what}, found {}", brief(node))).at(at));
+                let mut p = Problem::new(&path, format!("expected {}, found {}", what.trim_end_matches('.'), brief(node))).at(at);
+                p.help = quantity_hint(node);
+                problems.push(p);
+            }
+            ValidationErrorKind::Minimum { limit } => {
+                problems.push(
+                    Problem::new(&path, format!("must be at least {limit}, found {}", err.instance()))
+                        .help(format!("use {limit} or more"))
+                        .at(at),
+                );
             }
             _ => problems.push(Problem::new(&path, err.to_string()).at(at)),
         }
     }
     problems
+}
+
+/// A hint for quantities written with decimal-byte units (`12GB`) where Kubernetes wants `12Gi`.
+fn quantity_hint(node: &Node) -> Option<String> {
+    let s = node.as_str()?.trim();
+    let number = s.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = &s[number.len()..];
+    let fixed = match unit.to_ascii_uppercase().as_str() {
+        "GB" | "GIB" | "G" => "Gi",
+        "MB" | "MIB" | "M" => "Mi",
+        "TB" | "TIB" | "T" => "Ti",
+        "KB" | "KIB" | "K" => "Ki",
+        _ => return None,
+    };
+    (!number.is_empty() && number.parse::<f64>().is_ok()).then(|| format!("did you mean `{number}{fixed}`? Memory uses binary suffixes (Ki, Mi, Gi, Ti)"))
 }
 
 fn article(t: &str) -> String {
@@ -161,8 +185,10 @@ pub fn did_you_mean(word: &str, options: &[String]) -> Option<String> {
         .iter()
         .map(|o| {
             let o_l = o.to_lowercase();
-            let close = strsim::osa_distance(&w, &o_l) <= (w.len().max(o_l.len()) / 3).max(1);
-            (if close { 1.0 } else { strsim::jaro_winkler(&w, &o_l) }, o)
+            let dist = strsim::osa_distance(&w, &o_l);
+            let close = dist <= (w.len().max(o_l.len()) / 3).max(1);
+            // close edits rank above any Jaro-Winkler score, the fewest edits first
+            (if close { 2.0 - dist as f64 / 100.0 } else { strsim::jaro_winkler(&w, &o_l) }, o)
         })
         .filter(|(score, _)| *score > 0.85)
         .max_by(|a, b| a.0.total_cmp(&b.0))
