@@ -177,6 +177,20 @@ impl Builder<'_> {
 
     fn image(&mut self, name: &str, target: Target) -> ImageModel {
         let s = &self.spec.image;
+        for (i, p) in s.pip_packages.iter().enumerate() {
+            if p.trim().is_empty() || p.contains(['\n', '\r']) || p.trim_start().starts_with('-') {
+                self.err(
+                    format!("image.pipPackages[{i}]"),
+                    format!("{p:?} is not a pip requirement"),
+                    Some("one requirement per entry, e.g. \"xgboost==2.1.1\"; no options or line breaks".into()),
+                );
+            }
+        }
+        for (i, p) in s.apt_packages.iter().enumerate() {
+            if let Err(e) = names::apt_package(p) {
+                self.err(format!("image.aptPackages[{i}]"), format!("`{p}` {e}"), Some("e.g. unixodbc-dev or curl=7.88.1-10".into()));
+            }
+        }
         let python_tag = format!("py{}", s.python.replace('.', ""));
         let base_tag = format!("{}-{python_tag}", s.ray_version);
         let mut job_dirs = vec![];
@@ -448,6 +462,13 @@ impl Builder<'_> {
             MemoryRequest::Bytes(b) => b,
             MemoryRequest::Auto => GI,
         };
+        // The head shares its node with the autoscaler sidecar when the autoscaler is on.
+        let sidecar = g.role == Role::Head && self.spec.cluster.autoscaler.enabled;
+        let (res_cpu, res_mem) = if sidecar {
+            (res_cpu + super::AUTOSCALER_CPU_M, res_mem + super::AUTOSCALER_MEMORY_BYTES)
+        } else {
+            (res_cpu, res_mem)
+        };
         let avail_cpu = alloc.cpu_m.saturating_sub(res_cpu);
         let avail_mem = alloc.memory_bytes.saturating_sub(res_mem);
         if alloc.cpu_interpolated {
@@ -480,7 +501,12 @@ impl Builder<'_> {
             MemoryRequest::Auto => (avail_mem / GI) * GI,
             MemoryRequest::Bytes(b) => b,
         };
-        let reserve_note = format!("after the {} CPU / {} GiB DaemonSet reserve", format_cpu(res_cpu), gib(res_mem));
+        let reserve_note = format!(
+            "after the {} CPU / {} GiB {}",
+            format_cpu(res_cpu),
+            gib(res_mem),
+            if sidecar { "DaemonSet reserve and autoscaler sidecar" } else { "DaemonSet reserve" }
+        );
         if cpu_m == 0 || memory_bytes == 0 {
             self.err(format!("{path}.vmSize"), format!("{vm_size} leaves no whole CPU or GiB to a Ray pod {reserve_note}"), Some(suggest_vm(&vm_size, 1000, GI, g.gpus, max_pods, k8s, res_cpu, res_mem).map(|v| format!("use {v}")).unwrap_or_default()));
             return;
@@ -491,7 +517,7 @@ impl Builder<'_> {
                 format!("{path}.cpu"),
                 format!(
                     "requests {} CPU, {vm_size} allocates {:.2} CPU to pods ({:.2} {reserve_note})",
-                    format_cpu(cpu_m).trim_end_matches('m'),
+                    cpus(cpu_m),
                     alloc.cpu_m as f64 / 1000.0,
                     avail_cpu as f64 / 1000.0
                 ),
@@ -938,6 +964,12 @@ fn suggest_vm(current: &str, cpu_m: u64, mem: u64, gpus: u32, max_pods: u32, k8s
         .find(|n| fits(n))
         .or_else(|| by_size(azure::VM_SIZES.iter().map(|v| v.0).collect()).into_iter().find(|n| fits(n) && (gpus > 0) == azure::vm_shape(n).is_some_and(|s| s.gpus > 0)))
         .map(String::from)
+}
+
+/// CPUs as a plain number: 7, 7.5, 0.25.
+fn cpus(millis: u64) -> String {
+    let s = format!("{:.3}", millis as f64 / 1000.0);
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 fn pct(used: u64, of: u64) -> f64 {

@@ -21,6 +21,13 @@ pub const GROUP_LABEL: &str = "raydeploy.io/group";
 pub const DEPLOYMENT_LABEL: &str = "raydeploy.io/deployment";
 /// Taint and toleration key of GPU pools.
 pub const GPU_TAINT_KEY: &str = "nvidia.com/gpu";
+/// CPU (millicores) of the Ray autoscaler sidecar on the head pod (requests == limits).
+pub const AUTOSCALER_CPU_M: u64 = 200;
+/// Memory of the Ray autoscaler sidecar on the head pod.
+pub const AUTOSCALER_MEMORY_BYTES: u64 = 512 << 20;
+/// Annotation on a RayJob: seconds after it finishes when `raydeploy job` deletes the object
+/// (the job runs on the deployed cluster, which stays).
+pub const DELETE_AFTER_ANNOTATION: &str = "raydeploy.io/delete-after-finished-seconds";
 /// Taint AKS puts on Spot pools.
 pub const SPOT_TAINT_KEY: &str = "kubernetes.azure.com/scalesetpriority";
 

@@ -143,6 +143,21 @@ pub fn image_repository(s: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Debian package name, optionally pinned: `name[:arch][=version]`.
+pub fn apt_package(s: &str) -> Result<(), String> {
+    let (name, version) = s.split_once('=').map_or((s, None), |(n, v)| (n, Some(v)));
+    let name = name.split_once(':').map_or(name, |(n, _)| n);
+    let name_ok = name.len() >= 2
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c));
+    let version_ok = version.is_none_or(|v| !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || ".+-~:".contains(c)));
+    if name_ok && version_ok {
+        Ok(())
+    } else {
+        Err("is not a Debian package name (lowercase letters, digits, + - .; optionally =version)".into())
+    }
+}
+
 /// A node pool name derived from a group name: lowercase alphanumerics, starting with a letter,
 /// at most 12 characters.
 pub fn pool_from_group(group: &str) -> String {

@@ -97,9 +97,6 @@ impl WorkerValues {
     }
 }
 
-/// Requests and limits of the autoscaler sidecar.
-const AUTOSCALER_CPU: &str = "200m";
-const AUTOSCALER_MEMORY: &str = "512Mi";
 
 fn upscaling_mode(m: UpscalingMode) -> &'static str {
     match m {
@@ -120,8 +117,8 @@ pub fn values(d: &Deployment) -> RayClusterValues {
             idle_timeout_seconds: a.idle_timeout_seconds,
             upscaling_mode: upscaling_mode(a.upscaling_mode),
             resources: Resources::guaranteed(BTreeMap::from([
-                ("cpu".to_string(), AUTOSCALER_CPU.to_string()),
-                ("memory".to_string(), AUTOSCALER_MEMORY.to_string()),
+                ("cpu".to_string(), crate::spec::quantity::format_cpu(crate::model::AUTOSCALER_CPU_M)),
+                ("memory".to_string(), crate::spec::quantity::format_memory(crate::model::AUTOSCALER_MEMORY_BYTES)),
             ])),
         }),
         pod: pod(d, &c.head),

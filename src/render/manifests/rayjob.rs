@@ -38,7 +38,8 @@ pub struct RayJob {
 /// shutdownAfterJobFinishes set to false cannot have TTLSecondsAfterFinished"). The CRD's own
 /// CEL rules (`x-kubernetes-validations`) only constrain `deletionStrategy` and `managedBy`,
 /// which are not written. The job's `shutdownAfterFinish`/`ttlSecondsAfterFinished` therefore
-/// do not change the rendered object.
+/// are recorded as the `raydeploy.io/delete-after-finished-seconds` annotation instead: the
+/// object (not the cluster) is deleted that long after the job finishes.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RayJobSpec {
@@ -132,6 +133,9 @@ pub fn submitter(d: &Deployment, job: &JobModel) -> Option<PodTemplate> {
 pub fn rayjob(d: &Deployment, job: &JobModel) -> Result<RayJob, RenderError> {
     let mut metadata = ObjectMeta::new(d, &job.name, Some(&d.cluster.namespace));
     metadata.labels.insert(JOB_LABEL.into(), job.name.clone());
+    if let (true, Some(ttl)) = (job.shutdown_after_finish, job.ttl_seconds_after_finished) {
+        metadata.annotations.insert(crate::model::DELETE_AFTER_ANNOTATION.into(), ttl.to_string());
+    }
     let env = runtime_env(job);
     let runtime_env_yaml = if env.is_empty() { None } else { Some(to_yaml("runtime env", &env)?) };
     Ok(RayJob {
