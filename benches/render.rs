@@ -54,7 +54,11 @@ fn main() {
     }
     let med: Vec<Duration> = times.into_iter().map(median).collect();
     for (n, m) in sizes.iter().zip(&med) {
-        println!("validate+render {n:>3} worker groups: median {:>8.2} ms, {:>6.1} µs per group", m.as_secs_f64() * 1e3, m.as_secs_f64() * 1e6 / *n as f64);
+        println!(
+            "validate+render {n:>3} worker groups: median {:>8.2} ms, {:>6.1} µs per group",
+            m.as_secs_f64() * 1e3,
+            m.as_secs_f64() * 1e6 / *n as f64
+        );
     }
     println!("ratio 128/8 groups: {:.2} (group count ratio 16.00)", med[1].as_secs_f64() / med[0].as_secs_f64());
 }

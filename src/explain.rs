@@ -12,17 +12,53 @@ pub fn explain(d: &Deployment) -> String {
         let _ = writeln!(o, "\nAzure");
         let rows = [
             ("resource group", a.resource_group.clone()),
-            ("AKS cluster", format!("{} (Kubernetes {}, {} CNI{}, maxPods {})", a.aks_name, a.kubernetes_version, a.network_plugin, a.network_plugin_mode.map(|m| format!(" {m}")).unwrap_or_default(), a.max_pods)),
+            (
+                "AKS cluster",
+                format!(
+                    "{} (Kubernetes {}, {} CNI{}, maxPods {})",
+                    a.aks_name,
+                    a.kubernetes_version,
+                    a.network_plugin,
+                    a.network_plugin_mode.map(|m| format!(" {m}")).unwrap_or_default(),
+                    a.max_pods
+                ),
+            ),
             ("registry", format!("{} ({})", a.acr_login_server, a.acr_sku)),
-            ("system pool", format!("{} × {} ({}), tainted CriticalAddonsOnly", a.system_pool.node_count, a.system_pool.vm_size, a.system_pool.name)),
-            ("terraform state", a.state.as_ref().map(|s| format!("{}/{}/{}", s.storage_account, s.container, s.key)).unwrap_or_else(|| "local".into())),
+            (
+                "system pool",
+                format!(
+                    "{} × {} ({}), tainted CriticalAddonsOnly",
+                    a.system_pool.node_count, a.system_pool.vm_size, a.system_pool.name
+                ),
+            ),
+            (
+                "terraform state",
+                a.state
+                    .as_ref()
+                    .map(|s| format!("{}/{}/{}", s.storage_account, s.container, s.key))
+                    .unwrap_or_else(|| "local".into()),
+            ),
         ];
         for (k, v) in rows {
             let _ = writeln!(o, "  {k:<16} {v}");
         }
     }
     let _ = writeln!(o, "\nRay groups");
-    let header = ["group", "pool", "vm", "alloc cpu", "alloc mem", "gpu", "pod cpu", "pod mem", "pods/node", "cpu %", "mem %", "replicas", "nodes"];
+    let header = [
+        "group",
+        "pool",
+        "vm",
+        "alloc cpu",
+        "alloc mem",
+        "gpu",
+        "pod cpu",
+        "pod mem",
+        "pods/node",
+        "cpu %",
+        "mem %",
+        "replicas",
+        "nodes",
+    ];
     let mut rows: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
     let pools = d.azure.as_ref().map(|a| a.ray_pools.clone()).unwrap_or_default();
     for g in d.cluster.groups() {
@@ -41,7 +77,10 @@ pub fn explain(d: &Deployment) -> String {
             fit.map(|f| format!("{:.1}", f.cpu_utilisation_pct)).unwrap_or_else(|| "-".into()),
             fit.map(|f| format!("{:.1}", f.memory_utilisation_pct)).unwrap_or_else(|| "-".into()),
             format!("{} ({}..{})", g.replicas, g.min_replicas, g.max_replicas),
-            pool.map(|p| if p.autoscaled { format!("{}..{}", p.min_count, p.max_count) } else { p.node_count.to_string() }).unwrap_or_else(|| "-".into()),
+            pool.map(
+                |p| if p.autoscaled { format!("{}..{}", p.min_count, p.max_count) } else { p.node_count.to_string() },
+            )
+            .unwrap_or_else(|| "-".into()),
         ]);
     }
     table(&mut o, &rows);
@@ -54,10 +93,21 @@ pub fn explain(d: &Deployment) -> String {
         let _ = writeln!(o, "  gpu image       {}", i.reference());
     }
     let _ = writeln!(o, "\nKubernetes");
-    let _ = writeln!(o, "  operator        kuberay-operator {} in namespace {}", d.operator.version, d.operator.namespace);
-    let _ = writeln!(o, "  RayCluster      {} in namespace {} (head service {})", d.cluster.name, d.cluster.namespace, d.cluster.head_service);
+    let _ =
+        writeln!(o, "  operator        kuberay-operator {} in namespace {}", d.operator.version, d.operator.namespace);
+    let _ = writeln!(
+        o,
+        "  RayCluster      {} in namespace {} (head service {})",
+        d.cluster.name, d.cluster.namespace, d.cluster.head_service
+    );
     for s in &d.secrets {
-        let _ = writeln!(o, "  secret          {} (keys: {}{})", s.name, s.keys.join(", "), if s.expose_as_env { "; exposed as env" } else { "" });
+        let _ = writeln!(
+            o,
+            "  secret          {} (keys: {}{})",
+            s.name,
+            s.keys.join(", "),
+            if s.expose_as_env { "; exposed as env" } else { "" }
+        );
     }
     for m in &d.cluster.mounts {
         let _ = writeln!(o, "  mount           {} → {} (claim {})", m.name, m.path, m.claim_name);
@@ -70,7 +120,8 @@ pub fn explain(d: &Deployment) -> String {
 }
 
 fn table(o: &mut String, rows: &[Vec<String>]) {
-    let widths: Vec<usize> = (0..rows[0].len()).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> =
+        (0..rows[0].len()).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
     for r in rows {
         let line: Vec<String> = r.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
         let _ = writeln!(o, "  {}", line.join("  ").trim_end());

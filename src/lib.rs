@@ -4,8 +4,8 @@
 //! [`model`] (derived names, node pools, pod sizing, cross-layer rules) → [`render`] (one module
 //! per artifact family) → CLI.
 
-pub mod spec;
+pub mod cli;
+pub mod explain;
 pub mod model;
 pub mod render;
-pub mod explain;
-pub mod cli;
+pub mod spec;

@@ -168,8 +168,11 @@ fn every_bad_spec_is_rejected_with_its_messages_and_nothing_is_written() {
 
 #[test]
 fn every_good_example_validates() {
-    let mut specs: Vec<(PathBuf, Option<&str>)> =
-        vec![(root().join("raydeploy.yaml"), None), (root().join("raydeploy.yaml"), Some("dev")), (root().join("raydeploy.yaml"), Some("prod"))];
+    let mut specs: Vec<(PathBuf, Option<&str>)> = vec![
+        (root().join("raydeploy.yaml"), None),
+        (root().join("raydeploy.yaml"), Some("dev")),
+        (root().join("raydeploy.yaml"), Some("prod")),
+    ];
     let mut examples: Vec<PathBuf> = std::fs::read_dir(root().join("examples"))
         .expect("examples/")
         .map(|e| e.expect("entry").path().join("raydeploy.yaml"))

@@ -26,7 +26,19 @@ fn committed_schema_matches_the_types() {
     assert!(committed == printed, "schema/raydeploy.schema.json is stale: run `UPDATE_SCHEMA=1 cargo test --test cli`");
     // It documents every top-level field of the contract.
     let schema: serde_json::Value = serde_json::from_str(&printed).unwrap();
-    for field in ["apiVersion", "kind", "name", "target", "azure", "kubernetes", "image", "kuberay", "cluster", "secrets", "jobs"] {
+    for field in [
+        "apiVersion",
+        "kind",
+        "name",
+        "target",
+        "azure",
+        "kubernetes",
+        "image",
+        "kuberay",
+        "cluster",
+        "secrets",
+        "jobs",
+    ] {
         assert!(schema["properties"].get(field).is_some(), "schema lacks {field}");
     }
 }
@@ -99,7 +111,11 @@ fn targets_render_only_their_layers() {
     assert!(!l.join("terraform").exists() && !l.join("helm").exists() && !l.join("manifests").exists());
     // --target local runs an aks spec locally: nothing cloud-shaped is rendered.
     let t = dir.path().join("t");
-    raydeploy().args(["render", "examples/pytorch-mnist-aks/raydeploy.yaml", "--target", "local", "--out"]).arg(&t).assert().success();
+    raydeploy()
+        .args(["render", "examples/pytorch-mnist-aks/raydeploy.yaml", "--target", "local", "--out"])
+        .arg(&t)
+        .assert()
+        .success();
     assert!(!t.join("terraform").exists());
 }
 
@@ -142,7 +158,11 @@ fn template_override_next_to_the_spec_is_used() {
     let src = std::fs::read_to_string("examples/kubernetes/raydeploy.yaml").unwrap();
     std::fs::write(dir.path().join("raydeploy.yaml"), src).unwrap();
     std::fs::create_dir_all(dir.path().join("templates")).unwrap();
-    std::fs::write(dir.path().join("templates/Dockerfile.tera"), "FROM {{ image.base }}:{{ image.base_tag }}\n# custom template\n").unwrap();
+    std::fs::write(
+        dir.path().join("templates/Dockerfile.tera"),
+        "FROM {{ image.base }}:{{ image.base_tag }}\n# custom template\n",
+    )
+    .unwrap();
     let out = dir.path().join("out");
     raydeploy().arg("render").arg(dir.path().join("raydeploy.yaml")).arg("--out").arg(&out).assert().success();
     let df = std::fs::read_to_string(out.join("image/Dockerfile")).unwrap();

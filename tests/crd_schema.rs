@@ -33,7 +33,11 @@ fn root() -> PathBuf {
 /// Every spec with Kubernetes output: the top-level spec plain and under each environment,
 /// and every example except the local one.
 fn specs() -> Vec<(PathBuf, Option<&'static str>)> {
-    let mut out = vec![(root().join("raydeploy.yaml"), None), (root().join("raydeploy.yaml"), Some("dev")), (root().join("raydeploy.yaml"), Some("prod"))];
+    let mut out = vec![
+        (root().join("raydeploy.yaml"), None),
+        (root().join("raydeploy.yaml"), Some("dev")),
+        (root().join("raydeploy.yaml"), Some("prod")),
+    ];
     let mut examples: Vec<PathBuf> = std::fs::read_dir(root().join("examples"))
         .unwrap()
         .flatten()
@@ -57,7 +61,12 @@ fn label(spec: &Path, env: Option<&str>) -> String {
 fn render(spec: &Path, env: Option<&str>) -> tempfile::TempDir {
     let out = tempfile::tempdir().unwrap();
     let mut cmd = Command::cargo_bin("raydeploy").unwrap();
-    cmd.arg("render").arg(spec).arg("--out").arg(out.path()).env("AZURE_SUBSCRIPTION_ID", SUBSCRIPTION).env("NO_COLOR", "1");
+    cmd.arg("render")
+        .arg(spec)
+        .arg("--out")
+        .arg(out.path())
+        .env("AZURE_SUBSCRIPTION_ID", SUBSCRIPTION)
+        .env("NO_COLOR", "1");
     for (k, v) in CANARIES {
         cmd.env(k, v);
     }
@@ -70,7 +79,13 @@ fn render(spec: &Path, env: Option<&str>) -> tempfile::TempDir {
 
 /// The deployment model of a spec, for expectations that come from the spec itself.
 fn model(spec: &Path, env: Option<&str>) -> raydeploy::model::Deployment {
-    let vars = |k: &str| if k == "AZURE_SUBSCRIPTION_ID" { Some(SUBSCRIPTION.to_string()) } else { CANARIES.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string()) };
+    let vars = |k: &str| {
+        if k == "AZURE_SUBSCRIPTION_ID" {
+            Some(SUBSCRIPTION.to_string())
+        } else {
+            CANARIES.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        }
+    };
     let loaded = raydeploy::spec::load(spec, env, &vars).unwrap_or_else(|_| panic!("{} loads", spec.display()));
     raydeploy::model::build(&loaded, None).unwrap_or_else(|p| panic!("{} builds: {p:?}", spec.display()))
 }
@@ -90,10 +105,13 @@ fn files(dir: &Path) -> Vec<PathBuf> {
 
 fn job_manifests(out: &Path) -> Vec<(PathBuf, Value)> {
     let dir = out.join("manifests/jobs");
-    files(&dir).into_iter().map(|p| {
-        let v = yaml(&std::fs::read_to_string(&p).unwrap());
-        (p, v)
-    }).collect()
+    files(&dir)
+        .into_iter()
+        .map(|p| {
+            let v = yaml(&std::fs::read_to_string(&p).unwrap());
+            (p, v)
+        })
+        .collect()
 }
 
 /// The CEL rules of the RayJob v1 schema (KubeRay v1.7.0), each with the check that keeps
@@ -209,7 +227,8 @@ fn rayjobs_validate_against_the_rayjob_crd() {
         assert_eq!(jobs.len(), d.jobs.len(), "{}: one RayJob per job", label(&spec, env));
         for (path, job) in jobs {
             let what = format!("{} {}", label(&spec, env), path.display());
-            validate(&schema, &job).unwrap_or_else(|e| panic!("{what}: not valid against the RayJob CRD:\n{e}\n{job:#}"));
+            validate(&schema, &job)
+                .unwrap_or_else(|e| panic!("{what}: not valid against the RayJob CRD:\n{e}\n{job:#}"));
             check_rayjob_rules(&job).unwrap_or_else(|e| panic!("{what}: {e}"));
             assert_eq!(job["apiVersion"], "ray.io/v1");
             assert_eq!(job["kind"], "RayJob");
@@ -222,7 +241,10 @@ fn rayjobs_validate_against_the_rayjob_crd() {
                 let env = yaml(text.as_str().unwrap());
                 assert_eq!(env.get("working_dir").and_then(Value::as_str), jm.working_dir.as_deref(), "{what}");
             } else {
-                assert!(jm.working_dir.is_none() && jm.pip.is_empty() && jm.env_vars.is_empty(), "{what}: runtime env missing");
+                assert!(
+                    jm.working_dir.is_none() && jm.pip.is_empty() && jm.env_vars.is_empty(),
+                    "{what}: runtime env missing"
+                );
             }
             seen += 1;
         }
@@ -232,7 +254,8 @@ fn rayjobs_validate_against_the_rayjob_crd() {
 
 /// Release name of the cluster chart: the deployment's cluster name.
 fn chart_values(out: &Path) -> Value {
-    let text = std::fs::read_to_string(out.join("helm/ray-cluster.values.yaml")).expect("helm/ray-cluster.values.yaml rendered");
+    let text = std::fs::read_to_string(out.join("helm/ray-cluster.values.yaml"))
+        .expect("helm/ray-cluster.values.yaml rendered");
     assert!(!text.trim().is_empty(), "helm/ray-cluster.values.yaml is empty");
     let defaults = yaml(&std::fs::read_to_string(kuberay_crd::shared("charts/ray-cluster/values.yaml")).unwrap());
     raycluster_chart::merge(&defaults, &yaml(&text))
@@ -266,21 +289,39 @@ fn rayclusters_from_the_chart_validate_against_the_raycluster_crd() {
         // The RayJobs select the cluster the chart creates.
         assert_eq!(rc["metadata"]["name"], json!(d.cluster.name), "{what}: RayCluster name");
         for (path, job) in job_manifests(out.path()) {
-            assert_eq!(job["spec"]["clusterSelector"]["ray.io/cluster"], rc["metadata"]["name"], "{what} {}", path.display());
+            assert_eq!(
+                job["spec"]["clusterSelector"]["ray.io/cluster"],
+                rc["metadata"]["name"],
+                "{what} {}",
+                path.display()
+            );
         }
 
         // Groups, in chart order (additionalWorkerGroups by name, then worker).
         let mut want: Vec<&str> = d.cluster.workers.iter().map(|g| g.name.as_str()).collect();
         want.sort();
-        let mut got: Vec<&str> = rc["spec"]["workerGroupSpecs"].as_array().unwrap().iter().map(|g| g["groupName"].as_str().unwrap()).collect();
+        let mut got: Vec<&str> = rc["spec"]["workerGroupSpecs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["groupName"].as_str().unwrap())
+            .collect();
         got.sort();
         assert_eq!(got, want, "{what}: worker groups");
         for g in rc["spec"]["workerGroupSpecs"].as_array().unwrap() {
             let m = d.cluster.workers.iter().find(|w| g["groupName"] == json!(w.name)).unwrap();
-            assert_eq!((g["replicas"].as_u64(), g["minReplicas"].as_u64(), g["maxReplicas"].as_u64()), (Some(m.replicas.into()), Some(m.min_replicas.into()), Some(m.max_replicas.into())), "{what}: {} sizes", m.name);
+            assert_eq!(
+                (g["replicas"].as_u64(), g["minReplicas"].as_u64(), g["maxReplicas"].as_u64()),
+                (Some(m.replicas.into()), Some(m.min_replicas.into()), Some(m.max_replicas.into())),
+                "{what}: {} sizes",
+                m.name
+            );
         }
 
-        let pods: Vec<&Value> = std::iter::once(&rc["spec"]["headGroupSpec"]).chain(rc["spec"]["workerGroupSpecs"].as_array().unwrap()).map(|g| &g["template"]["spec"]).collect();
+        let pods: Vec<&Value> = std::iter::once(&rc["spec"]["headGroupSpec"])
+            .chain(rc["spec"]["workerGroupSpecs"].as_array().unwrap())
+            .map(|g| &g["template"]["spec"])
+            .collect();
         for pod in &pods {
             let c = &pod["containers"][0];
             // Cluster env reaches every Ray container.
@@ -290,20 +331,34 @@ fn rayclusters_from_the_chart_validate_against_the_raycluster_crd() {
             }
             // Secrets exposed as env are referenced, by name.
             for s in &d.cluster.env_from_secrets {
-                assert!(c["envFrom"].as_array().into_iter().flatten().any(|e| e["secretRef"]["name"] == json!(s)), "{what}: envFrom {s} missing");
+                assert!(
+                    c["envFrom"].as_array().into_iter().flatten().any(|e| e["secretRef"]["name"] == json!(s)),
+                    "{what}: envFrom {s} missing"
+                );
             }
             // Every mount points at a declared volume; Azure mounts use the rendered claims.
-            let volumes: Vec<&str> = pod["volumes"].as_array().into_iter().flatten().map(|v| v["name"].as_str().unwrap()).collect();
+            let volumes: Vec<&str> =
+                pod["volumes"].as_array().into_iter().flatten().map(|v| v["name"].as_str().unwrap()).collect();
             for vm in c["volumeMounts"].as_array().into_iter().flatten() {
                 assert!(volumes.contains(&vm["name"].as_str().unwrap()), "{what}: volumeMount {vm} has no volume");
             }
             for m in &d.cluster.mounts {
-                let claim = pod["volumes"].as_array().into_iter().flatten().find_map(|v| v["persistentVolumeClaim"]["claimName"].as_str().filter(|c| *c == m.claim_name));
+                let claim = pod["volumes"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find_map(|v| v["persistentVolumeClaim"]["claimName"].as_str().filter(|c| *c == m.claim_name));
                 assert!(claim.is_some(), "{what}: mount {} has no volume with claim {}", m.name, m.claim_name);
             }
         }
         let claims: Vec<String> = std::fs::read_to_string(out.path().join("manifests/mounts.yaml"))
-            .map(|t| yaml_stream(&t).into_iter().filter(|o| o["kind"] == "PersistentVolumeClaim").map(|o| o["metadata"]["name"].as_str().unwrap().to_string()).collect())
+            .map(|t| {
+                yaml_stream(&t)
+                    .into_iter()
+                    .filter(|o| o["kind"] == "PersistentVolumeClaim")
+                    .map(|o| o["metadata"]["name"].as_str().unwrap().to_string())
+                    .collect()
+            })
             .unwrap_or_default();
         for m in d.cluster.mounts.iter().filter(|m| m.volume_name.is_some()) {
             assert!(claims.contains(&m.claim_name), "{what}: claim {} not in manifests/mounts.yaml", m.claim_name);
@@ -326,8 +381,14 @@ fn mounts_bind_claims_to_csi_volumes() {
         assert_eq!(objs.len(), azure.len() * 2, "{what}: a PV and a PVC per Azure mount");
         let mut handles = vec![];
         for m in azure {
-            let pv = objs.iter().find(|o| o["kind"] == "PersistentVolume" && o["metadata"]["name"] == json!(m.volume_name)).unwrap();
-            let pvc = objs.iter().find(|o| o["kind"] == "PersistentVolumeClaim" && o["metadata"]["name"] == json!(m.claim_name)).unwrap();
+            let pv = objs
+                .iter()
+                .find(|o| o["kind"] == "PersistentVolume" && o["metadata"]["name"] == json!(m.volume_name))
+                .unwrap();
+            let pvc = objs
+                .iter()
+                .find(|o| o["kind"] == "PersistentVolumeClaim" && o["metadata"]["name"] == json!(m.claim_name))
+                .unwrap();
             assert!(pv["metadata"].get("namespace").is_none(), "{what}: PVs are cluster-scoped");
             assert_eq!(pvc["metadata"]["namespace"], json!(d.cluster.namespace));
             assert_eq!(pvc["spec"]["volumeName"], pv["metadata"]["name"]);
@@ -353,7 +414,9 @@ fn mounts_bind_claims_to_csi_volumes() {
                 }
             }
             match &m.secret {
-                Some(s) => assert_eq!(csi["nodeStageSecretRef"], json!({ "name": s, "namespace": d.cluster.namespace })),
+                Some(s) => {
+                    assert_eq!(csi["nodeStageSecretRef"], json!({ "name": s, "namespace": d.cluster.namespace }))
+                }
                 None => assert!(csi.get("nodeStageSecretRef").is_none()),
             }
             handles.push(csi["volumeHandle"].as_str().unwrap().to_string());
@@ -398,8 +461,14 @@ fn secrets_hold_placeholders_never_values() {
         let docs = yaml_stream(&text);
         assert_eq!(docs.len(), d.secrets.len(), "{what}: one Secret per secret");
         for s in &d.secrets {
-            let doc = docs.iter().find(|o| o["metadata"]["name"] == json!(s.name)).unwrap_or_else(|| panic!("{what}: no Secret {}", s.name));
-            assert_eq!((doc["apiVersion"].as_str(), doc["kind"].as_str(), doc["type"].as_str()), (Some("v1"), Some("Secret"), Some("Opaque")));
+            let doc = docs
+                .iter()
+                .find(|o| o["metadata"]["name"] == json!(s.name))
+                .unwrap_or_else(|| panic!("{what}: no Secret {}", s.name));
+            assert_eq!(
+                (doc["apiVersion"].as_str(), doc["kind"].as_str(), doc["type"].as_str()),
+                (Some("v1"), Some("Secret"), Some("Opaque"))
+            );
             assert_eq!(doc["metadata"]["namespace"], json!(d.cluster.namespace));
             assert_eq!(doc["metadata"]["labels"]["raydeploy.io/deployment"], json!(d.name));
             assert!(doc.get("data").is_none(), "{what}: Secret {} has data", s.name);
@@ -447,7 +516,10 @@ secrets:
     let out = render(&spec, None);
     assert_no_canary(out.path(), &["canary-file-0d4e", "canary-7f3a9"], "fromFile spec");
     let docs = yaml_stream(&std::fs::read_to_string(out.path().join("manifests/secrets.yaml")).unwrap());
-    assert_eq!(docs[0]["stringData"], json!({ "OTHER": "<from env SP_CLIENT_SECRET>", "TOKEN": "<from file ./token.txt>" }));
+    assert_eq!(
+        docs[0]["stringData"],
+        json!({ "OTHER": "<from env SP_CLIENT_SECRET>", "TOKEN": "<from file ./token.txt>" })
+    );
 }
 
 /// Strings that break naive YAML writers, or that YAML 1.1 readers (kubectl's) turn into other types.
@@ -543,7 +615,8 @@ fn hostile_strings_round_trip_through_rendered_yaml() {
     let job = &d.jobs[0];
     let check = |doc: &Value, reader: &str| {
         assert_eq!(doc["spec"]["entrypoint"], json!(job.entrypoint), "{reader}: entrypoint\n{text}");
-        let env_text = doc["spec"]["runtimeEnvYAML"].as_str().unwrap_or_else(|| panic!("{reader}: runtimeEnvYAML is a string"));
+        let env_text =
+            doc["spec"]["runtimeEnvYAML"].as_str().unwrap_or_else(|| panic!("{reader}: runtimeEnvYAML is a string"));
         let env = yaml(env_text);
         assert_eq!(env["env_vars"], json!(job.env_vars), "{reader}: env_vars\n{env_text}");
         assert_eq!(env["pip"], json!(job.pip), "{reader}: pip");
@@ -565,10 +638,16 @@ fn hostile_secret_sources_round_trip() {
     for (i, s) in HOSTILE.iter().enumerate() {
         sources.insert(format!("K{i:02}"), raydeploy::spec::SecretSource::FromEnv(s.to_string()));
     }
-    d.secrets = vec![raydeploy::model::SecretModel { name: "s".into(), keys: sources.keys().cloned().collect(), sources: sources.clone(), expose_as_env: false }];
+    d.secrets = vec![raydeploy::model::SecretModel {
+        name: "s".into(),
+        keys: sources.keys().cloned().collect(),
+        sources: sources.clone(),
+        expose_as_env: false,
+    }];
     let files: BTreeMap<String, String> = raydeploy::render::manifests::render(&d).unwrap().into_iter().collect();
     let text = &files["manifests/secrets.yaml"];
-    let want: serde_json::Map<String, Value> = sources.iter().map(|(k, s)| (k.clone(), json!(expected_placeholder(s)))).collect();
+    let want: serde_json::Map<String, Value> =
+        sources.iter().map(|(k, s)| (k.clone(), json!(expected_placeholder(s)))).collect();
     assert_eq!(yaml_stream(text)[0]["stringData"], Value::Object(want.clone()), "{text}");
     if let Some(docs) = pyyaml(text) {
         assert_eq!(docs[0]["stringData"], Value::Object(want), "PyYAML\n{text}");
@@ -628,7 +707,8 @@ fn validation_rejects_what_the_api_server_would() {
     bad["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0].as_object_mut().unwrap().remove("name");
     assert!(validate(&clusters, &bad).is_err(), "container without name accepted");
     let mut bad = rc.clone();
-    bad["spec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]["envFrom"] = json!([{ "secretRef": { "name": "s", "bogus": 1 } }]);
+    bad["spec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]["envFrom"] =
+        json!([{ "secretRef": { "name": "s", "bogus": 1 } }]);
     assert!(validate(&clusters, &bad).is_err(), "unknown nested field accepted");
 }
 
@@ -641,7 +721,8 @@ fn submitter_is_pinned_to_the_cpu_image_when_the_head_runs_another() {
     let job = raydeploy::render::manifests::rayjob::rayjob(&d, &d.jobs[0]).unwrap();
     assert!(job.spec.submitter_pod_template.is_none(), "the default submitter (head image) suffices");
     let cpu = d.image.cpu.clone().unwrap();
-    d.cluster.head.image = raydeploy::model::ImageRef { repository: cpu.repository.clone(), tag: format!("{}-gpu", cpu.tag) };
+    d.cluster.head.image =
+        raydeploy::model::ImageRef { repository: cpu.repository.clone(), tag: format!("{}-gpu", cpu.tag) };
     let files: BTreeMap<String, String> = raydeploy::render::manifests::render(&d).unwrap().into_iter().collect();
     let doc = yaml(&files["manifests/jobs/pytorch-mnist.yaml"]);
     validate(&schema, &doc).unwrap_or_else(|e| panic!("{e}\n{doc:#}"));

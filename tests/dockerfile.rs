@@ -112,7 +112,10 @@ fn check(spec: &Path, env: Option<&str>) {
     let gpu_tag = img["base_tag_gpu"].as_str().unwrap();
     assert_eq!(gpu_tag, format!("{base_tag}-gpu"));
     let header: Vec<&str> = text.lines().take_while(|l| l.starts_with('#')).collect();
-    assert!(header.iter().any(|l| l.contains(&format!("--build-arg BASE_TAG={gpu_tag}"))), "{what}: GPU build documented\n{text}");
+    assert!(
+        header.iter().any(|l| l.contains(&format!("--build-arg BASE_TAG={gpu_tag}"))),
+        "{what}: GPU build documented\n{text}"
+    );
 
     let ins = instructions(&text);
     assert_eq!(ins[0], format!("ARG BASE_TAG={base_tag}"), "{what}");
@@ -140,9 +143,11 @@ fn check(spec: &Path, env: Option<&str>) {
     if pip.is_empty() {
         assert!(pip_runs.is_empty(), "{what}: no pip step without packages");
     } else {
-        let want = format!("RUN pip install --no-cache-dir {}", pip.iter().map(|p| sh(p)).collect::<Vec<_>>().join(" "));
+        let want =
+            format!("RUN pip install --no-cache-dir {}", pip.iter().map(|p| sh(p)).collect::<Vec<_>>().join(" "));
         assert_eq!(pip_runs, vec![&want], "{what}");
-        let user_before = ins[..ins.iter().position(|i| *i == want).unwrap()].iter().rev().find(|i| i.starts_with("USER "));
+        let user_before =
+            ins[..ins.iter().position(|i| *i == want).unwrap()].iter().rev().find(|i| i.starts_with("USER "));
         assert!(user_before.is_none_or(|u| u == "USER ray"), "{what}: pip runs as ray");
     }
 
@@ -186,7 +191,9 @@ fn environments_share_the_base_but_not_the_spec_hash() {
     let dev = render_dockerfile(&spec, Some("dev"));
     let prod = render_dockerfile(&spec, Some("prod"));
     assert_ne!(dev, prod, "spec hash label differs per environment");
-    let from = |t: &str| t.lines().filter(|l| l.starts_with("ARG ") || l.starts_with("FROM ")).map(String::from).collect::<Vec<_>>();
+    let from = |t: &str| {
+        t.lines().filter(|l| l.starts_with("ARG ") || l.starts_with("FROM ")).map(String::from).collect::<Vec<_>>()
+    };
     assert_eq!(from(&dev), from(&prod));
 }
 
@@ -252,8 +259,12 @@ fn a_line_break_in_a_package_is_refused() {
 
 #[test]
 fn a_user_dockerfile_is_passed_through_unchanged() {
-    let dir = spec_with_image("pytorch-mnist-aks", "image:\n  rayVersion: \"2.52.0\"\n  python: \"3.11\"\n  dockerfile: docker/Custom.Dockerfile\n");
-    let own = "# my own image\nFROM rayproject/ray:2.52.0-py311\nRUN echo \"{{ not a template }}\" \\\n  && true\nUSER ray";
+    let dir = spec_with_image(
+        "pytorch-mnist-aks",
+        "image:\n  rayVersion: \"2.52.0\"\n  python: \"3.11\"\n  dockerfile: docker/Custom.Dockerfile\n",
+    );
+    let own =
+        "# my own image\nFROM rayproject/ray:2.52.0-py311\nRUN echo \"{{ not a template }}\" \\\n  && true\nUSER ray";
     std::fs::create_dir_all(dir.path().join("docker")).unwrap();
     std::fs::write(dir.path().join("docker/Custom.Dockerfile"), own).unwrap();
     assert_eq!(render_dockerfile(&dir.path().join("raydeploy.yaml"), None), own);
@@ -263,6 +274,13 @@ fn a_user_dockerfile_is_passed_through_unchanged() {
 fn a_templates_folder_overrides_the_dockerfile_template() {
     let dir = spec_with_image("pytorch-mnist-aks", "image:\n  rayVersion: \"2.52.0\"\n  python: \"3.11\"\n");
     std::fs::create_dir_all(dir.path().join("templates")).unwrap();
-    std::fs::write(dir.path().join("templates/Dockerfile.tera"), "FROM {{ image.base }}:{{ image.base_tag }}\nLABEL x={{ name | docker_json }}").unwrap();
-    assert_eq!(render_dockerfile(&dir.path().join("raydeploy.yaml"), None), "FROM rayproject/ray:2.52.0-py311\nLABEL x=\"mnist\"\n");
+    std::fs::write(
+        dir.path().join("templates/Dockerfile.tera"),
+        "FROM {{ image.base }}:{{ image.base_tag }}\nLABEL x={{ name | docker_json }}",
+    )
+    .unwrap();
+    assert_eq!(
+        render_dockerfile(&dir.path().join("raydeploy.yaml"), None),
+        "FROM rayproject/ray:2.52.0-py311\nLABEL x=\"mnist\"\n"
+    );
 }

@@ -89,7 +89,10 @@ impl Drop for Engine {
             // temp folder undeletable; unmount whatever remains below it.
             let _ = Command::new("sh")
                 .arg("-c")
-                .arg(format!("grep -o ' {}[^ ]*' /proc/mounts | sort -r | xargs -r -n1 umount -l", self.dir.path().display()))
+                .arg(format!(
+                    "grep -o ' {}[^ ]*' /proc/mounts | sort -r | xargs -r -n1 umount -l",
+                    self.dir.path().display()
+                ))
                 .status();
         }
     }
@@ -105,7 +108,10 @@ fn build_base(engine: &Engine, base: &str, tag: &str) {
     for d in ["bin", "usr/bin", "usr/local/bin", "etc", "home/ray", "tmp", "var/log/recorded", "var/lib/apt/lists"] {
         std::fs::create_dir_all(r.join(d)).unwrap();
     }
-    let busybox = ["/bin/busybox", "/usr/bin/busybox"].into_iter().find(|p| Path::new(p).is_file()).expect("busybox-static installed");
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| Path::new(p).is_file())
+        .expect("busybox-static installed");
     std::fs::copy(busybox, r.join("bin/busybox")).unwrap();
     std::fs::write(r.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nray:x:1000:100::/home/ray:/bin/sh\n").unwrap();
     std::fs::write(r.join("etc/group"), "root:x:0:\nusers:x:100:ray\n").unwrap();
@@ -126,7 +132,10 @@ fn build_base(engine: &Engine, base: &str, tag: &str) {
     )
     .unwrap();
     let image = format!("{base}:{tag}");
-    engine.run(&["build", "--pull=false", "--network=none", "--build-arg", &format!("TAG={tag}"), "-t", &image, "."], Some(ctx.path()));
+    engine.run(
+        &["build", "--pull=false", "--network=none", "--build-arg", &format!("TAG={tag}"), "-t", &image, "."],
+        Some(ctx.path()),
+    );
 }
 
 /// The recorded invocations of `tool` in `image`: one argument list per call.
@@ -171,10 +180,23 @@ fn rendered_dockerfile_builds_on_a_private_engine() {
     std::fs::write(&spec, text.replacen("image:\n", &image_block, 1)).unwrap();
 
     let out = tempfile::tempdir().unwrap();
-    let render = assert_cmd::Command::cargo_bin("raydeploy").unwrap().arg("render").arg(&spec).arg("--out").arg(out.path()).output().unwrap();
+    let render = assert_cmd::Command::cargo_bin("raydeploy")
+        .unwrap()
+        .arg("render")
+        .arg(&spec)
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .unwrap();
     assert!(render.status.success(), "render: {}", String::from_utf8_lossy(&render.stderr));
     let dockerfile = out.path().join("image/Dockerfile");
-    let explain = assert_cmd::Command::cargo_bin("raydeploy").unwrap().arg("explain").arg(&spec).args(["--output", "json"]).output().unwrap();
+    let explain = assert_cmd::Command::cargo_bin("raydeploy")
+        .unwrap()
+        .arg("explain")
+        .arg(&spec)
+        .args(["--output", "json"])
+        .output()
+        .unwrap();
     assert!(explain.status.success(), "explain: {}", String::from_utf8_lossy(&explain.stderr));
     let d: Value = serde_json::from_slice(&explain.stdout).unwrap();
     let base = d["image"]["base"].as_str().unwrap();
@@ -191,7 +213,21 @@ fn rendered_dockerfile_builds_on_a_private_engine() {
     let df = dockerfile.to_str().unwrap();
     let ctx = spec_dir.path().to_str().unwrap();
     engine.run(&["build", "--pull=false", "--network=none", "-f", df, "-t", "rd-test:cpu", ctx], None);
-    engine.run(&["build", "--pull=false", "--network=none", "-f", df, "--build-arg", &format!("BASE_TAG={gpu_tag}"), "-t", "rd-test:gpu", ctx], None);
+    engine.run(
+        &[
+            "build",
+            "--pull=false",
+            "--network=none",
+            "-f",
+            df,
+            "--build-arg",
+            &format!("BASE_TAG={gpu_tag}"),
+            "-t",
+            "rd-test:gpu",
+            ctx,
+        ],
+        None,
+    );
 
     for (image, tag) in [("rd-test:cpu", cpu_tag), ("rd-test:gpu", gpu_tag)] {
         assert_eq!(engine.exec(image, &["cat", "/etc/base-tag"]).trim(), tag, "{image} is built on {base}:{tag}");
@@ -212,7 +248,11 @@ fn rendered_dockerfile_builds_on_a_private_engine() {
         let words = |xs: &[&str]| xs.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let mut apt_install = words(&["install", "-y", "--no-install-recommends"]);
         apt_install.extend(words(APT));
-        assert_eq!(recorded(&engine, image, "apt-get"), vec![words(&["update"]), apt_install], "{image}: apt-get arguments");
+        assert_eq!(
+            recorded(&engine, image, "apt-get"),
+            vec![words(&["update"]), apt_install],
+            "{image}: apt-get arguments"
+        );
         let mut pip_install = words(&["install", "--no-cache-dir"]);
         pip_install.extend(words(PIP));
         assert_eq!(recorded(&engine, image, "pip"), vec![pip_install], "{image}: pip arguments");
@@ -221,7 +261,11 @@ fn rendered_dockerfile_builds_on_a_private_engine() {
         let train = format!("{job_dst}/train.py");
         let want = std::fs::read_to_string(spec_dir.path().join("jobs/mnist/train.py")).unwrap();
         assert_eq!(engine.exec(image, &["cat", &train]), want, "{image}: job folder copied to {job_dst}");
-        assert_eq!(engine.exec(image, &["stat", "-c", "%U:%G", &train]).trim(), "ray:users", "{image}: job files owned by ray");
+        assert_eq!(
+            engine.exec(image, &["stat", "-c", "%U:%G", &train]).trim(),
+            "ray:users",
+            "{image}: job files owned by ray"
+        );
     }
     drop(engine);
 }

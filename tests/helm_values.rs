@@ -70,8 +70,10 @@ fn parse_pattern(line: &str) -> Vec<Pat> {
 
 impl Paths {
     fn parse(text: &str) -> Self {
-        let patterns: Vec<Vec<Pat>> = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(parse_pattern).collect();
-        let pass_through = patterns.iter().map(|p| !patterns.iter().any(|q| q.len() > p.len() && q[..p.len()] == p[..])).collect();
+        let patterns: Vec<Vec<Pat>> =
+            text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(parse_pattern).collect();
+        let pass_through =
+            patterns.iter().map(|p| !patterns.iter().any(|q| q.len() > p.len() && q[..p.len()] == p[..])).collect();
         Self { patterns, pass_through }
     }
 
@@ -158,7 +160,12 @@ fn cases() -> Vec<(String, PathBuf, Option<&'static str>)> {
     for env in [None, Some("dev"), Some("prod")] {
         out.push((format!("raydeploy.yaml {env:?}"), root().join("raydeploy.yaml"), env));
     }
-    let mut examples: Vec<PathBuf> = std::fs::read_dir(root().join("examples")).unwrap().flatten().map(|e| e.path().join("raydeploy.yaml")).filter(|p| p.is_file()).collect();
+    let mut examples: Vec<PathBuf> = std::fs::read_dir(root().join("examples"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("raydeploy.yaml"))
+        .filter(|p| p.is_file())
+        .collect();
     examples.sort();
     for spec in examples {
         let target = yaml(&std::fs::read_to_string(&spec).unwrap())["target"].as_str().unwrap_or("aks").to_string();
@@ -183,7 +190,12 @@ fn rendered() -> Vec<RenderedValues> {
         .into_iter()
         .map(|(label, spec, env)| {
             let out = render(&spec, env);
-            let read = |f: &str| yaml(&std::fs::read_to_string(out.path().join("helm").join(f)).unwrap_or_else(|e| panic!("{label}: {f}: {e}")));
+            let read = |f: &str| {
+                yaml(
+                    &std::fs::read_to_string(out.path().join("helm").join(f))
+                        .unwrap_or_else(|e| panic!("{label}: {f}: {e}")),
+                )
+            };
             RenderedValues {
                 spec: yaml(&std::fs::read_to_string(&spec).unwrap()),
                 operator: read("kuberay-operator.values.yaml"),
@@ -218,7 +230,9 @@ fn values_paths_checker_accepts_chart_keys() {
     );
     assert_eq!(ray.uncovered(&ok), Vec::<String>::new());
     let op = Paths::load("kuberay-operator");
-    let ok = yaml("watchNamespace: [ray, other]\nfeatureGates: [{name: A, enabled: true}]\nmetrics: {serviceMonitor: {enabled: false}}\n");
+    let ok = yaml(
+        "watchNamespace: [ray, other]\nfeatureGates: [{name: A, enabled: true}]\nmetrics: {serviceMonitor: {enabled: false}}\n",
+    );
     assert_eq!(op.uncovered(&ok), Vec::<String>::new());
 }
 
@@ -265,7 +279,11 @@ fn groups_are_guaranteed_and_gpu_groups_complete() {
     for r in rendered() {
         let v = &r.ray_cluster;
         let cpu_tag = v["image"]["tag"].as_str().unwrap();
-        assert!(!cpu_tag.ends_with("-gpu") && !cpu_tag.contains("-gpu-"), "{}: top-level image is the CPU image", r.label);
+        assert!(
+            !cpu_tag.ends_with("-gpu") && !cpu_tag.contains("-gpu-"),
+            "{}: top-level image is the CPU image",
+            r.label
+        );
         for (name, g) in groups(v) {
             let res = &g["resources"];
             assert!(res["limits"].is_object(), "{}: {name} has resources", r.label);
@@ -281,7 +299,11 @@ fn groups_are_guaranteed_and_gpu_groups_complete() {
             if gpu {
                 gpu_groups += 1;
                 assert!(res["requests"]["nvidia.com/gpu"].is_string(), "{}: {name} requests GPUs", r.label);
-                assert_eq!(g["image"]["repository"], v["image"]["repository"], "{}: {name} GPU image repository", r.label);
+                assert_eq!(
+                    g["image"]["repository"], v["image"]["repository"],
+                    "{}: {name} GPU image repository",
+                    r.label
+                );
             }
             for (k, val) in g["rayStartParams"].as_object().into_iter().flatten() {
                 assert!(val.is_string(), "{}: {name}.rayStartParams.{k} is {val} after re-parse", r.label);
@@ -318,8 +340,18 @@ fn autoscaler_settings_present_iff_enabled() {
             on += 1;
             assert_eq!(head["enableInTreeAutoscaling"], true, "{}", r.label);
             let opts = &head["autoscalerOptions"];
-            assert_eq!(opts["idleTimeoutSeconds"], a.get("idleTimeoutSeconds").cloned().unwrap_or(60.into()), "{}", r.label);
-            assert_eq!(opts["upscalingMode"], a.get("upscalingMode").cloned().unwrap_or("Default".into()), "{}", r.label);
+            assert_eq!(
+                opts["idleTimeoutSeconds"],
+                a.get("idleTimeoutSeconds").cloned().unwrap_or(60.into()),
+                "{}",
+                r.label
+            );
+            assert_eq!(
+                opts["upscalingMode"],
+                a.get("upscalingMode").cloned().unwrap_or("Default".into()),
+                "{}",
+                r.label
+            );
         } else {
             off += 1;
             assert!(head.get("enableInTreeAutoscaling").is_none(), "{}", r.label);
@@ -337,14 +369,31 @@ fn cluster_named_after_the_deployment_with_env_secrets_and_mounts() {
         assert!(name.starts_with(r.spec["name"].as_str().unwrap()), "{}: {name}", r.label);
         for (gname, g) in groups(v) {
             assert_eq!(g["labels"]["raydeploy.io/deployment"], name, "{}: {gname}", r.label);
-            let env: BTreeSet<&str> = g["containerEnv"].as_array().into_iter().flatten().map(|e| e["name"].as_str().unwrap()).collect();
+            let env: BTreeSet<&str> =
+                g["containerEnv"].as_array().into_iter().flatten().map(|e| e["name"].as_str().unwrap()).collect();
             for k in r.spec["cluster"]["env"].as_object().into_iter().flatten().map(|(k, _)| k.as_str()) {
                 assert!(env.contains(k), "{}: {gname} has env {k}", r.label);
             }
             for m in r.spec["cluster"]["mounts"].as_array().into_iter().flatten() {
                 let mname = &m["name"];
-                assert!(g["volumes"].as_array().unwrap().iter().any(|vol| vol["name"] == *mname && vol["persistentVolumeClaim"]["claimName"].is_string()), "{}: {gname} volume {mname}", r.label);
-                assert!(g["volumeMounts"].as_array().unwrap().iter().any(|vm| vm["name"] == *mname && vm["mountPath"] == m["path"]), "{}: {gname} mount {mname}", r.label);
+                assert!(
+                    g["volumes"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|vol| vol["name"] == *mname && vol["persistentVolumeClaim"]["claimName"].is_string()),
+                    "{}: {gname} volume {mname}",
+                    r.label
+                );
+                assert!(
+                    g["volumeMounts"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|vm| vm["name"] == *mname && vm["mountPath"] == m["path"]),
+                    "{}: {gname} mount {mname}",
+                    r.label
+                );
             }
         }
         let exposed = r.spec["secrets"].as_array().into_iter().flatten().filter(|s| s["exposeAsEnv"] == true).count();
@@ -359,7 +408,11 @@ fn operator_runs_on_the_aks_system_pool() {
         assert_eq!(op["image"]["repository"], "quay.io/kuberay/operator", "{}", r.label);
         assert_eq!(op["image"]["tag"], "v1.7.0", "{}", r.label);
         assert_eq!(op["resources"]["requests"], op["resources"]["limits"], "{}", r.label);
-        let tolerates = op["tolerations"].as_array().into_iter().flatten().any(|t| t["key"] == "CriticalAddonsOnly" && t["effect"] == "NoSchedule");
+        let tolerates = op["tolerations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|t| t["key"] == "CriticalAddonsOnly" && t["effect"] == "NoSchedule");
         let aks = r.spec["target"].as_str().unwrap_or("aks") == "aks";
         assert_eq!(tolerates, aks, "{}: CriticalAddonsOnly toleration on aks only", r.label);
         assert_eq!(op["nodeSelector"]["kubernetes.azure.com/mode"] == "system", aks, "{}", r.label);

@@ -140,7 +140,11 @@ fn check(s: &str) -> Result<(), TestCaseError> {
         Ok(None) => s.to_string(),
         Err(_) => {
             let err = spec::load(&path, None, &|_| None).expect_err("a missing variable is an error");
-            prop_assert!(err.short().contains("is not set") || err.short().contains("not a valid variable"), "{}", err.short());
+            prop_assert!(
+                err.short().contains("is not set") || err.short().contains("not a valid variable"),
+                "{}",
+                err.short()
+            );
             return Ok(());
         }
     };
@@ -194,7 +198,21 @@ proptest! {
 
 #[test]
 fn known_nasty_values() {
-    for s in ["${env:HOME}", "$${literal}", "%{ if x }", "{{ .Values }}", "a\nb", "'; rm -rf / #", "\"quoted\"", "true", "0", "- item", "key: value", "*alias", "back\\slash"] {
+    for s in [
+        "${env:HOME}",
+        "$${literal}",
+        "%{ if x }",
+        "{{ .Values }}",
+        "a\nb",
+        "'; rm -rf / #",
+        "\"quoted\"",
+        "true",
+        "0",
+        "- item",
+        "key: value",
+        "*alias",
+        "back\\slash",
+    ] {
         check(s).unwrap_or_else(|e| panic!("{s:?}: {e}"));
     }
 }

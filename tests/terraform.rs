@@ -21,8 +21,14 @@ fn root() -> PathBuf {
 
 /// Every spec with target aks: (spec, environment).
 fn aks_specs() -> Vec<(PathBuf, Option<&'static str>)> {
-    let mut specs: Vec<(PathBuf, Option<&'static str>)> = [None, Some("dev"), Some("prod")].into_iter().map(|e| (root().join("raydeploy.yaml"), e)).collect();
-    let mut examples: Vec<PathBuf> = std::fs::read_dir(root().join("examples")).unwrap().flatten().map(|e| e.path().join("raydeploy.yaml")).filter(|p| p.is_file()).collect();
+    let mut specs: Vec<(PathBuf, Option<&'static str>)> =
+        [None, Some("dev"), Some("prod")].into_iter().map(|e| (root().join("raydeploy.yaml"), e)).collect();
+    let mut examples: Vec<PathBuf> = std::fs::read_dir(root().join("examples"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("raydeploy.yaml"))
+        .filter(|p| p.is_file())
+        .collect();
     examples.sort();
     for spec in examples {
         let text = std::fs::read_to_string(&spec).unwrap();
@@ -35,7 +41,11 @@ fn aks_specs() -> Vec<(PathBuf, Option<&'static str>)> {
 }
 
 fn label(spec: &Path, env: Option<&str>) -> String {
-    format!("{}{}", spec.strip_prefix(root()).unwrap_or(spec).display(), env.map(|e| format!(" -e {e}")).unwrap_or_default())
+    format!(
+        "{}{}",
+        spec.strip_prefix(root()).unwrap_or(spec).display(),
+        env.map(|e| format!(" -e {e}")).unwrap_or_default()
+    )
 }
 
 /// Renders `spec` into a fresh folder and returns it.
@@ -47,7 +57,13 @@ fn render(spec: &Path, env: Option<&str>) -> tempfile::TempDir {
         cmd.args(["-e", e]);
     }
     let res = cmd.output().unwrap();
-    assert!(res.status.success(), "render {} failed:\n{}{}", label(spec, env), String::from_utf8_lossy(&res.stdout), String::from_utf8_lossy(&res.stderr));
+    assert!(
+        res.status.success(),
+        "render {} failed:\n{}{}",
+        label(spec, env),
+        String::from_utf8_lossy(&res.stdout),
+        String::from_utf8_lossy(&res.stderr)
+    );
     out
 }
 
@@ -57,7 +73,8 @@ fn parse(path: &Path) -> Body {
 }
 
 fn tf_files(out: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(out.join("terraform")).unwrap().flatten().map(|e| e.path()).collect();
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(out.join("terraform")).unwrap().flatten().map(|e| e.path()).collect();
     files.sort();
     files
 }
@@ -160,15 +177,27 @@ fn terraform_fmt_accepts_every_render() {
     for (spec, env) in aks_specs() {
         let out = render(&spec, env);
         let dir = out.path().join("terraform");
-        assert!(dir.join("main.tf").is_file() && dir.join("providers.tf").is_file() && dir.join("outputs.tf").is_file(), "{}: missing files", label(&spec, env));
+        assert!(
+            dir.join("main.tf").is_file() && dir.join("providers.tf").is_file() && dir.join("outputs.tf").is_file(),
+            "{}: missing files",
+            label(&spec, env)
+        );
         let res = Std::new(TERRAFORM).args(["fmt", "-check", "-diff"]).arg(&dir).output().unwrap();
-        assert!(res.status.success(), "terraform fmt -check failed for {}:\n{}{}", label(&spec, env), String::from_utf8_lossy(&res.stdout), String::from_utf8_lossy(&res.stderr));
+        assert!(
+            res.status.success(),
+            "terraform fmt -check failed for {}:\n{}{}",
+            label(&spec, env),
+            String::from_utf8_lossy(&res.stdout),
+            String::from_utf8_lossy(&res.stderr)
+        );
     }
 }
 
 #[test]
 fn every_argument_exists_in_the_azurerm_schema() {
-    let schema: Json = serde_json::from_str(&std::fs::read_to_string(root().join("../shared/azure/azurerm-schema.json")).unwrap()).unwrap();
+    let schema: Json =
+        serde_json::from_str(&std::fs::read_to_string(root().join("../shared/azure/azurerm-schema.json")).unwrap())
+            .unwrap();
     let mut problems = vec![];
     for (spec, env) in aks_specs() {
         let out = render(&spec, env);
@@ -176,7 +205,13 @@ fn every_argument_exists_in_the_azurerm_schema() {
         for file in tf_files(out.path()) {
             let body = parse(&file);
             for r in resources(&body) {
-                let whr = format!("{} {}: resource {}.{}", label(&spec, env), file.file_name().unwrap().to_string_lossy(), resource_type(r), r.labels()[1].as_str());
+                let whr = format!(
+                    "{} {}: resource {}.{}",
+                    label(&spec, env),
+                    file.file_name().unwrap().to_string_lossy(),
+                    resource_type(r),
+                    r.labels()[1].as_str()
+                );
                 check_names(&schema, resource_type(r), "", r.body(), &whr, &mut problems);
                 seen.insert(resource_type(r).to_string());
             }
@@ -188,7 +223,13 @@ fn every_argument_exists_in_the_azurerm_schema() {
                 }
             }
         }
-        for want in ["azurerm_resource_group", "azurerm_container_registry", "azurerm_kubernetes_cluster", "azurerm_role_assignment", "azurerm_kubernetes_cluster_node_pool"] {
+        for want in [
+            "azurerm_resource_group",
+            "azurerm_container_registry",
+            "azurerm_kubernetes_cluster",
+            "azurerm_role_assignment",
+            "azurerm_kubernetes_cluster_node_pool",
+        ] {
             assert!(seen.contains(want), "{}: no {want}", label(&spec, env));
         }
     }
@@ -209,7 +250,11 @@ fn backend_exists_exactly_with_remote_state() {
             let be = block(tf.body(), "backend").expect("backend block");
             assert_eq!(be.labels()[0].as_str(), "azurerm");
             let keys: BTreeSet<&str> = be.body().attributes().map(|a| a.key()).collect();
-            assert_eq!(keys, BTreeSet::from(["resource_group_name", "storage_account_name", "container_name", "key"]), "{name}");
+            assert_eq!(
+                keys,
+                BTreeSet::from(["resource_group_name", "storage_account_name", "container_name", "key"]),
+                "{name}"
+            );
         }
     }
 }
@@ -222,13 +267,28 @@ fn pools_carry_scaling_priority_and_taints() {
         let body = parse(&out.path().join("terraform/main.tf"));
         let aks = resources(&body).find(|r| resource_type(r) == "azurerm_kubernetes_cluster").expect("cluster");
         let system = block(aks.body(), "default_node_pool").expect("default_node_pool");
-        assert_eq!(attr(system.body(), "only_critical_addons_enabled").map(value), Some(hcl::Value::Bool(true)), "{name}: system pool");
+        assert_eq!(
+            attr(system.body(), "only_critical_addons_enabled").map(value),
+            Some(hcl::Value::Bool(true)),
+            "{name}: system pool"
+        );
         for p in resources(&body).filter(|r| resource_type(r) == "azurerm_kubernetes_cluster_node_pool") {
             let pool = string(attr(p.body(), "name").unwrap());
             let autoscaled = attr(p.body(), "auto_scaling_enabled").map(value) == Some(hcl::Value::Bool(true));
-            let ignored = block(p.body(), "lifecycle").and_then(|l| attr(l.body(), "ignore_changes")).map(|e| format!("{e}")).unwrap_or_default();
-            assert_eq!(ignored.contains("node_count"), autoscaled, "{name} pool {pool}: ignore_changes = [node_count] exactly when autoscaled");
-            assert_eq!(attr(p.body(), "min_count").is_some(), autoscaled, "{name} pool {pool}: min_count only when autoscaled");
+            let ignored = block(p.body(), "lifecycle")
+                .and_then(|l| attr(l.body(), "ignore_changes"))
+                .map(|e| format!("{e}"))
+                .unwrap_or_default();
+            assert_eq!(
+                ignored.contains("node_count"),
+                autoscaled,
+                "{name} pool {pool}: ignore_changes = [node_count] exactly when autoscaled"
+            );
+            assert_eq!(
+                attr(p.body(), "min_count").is_some(),
+                autoscaled,
+                "{name} pool {pool}: min_count only when autoscaled"
+            );
             assert_eq!(string(attr(p.body(), "mode").unwrap()), "User");
         }
     }

@@ -55,19 +55,34 @@ impl Builder<'_> {
     fn deployment(&mut self, name: &str, env: Option<String>, target: Target) -> Deployment {
         let s = self.spec;
         if let Err(e) = names::dns1123_label(name) {
-            self.err("name", format!("deployment name `{name}` {e}"), Some("use lowercase letters, digits and -".into()));
-        } else if name.len() > MAX_NAME {
-            let why = if env.is_some() { format!(" (the environment adds `-{}`)", env.as_deref().unwrap_or("")) } else { String::new() };
             self.err(
                 "name",
-                format!("deployment name `{name}` is {} characters long{why}; at most {MAX_NAME} are allowed", name.len()),
+                format!("deployment name `{name}` {e}"),
+                Some("use lowercase letters, digits and -".into()),
+            );
+        } else if name.len() > MAX_NAME {
+            let why = if env.is_some() {
+                format!(" (the environment adds `-{}`)", env.as_deref().unwrap_or(""))
+            } else {
+                String::new()
+            };
+            self.err(
+                "name",
+                format!(
+                    "deployment name `{name}` is {} characters long{why}; at most {MAX_NAME} are allowed",
+                    name.len()
+                ),
                 Some("it prefixes every derived name: shorten it".into()),
             );
         }
         let spec_hash = short_hash(&serde_json::to_vec(&(s, &env, target.as_str())).unwrap_or_default());
 
         match target {
-            Target::Aks if s.azure.is_none() => self.err("target", "target `aks` needs an `azure` section", Some("add azure: { location: … } or choose another target".into())),
+            Target::Aks if s.azure.is_none() => self.err(
+                "target",
+                "target `aks` needs an `azure` section",
+                Some("add azure: { location: … } or choose another target".into()),
+            ),
             Target::Kubernetes if s.kubernetes.is_none() => self.err(
                 "target",
                 "target `kubernetes` needs a `kubernetes` section with the image `registry`",
@@ -77,7 +92,11 @@ impl Builder<'_> {
         }
         if let Some(k) = s.kubernetes.as_ref().filter(|_| target == Target::Kubernetes) {
             if let Err(e) = names::image_repository(&k.registry) {
-                self.err("kubernetes.registry", format!("`{}` {e}", k.registry), Some("give the repository only, e.g. registry: docker.io/acme/ray".into()));
+                self.err(
+                    "kubernetes.registry",
+                    format!("`{}` {e}", k.registry),
+                    Some("give the repository only, e.g. registry: docker.io/acme/ray".into()),
+                );
             }
         }
         if target != Target::Aks && s.azure.is_some() && s.target != Target::Aks {
@@ -94,7 +113,8 @@ impl Builder<'_> {
         }
 
         let azure_ctx = if target == Target::Aks { s.azure.as_ref() } else { None };
-        let max_pods = azure_ctx.map(|a| a.network.max_pods.unwrap_or_else(|| azure::default_max_pods(a.network.plugin, a.network.mode)));
+        let max_pods = azure_ctx
+            .map(|a| a.network.max_pods.unwrap_or_else(|| azure::default_max_pods(a.network.plugin, a.network.mode)));
         let k8s = azure_ctx.and_then(|a| azure::k8s_minor(&a.kubernetes_version));
 
         let image = self.image(name, target);
@@ -117,7 +137,11 @@ impl Builder<'_> {
             env_from_secrets: secrets.iter().filter(|s| s.expose_as_env).map(|s| s.name.clone()).collect(),
         };
         if let Err(e) = names::dns1035_label(name) {
-            self.err("name", format!("the RayCluster would be named `{name}`, which {e}"), Some("KubeRay requires a DNS-1035 name: start it with a letter".into()));
+            self.err(
+                "name",
+                format!("the RayCluster would be named `{name}`, which {e}"),
+                Some("KubeRay requires a DNS-1035 name: start it with a letter".into()),
+            );
         }
         Deployment {
             name: name.to_string(),
@@ -127,7 +151,9 @@ impl Builder<'_> {
             dir: self.dir.to_path_buf(),
             azure: azure_model,
             kubernetes: if target == Target::Kubernetes {
-                s.kubernetes.as_ref().map(|k| KubernetesModel { context: k.context.clone(), registry: k.registry.clone() })
+                s.kubernetes
+                    .as_ref()
+                    .map(|k| KubernetesModel { context: k.context.clone(), registry: k.registry.clone() })
             } else {
                 None
             },
@@ -149,7 +175,11 @@ impl Builder<'_> {
         let s = self.spec;
         let ray = parse_semver(&s.image.ray_version);
         if ray.is_none() {
-            self.err("image.rayVersion", format!("`{}` is not a Ray release version (X.Y.Z)", s.image.ray_version), Some("e.g. rayVersion: \"2.52.0\"".into()));
+            self.err(
+                "image.rayVersion",
+                format!("`{}` is not a Ray release version (X.Y.Z)", s.image.ray_version),
+                Some("e.g. rayVersion: \"2.52.0\"".into()),
+            );
         }
         if !PYTHON_VERSIONS.contains(&s.image.python.as_str()) {
             self.err(
@@ -164,7 +194,10 @@ impl Builder<'_> {
             (None, _) => self.err(
                 "kuberay.version",
                 format!("KubeRay `{}` is not supported", s.kuberay.version),
-                Some(format!("use one of {}", KUBERAY_SUPPORT.iter().map(|(v, _)| format!("{v}.x")).collect::<Vec<_>>().join(", "))),
+                Some(format!(
+                    "use one of {}",
+                    KUBERAY_SUPPORT.iter().map(|(v, _)| format!("{v}.x")).collect::<Vec<_>>().join(", ")
+                )),
             ),
             (Some((kv, min_ray)), Some(rv)) if rv < parse_semver(min_ray).unwrap_or_default() || rv.0 != 2 => self.err(
                 "image.rayVersion",
@@ -188,7 +221,11 @@ impl Builder<'_> {
         }
         for (i, p) in s.apt_packages.iter().enumerate() {
             if let Err(e) = names::apt_package(p) {
-                self.err(format!("image.aptPackages[{i}]"), format!("`{p}` {e}"), Some("e.g. unixodbc-dev or curl=7.88.1-10".into()));
+                self.err(
+                    format!("image.aptPackages[{i}]"),
+                    format!("`{p}` {e}"),
+                    Some("e.g. unixodbc-dev or curl=7.88.1-10".into()),
+                );
             }
         }
         let python_tag = format!("py{}", s.python.replace('.', ""));
@@ -217,7 +254,11 @@ impl Builder<'_> {
                     hasher.update(&bytes);
                     self.check_custom_dockerfile(&String::from_utf8_lossy(&bytes));
                 }
-                Err(e) => self.err("image.dockerfile", format!("cannot read {}: {e}", df.display()), Some("the path is relative to the spec".into())),
+                Err(e) => self.err(
+                    "image.dockerfile",
+                    format!("cannot read {}: {e}", df.display()),
+                    Some("the path is relative to the spec".into()),
+                ),
             }
         }
         for tmpl in ["Dockerfile.tera"] {
@@ -239,9 +280,12 @@ impl Builder<'_> {
             Target::Local => None,
         };
         let needs_gpu = self.spec.cluster.worker_groups.iter().any(|g| g.gpus > 0);
-        let cpu = repository.as_ref().map(|r| ImageRef { repository: r.clone(), tag: format!("{base_tag}-{content_hash}") });
+        let cpu =
+            repository.as_ref().map(|r| ImageRef { repository: r.clone(), tag: format!("{base_tag}-{content_hash}") });
         let gpu = if needs_gpu {
-            repository.as_ref().map(|r| ImageRef { repository: r.clone(), tag: format!("{base_tag}-gpu-{content_hash}") })
+            repository
+                .as_ref()
+                .map(|r| ImageRef { repository: r.clone(), tag: format!("{base_tag}-gpu-{content_hash}") })
         } else {
             None
         };
@@ -275,8 +319,13 @@ impl Builder<'_> {
                     if parse_semver(v).is_some() && v != self.spec.image.ray_version {
                         self.err(
                             "image.dockerfile",
-                            format!("the Dockerfile builds FROM Ray {v} but image.rayVersion is {}", self.spec.image.ray_version),
-                            Some("the cluster, the autoscaler and the image must run one Ray version: align them".into()),
+                            format!(
+                                "the Dockerfile builds FROM Ray {v} but image.rayVersion is {}",
+                                self.spec.image.ray_version
+                            ),
+                            Some(
+                                "the cluster, the autoscaler and the image must run one Ray version: align them".into(),
+                            ),
                         );
                     }
                 }
@@ -284,7 +333,13 @@ impl Builder<'_> {
         }
     }
 
-    fn group_head(&mut self, image: &ImageModel, target: Target, max_pods: Option<u32>, k8s: Option<(u32, u32)>) -> RayGroup {
+    fn group_head(
+        &mut self,
+        image: &ImageModel,
+        target: Target,
+        max_pods: Option<u32>,
+        k8s: Option<(u32, u32)>,
+    ) -> RayGroup {
         let h = &self.spec.cluster.head;
         let mut params = BTreeMap::from([("dashboard-host".to_string(), "0.0.0.0".to_string())]);
         params.extend(h.ray_start_params.clone());
@@ -308,24 +363,46 @@ impl Builder<'_> {
             tolerations: vec![],
         };
         if target == Target::Aks && h.vm_size.is_none() {
-            self.err("cluster.head.vmSize", "the head needs a `vmSize` on target aks (it gets its own node pool)", Some("e.g. vmSize: Standard_D8s_v5".into()));
+            self.err(
+                "cluster.head.vmSize",
+                "the head needs a `vmSize` on target aks (it gets its own node pool)",
+                Some("e.g. vmSize: Standard_D8s_v5".into()),
+            );
         }
         self.size(&mut g, h.cpu, h.memory, target, max_pods, k8s);
         g
     }
 
-    fn workers(&mut self, image: &ImageModel, target: Target, max_pods: Option<u32>, k8s: Option<(u32, u32)>) -> Vec<RayGroup> {
+    fn workers(
+        &mut self,
+        image: &ImageModel,
+        target: Target,
+        max_pods: Option<u32>,
+        k8s: Option<(u32, u32)>,
+    ) -> Vec<RayGroup> {
         let mut seen = BTreeSet::new();
         let mut out = vec![];
         for (i, w) in self.spec.cluster.worker_groups.iter().enumerate() {
             let path = format!("cluster.workerGroups[{i}]");
             if let Err(e) = names::dns1123_label(&w.name) {
-                self.err(format!("{path}.name"), format!("`{}` {e}", w.name), Some("worker group names are DNS-1123 labels".into()));
+                self.err(
+                    format!("{path}.name"),
+                    format!("`{}` {e}", w.name),
+                    Some("worker group names are DNS-1123 labels".into()),
+                );
             } else if w.name == "head" {
-                self.err(format!("{path}.name"), "`head` is reserved for the head group", Some("choose another name".into()));
+                self.err(
+                    format!("{path}.name"),
+                    "`head` is reserved for the head group",
+                    Some("choose another name".into()),
+                );
             }
             if !seen.insert(w.name.clone()) {
-                self.err(format!("{path}.name"), format!("worker group `{}` is defined twice", w.name), Some("group names must be unique".into()));
+                self.err(
+                    format!("{path}.name"),
+                    format!("worker group `{}` is defined twice", w.name),
+                    Some("group names must be unique".into()),
+                );
             }
             let min = w.min_replicas.unwrap_or(w.replicas);
             let max = w.max_replicas.unwrap_or(w.replicas.max(min));
@@ -337,7 +414,11 @@ impl Builder<'_> {
                 );
             }
             if max == 0 {
-                self.err(format!("{path}.maxReplicas"), "maxReplicas is 0: the group could never run a pod", Some("set maxReplicas to at least 1 or remove the group".into()));
+                self.err(
+                    format!("{path}.maxReplicas"),
+                    "maxReplicas is 0: the group could never run a pod",
+                    Some("set maxReplicas to at least 1 or remove the group".into()),
+                );
             }
             if !self.spec.cluster.autoscaler.enabled && min != max {
                 self.warnings.push(format!(
@@ -346,12 +427,21 @@ impl Builder<'_> {
                 ));
             }
             if target == Target::Aks && w.vm_size.is_none() {
-                self.err(format!("{path}.vmSize"), format!("worker group `{}` needs a `vmSize` on target aks", w.name), Some("e.g. vmSize: Standard_D8s_v5".into()));
+                self.err(
+                    format!("{path}.vmSize"),
+                    format!("worker group `{}` needs a `vmSize` on target aks", w.name),
+                    Some("e.g. vmSize: Standard_D8s_v5".into()),
+                );
             }
             let gpu = w.gpus > 0;
             let mut tolerations = vec![];
             if gpu {
-                tolerations.push(Toleration { key: GPU_TAINT_KEY.into(), operator: "Exists".into(), value: None, effect: "NoSchedule".into() });
+                tolerations.push(Toleration {
+                    key: GPU_TAINT_KEY.into(),
+                    operator: "Exists".into(),
+                    value: None,
+                    effect: "NoSchedule".into(),
+                });
             }
             if w.spot && target == Target::Aks {
                 tolerations.push(Toleration {
@@ -364,7 +454,8 @@ impl Builder<'_> {
             if w.spot && target != Target::Aks {
                 self.warnings.push(format!("{path}.spot: Spot applies only to target aks; ignored"));
             }
-            let image_ref = if gpu { image.gpu.clone() } else { image.cpu.clone() }.unwrap_or_else(|| local_image(image));
+            let image_ref =
+                if gpu { image.gpu.clone() } else { image.cpu.clone() }.unwrap_or_else(|| local_image(image));
             let mut g = RayGroup {
                 name: w.name.clone(),
                 role: Role::Worker,
@@ -391,7 +482,8 @@ impl Builder<'_> {
     }
 
     fn vm(&mut self, path: &str, vm_size: &str) -> Option<VmShape> {
-        let custom = self.spec.azure.as_ref().and_then(|a| a.vm_sizes.iter().find(|(k, _)| k.eq_ignore_ascii_case(vm_size)));
+        let custom =
+            self.spec.azure.as_ref().and_then(|a| a.vm_sizes.iter().find(|(k, _)| k.eq_ignore_ascii_case(vm_size)));
         if let Some((_, v)) = custom {
             let memory_bytes = match v.memory {
                 MemoryRequest::Bytes(b) => b,
@@ -411,7 +503,9 @@ impl Builder<'_> {
         if shape.is_none() {
             let known: Vec<String> = azure::VM_SIZES.iter().map(|v| v.0.to_string()).collect();
             let hint = match crate::spec::schema_check::did_you_mean(vm_size, &known) {
-                Some(s) => format!("did you mean `{s}`? Or describe it: azure.vmSizes: {{ {vm_size}: {{ vcpus: 8, memory: 32Gi, gpus: 0 }} }}"),
+                Some(s) => format!(
+                    "did you mean `{s}`? Or describe it: azure.vmSizes: {{ {vm_size}: {{ vcpus: 8, memory: 32Gi, gpus: 0 }} }}"
+                ),
                 None => format!("describe it: azure.vmSizes: {{ {vm_size}: {{ vcpus: 8, memory: 32Gi, gpus: 0 }} }}"),
             };
             self.err(path, format!("unknown VM size `{vm_size}`"), Some(hint));
@@ -420,7 +514,15 @@ impl Builder<'_> {
     }
 
     /// Sizes a group's pod: `auto` fills the node; explicit requests must fit.
-    fn size(&mut self, g: &mut RayGroup, cpu: CpuRequest, mem: MemoryRequest, target: Target, max_pods: Option<u32>, k8s: Option<(u32, u32)>) {
+    fn size(
+        &mut self,
+        g: &mut RayGroup,
+        cpu: CpuRequest,
+        mem: MemoryRequest,
+        target: Target,
+        max_pods: Option<u32>,
+        k8s: Option<(u32, u32)>,
+    ) {
         let path = g.spec_path.clone();
         let Some(vm_size) = g.vm_size.clone() else {
             // No VM to size for: explicit values, or local defaults.
@@ -482,7 +584,10 @@ impl Builder<'_> {
             self.err(
                 format!("{path}.gpus"),
                 format!("{vm_size} has {} GPU(s) but the group asks for none", vm.gpus),
-                Some(format!("set gpus: {} (GPU image, taint and tolerations follow) or choose a CPU VM size", vm.gpus)),
+                Some(format!(
+                    "set gpus: {} (GPU image, taint and tolerations follow) or choose a CPU VM size",
+                    vm.gpus
+                )),
             );
         }
         if g.gpus > vm.gpus {
@@ -490,7 +595,11 @@ impl Builder<'_> {
             self.err(
                 format!("{path}.gpus"),
                 format!("requests {} GPU(s), {vm_size} has {}", g.gpus, vm.gpus),
-                Some(if fits.is_empty() { "lower gpus".into() } else { format!("use a GPU VM size such as {}", fits.join(", ")) }),
+                Some(if fits.is_empty() {
+                    "lower gpus".into()
+                } else {
+                    format!("use a GPU VM size such as {}", fits.join(", "))
+                }),
             );
         }
         let cpu_m = match cpu {
@@ -508,7 +617,15 @@ impl Builder<'_> {
             if sidecar { "DaemonSet reserve and autoscaler sidecar" } else { "DaemonSet reserve" }
         );
         if cpu_m == 0 || memory_bytes == 0 {
-            self.err(format!("{path}.vmSize"), format!("{vm_size} leaves no whole CPU or GiB to a Ray pod {reserve_note}"), Some(suggest_vm(&vm_size, 1000, GI, g.gpus, max_pods, k8s, res_cpu, res_mem).map(|v| format!("use {v}")).unwrap_or_default()));
+            self.err(
+                format!("{path}.vmSize"),
+                format!("{vm_size} leaves no whole CPU or GiB to a Ray pod {reserve_note}"),
+                Some(
+                    suggest_vm(&vm_size, 1000, GI, g.gpus, max_pods, k8s, res_cpu, res_mem)
+                        .map(|v| format!("use {v}"))
+                        .unwrap_or_default(),
+                ),
+            );
             return;
         }
         if cpu_m > avail_cpu {
@@ -566,10 +683,18 @@ impl Builder<'_> {
         k8s: Option<(u32, u32)>,
     ) -> AzureModel {
         if k8s.is_none() {
-            self.err("azure.kubernetesVersion", format!("`{}` is not a Kubernetes version (1.X)", a.kubernetes_version), Some("e.g. kubernetesVersion: \"1.30\"".into()));
+            self.err(
+                "azure.kubernetesVersion",
+                format!("`{}` is not a Kubernetes version (1.X)", a.kubernetes_version),
+                Some("e.g. kubernetesVersion: \"1.30\"".into()),
+            );
         }
         if a.location.is_empty() || !a.location.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()) {
-            self.err("azure.location", format!("`{}` is not an Azure region name", a.location), Some("region names are lowercase, e.g. westeurope".into()));
+            self.err(
+                "azure.location",
+                format!("`{}` is not an Azure region name", a.location),
+                Some("region names are lowercase, e.g. westeurope".into()),
+            );
         }
         if let Some(sub) = &a.subscription_id {
             if !is_guid(sub) {
@@ -581,25 +706,52 @@ impl Builder<'_> {
             }
         }
         if !(10..=250).contains(&max_pods) {
-            self.err("azure.network.maxPods", format!("maxPods {max_pods} is outside 10..250"), Some("AKS accepts 10 to 250 pods per node".into()));
+            self.err(
+                "azure.network.maxPods",
+                format!("maxPods {max_pods} is outside 10..250"),
+                Some("AKS accepts 10 to 250 pods per node".into()),
+            );
         }
         if a.network.plugin == spec::NetworkPlugin::Kubenet && a.network.mode != spec::NetworkMode::Overlay {
             self.warnings.push("azure.network.mode applies to the azure plugin only; ignored with kubenet".into());
         }
         let rg = a.resource_group.clone().unwrap_or_else(|| format!("rg-{name}"));
-        self.check_name(if a.resource_group.is_some() { "azure.resourceGroup" } else { "name" }, &rg, names::resource_group, "resource group name");
+        self.check_name(
+            if a.resource_group.is_some() { "azure.resourceGroup" } else { "name" },
+            &rg,
+            names::resource_group,
+            "resource group name",
+        );
         let aks_name = format!("aks-{name}");
         self.check_name("name", &aks_name, names::aks_cluster, "deployment name");
         let acr = a.registry.name.clone().unwrap_or_else(|| names::default_acr(name));
         if let Err(e) = names::acr(&acr) {
             let path = if a.registry.name.is_some() { "azure.registry.name" } else { "name" };
-            self.err(path, format!("registry name `{acr}` {e}"), Some("set azure.registry.name to 5-50 letters and digits".into()));
+            self.err(
+                path,
+                format!("registry name `{acr}` {e}"),
+                Some("set azure.registry.name to 5-50 letters and digits".into()),
+            );
         }
         if let Some(st) = &a.state {
-            self.check_name("azure.state.storageAccount", &st.storage_account, names::storage_account, "storage account name");
-            self.check_name("azure.state.resourceGroup", &st.resource_group, names::resource_group, "resource group name");
+            self.check_name(
+                "azure.state.storageAccount",
+                &st.storage_account,
+                names::storage_account,
+                "storage account name",
+            );
+            self.check_name(
+                "azure.state.resourceGroup",
+                &st.resource_group,
+                names::resource_group,
+                "resource group name",
+            );
             if st.container.len() < 3 || st.container.len() > 63 || names::dns1123_label(&st.container).is_err() {
-                self.err("azure.state.container", format!("`{}` is not a valid blob container name", st.container), Some("3-63 lowercase letters, digits and -".into()));
+                self.err(
+                    "azure.state.container",
+                    format!("`{}` is not a valid blob container name", st.container),
+                    Some("3-63 lowercase letters, digits and -".into()),
+                );
             }
         }
 
@@ -609,7 +761,12 @@ impl Builder<'_> {
             if v.vcpus < 2 || v.memory_bytes < 4 * GI {
                 self.err(
                     "azure.systemPool.vmSize",
-                    format!("{} has {} vCPU / {} GiB; the system pool needs at least 2 vCPU and 4 GiB", a.system_pool.vm_size, v.vcpus, gib(v.memory_bytes)),
+                    format!(
+                        "{} has {} vCPU / {} GiB; the system pool needs at least 2 vCPU and 4 GiB",
+                        a.system_pool.vm_size,
+                        v.vcpus,
+                        gib(v.memory_bytes)
+                    ),
                     Some("use Standard_D2s_v5 or larger".into()),
                 );
             }
@@ -618,7 +775,11 @@ impl Builder<'_> {
             }
         }
         if a.system_pool.count == 0 {
-            self.err("azure.systemPool.count", "the system pool needs at least one node", Some("set count: 1 or more".into()));
+            self.err(
+                "azure.systemPool.count",
+                "the system pool needs at least one node",
+                Some("set count: 1 or more".into()),
+            );
         }
         let sys_vm = sys_vm.unwrap_or(VmShape { vcpus: 2, memory_bytes: 8 * GI, gpus: 0 });
         let system_pool = NodePool {
@@ -638,16 +799,23 @@ impl Builder<'_> {
 
         // One pool per Ray group.
         let mut pools = vec![];
-        let mut used: BTreeMap<String, String> = BTreeMap::from([("system".to_string(), "the system pool".to_string())]);
+        let mut used: BTreeMap<String, String> =
+            BTreeMap::from([("system".to_string(), "the system pool".to_string())]);
         let explicit: Vec<Option<String>> = std::iter::once(self.spec.cluster.head.node_pool.clone())
             .chain(self.spec.cluster.worker_groups.iter().map(|w| w.node_pool.clone()))
             .collect();
         for (idx, g) in std::iter::once(&mut *head).chain(workers.iter_mut()).enumerate() {
             let explicit_name = explicit.get(idx).cloned().flatten();
-            let pool_name = explicit_name.clone().unwrap_or_else(|| if g.role == Role::Head { "rayhead".into() } else { names::pool_from_group(&g.name) });
+            let pool_name = explicit_name.clone().unwrap_or_else(|| {
+                if g.role == Role::Head { "rayhead".into() } else { names::pool_from_group(&g.name) }
+            });
             let field = format!("{}.{}", g.spec_path, if explicit_name.is_some() { "nodePool" } else { "name" });
             if let Err(e) = names::aks_pool(&pool_name) {
-                self.err(&field, format!("node pool name `{pool_name}` {e}"), Some(format!("set {}.nodePool to 1-12 lowercase letters and digits", g.spec_path)));
+                self.err(
+                    &field,
+                    format!("node pool name `{pool_name}` {e}"),
+                    Some(format!("set {}.nodePool to 1-12 lowercase letters and digits", g.spec_path)),
+                );
             }
             if let Some(other) = used.get(&pool_name) {
                 self.err(
@@ -659,10 +827,17 @@ impl Builder<'_> {
             used.insert(pool_name.clone(), format!("group `{}`", g.name));
             let Some(fit) = g.fit.clone() else { continue };
             let vm_size = g.vm_size.clone().unwrap_or_default();
-            let vm = self.vm(&format!("{}.vmSize", g.spec_path), &vm_size).unwrap_or(VmShape { vcpus: 0, memory_bytes: 0, gpus: 0 });
+            let vm = self.vm(&format!("{}.vmSize", g.spec_path), &vm_size).unwrap_or(VmShape {
+                vcpus: 0,
+                memory_bytes: 0,
+                gpus: 0,
+            });
             let nodes = |pods: u32| pods.div_ceil(fit.pods_per_node);
             let (min_count, max_count, node_count) = (nodes(g.min_replicas), nodes(g.max_replicas), nodes(g.replicas));
-            let mut labels = BTreeMap::from([(DEPLOYMENT_LABEL.to_string(), name.to_string()), (GROUP_LABEL.to_string(), g.name.clone())]);
+            let mut labels = BTreeMap::from([
+                (DEPLOYMENT_LABEL.to_string(), name.to_string()),
+                (GROUP_LABEL.to_string(), g.name.clone()),
+            ]);
             let mut taints = vec![];
             if g.is_gpu() {
                 labels.insert("raydeploy.io/gpu".into(), "true".into());
@@ -704,7 +879,9 @@ impl Builder<'_> {
                 spec::NetworkPlugin::Azure => "azure",
                 spec::NetworkPlugin::Kubenet => "kubenet",
             },
-            network_plugin_mode: (a.network.plugin == spec::NetworkPlugin::Azure && a.network.mode == spec::NetworkMode::Overlay).then_some("overlay"),
+            network_plugin_mode: (a.network.plugin == spec::NetworkPlugin::Azure
+                && a.network.mode == spec::NetworkMode::Overlay)
+                .then_some("overlay"),
             max_pods,
             system_pool,
             ray_pools: pools,
@@ -738,14 +915,26 @@ impl Builder<'_> {
             let path = format!("secrets[{i}]");
             self.check_name(&format!("{path}.name"), &s.name, names::dns1123_subdomain, "Secret name (DNS-1123)");
             if !seen.insert(s.name.clone()) {
-                self.err(format!("{path}.name"), format!("secret `{}` is defined twice", s.name), Some("secret names must be unique: merge the keys into one secret or rename it".into()));
+                self.err(
+                    format!("{path}.name"),
+                    format!("secret `{}` is defined twice", s.name),
+                    Some("secret names must be unique: merge the keys into one secret or rename it".into()),
+                );
             }
             if s.data.is_empty() {
-                self.err(format!("{path}.data"), format!("secret `{}` has no keys", s.name), Some("add at least one key".into()));
+                self.err(
+                    format!("{path}.data"),
+                    format!("secret `{}` has no keys", s.name),
+                    Some("add at least one key".into()),
+                );
             }
             for (k, src) in &s.data {
                 if let Err(e) = names::secret_key(k) {
-                    self.err(format!("{path}.data.{k}"), format!("`{k}` {e}"), Some("rename the key, e.g. api-key".into()));
+                    self.err(
+                        format!("{path}.data.{k}"),
+                        format!("`{k}` {e}"),
+                        Some("rename the key, e.g. api-key".into()),
+                    );
                 }
                 if s.expose_as_env && names::env_var(k).is_err() {
                     self.warnings.push(format!(
@@ -753,18 +942,33 @@ impl Builder<'_> {
                     ));
                 }
                 match src {
-                    spec::SecretSource::FromEnv(v) if names::env_var(v).is_err() => {
-                        self.err(format!("{path}.data.{k}.fromEnv"), format!("`{v}` is not a valid environment variable name"), Some("name a variable of letters, digits and _".into()))
-                    }
-                    spec::SecretSource::FromFile(f) if f.is_empty() => {
-                        self.err(format!("{path}.data.{k}.fromFile"), "the file path is empty", Some("give a file relative to the spec".into()))
-                    }
+                    spec::SecretSource::FromEnv(v) if names::env_var(v).is_err() => self.err(
+                        format!("{path}.data.{k}.fromEnv"),
+                        format!("`{v}` is not a valid environment variable name"),
+                        Some("name a variable of letters, digits and _".into()),
+                    ),
+                    spec::SecretSource::FromFile(f) if f.is_empty() => self.err(
+                        format!("{path}.data.{k}.fromFile"),
+                        "the file path is empty",
+                        Some("give a file relative to the spec".into()),
+                    ),
                     spec::SecretSource::FromKeyVault(kv) => {
-                        if kv.vault.len() < 3 || kv.vault.len() > 24 || !kv.vault.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-                            self.err(format!("{path}.data.{k}.fromKeyVault.vault"), format!("`{}` is not a Key Vault name (3-24 letters, digits, -)", kv.vault), Some("use the vault's name, not its URL".into()));
+                        if kv.vault.len() < 3
+                            || kv.vault.len() > 24
+                            || !kv.vault.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                        {
+                            self.err(
+                                format!("{path}.data.{k}.fromKeyVault.vault"),
+                                format!("`{}` is not a Key Vault name (3-24 letters, digits, -)", kv.vault),
+                                Some("use the vault's name, not its URL".into()),
+                            );
                         }
                         if kv.secret.is_empty() || !kv.secret.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-                            self.err(format!("{path}.data.{k}.fromKeyVault.secret"), format!("`{}` is not a Key Vault secret name (letters, digits, -)", kv.secret), Some("use the secret's name as Key Vault shows it".into()));
+                            self.err(
+                                format!("{path}.data.{k}.fromKeyVault.secret"),
+                                format!("`{}` is not a Key Vault secret name (letters, digits, -)", kv.secret),
+                                Some("use the secret's name as Key Vault shows it".into()),
+                            );
                         }
                     }
                     _ => {}
@@ -788,18 +992,34 @@ impl Builder<'_> {
             let path = format!("cluster.mounts[{i}]");
             self.check_name(&format!("{path}.name"), &m.name, names::dns1123_label, "mount name (DNS-1123 label)");
             if !seen.insert(m.name.clone()) {
-                self.err(format!("{path}.name"), format!("mount `{}` is defined twice", m.name), Some("mount names must be unique: rename one".into()));
+                self.err(
+                    format!("{path}.name"),
+                    format!("mount `{}` is defined twice", m.name),
+                    Some("mount names must be unique: rename one".into()),
+                );
             }
             if !m.path.starts_with('/') {
-                self.err(format!("{path}.path"), format!("`{}` is not an absolute path", m.path), Some("mount paths start with /".into()));
+                self.err(
+                    format!("{path}.path"),
+                    format!("`{}` is not an absolute path", m.path),
+                    Some("mount paths start with /".into()),
+                );
             }
             if !paths.insert(m.path.clone()) {
-                self.err(format!("{path}.path"), format!("`{}` is already a mount path", m.path), Some("give each mount its own path".into()));
+                self.err(
+                    format!("{path}.path"),
+                    format!("`{}` is already a mount path", m.path),
+                    Some("give each mount its own path".into()),
+                );
             }
             let need = |b: &mut Self, field: &str, v: &Option<String>, t: &str| {
                 if v.as_deref().is_none_or(str::is_empty) {
                     let article = if t.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
-                    b.err(format!("{path}.{field}"), format!("{article} `{t}` mount needs `{field}`"), Some(format!("add {field}: … to the mount")));
+                    b.err(
+                        format!("{path}.{field}"),
+                        format!("{article} `{t}` mount needs `{field}`"),
+                        Some(format!("add {field}: … to the mount")),
+                    );
                 }
             };
             let (kind, azure_only) = match m.kind {
@@ -816,7 +1036,12 @@ impl Builder<'_> {
                 spec::MountType::Pvc => {
                     need(self, "claimName", &m.claim_name, "pvc");
                     if let Some(c) = m.claim_name.as_deref().filter(|c| !c.is_empty()) {
-                        self.check_name(&format!("{path}.claimName"), c, names::dns1123_subdomain, "PersistentVolumeClaim name (DNS-1123)");
+                        self.check_name(
+                            &format!("{path}.claimName"),
+                            c,
+                            names::dns1123_subdomain,
+                            "PersistentVolumeClaim name (DNS-1123)",
+                        );
                     }
                     ("pvc", false)
                 }
@@ -825,17 +1050,27 @@ impl Builder<'_> {
                 self.check_name(&format!("{path}.storageAccount"), sa, names::storage_account, "storage account name");
             }
             if azure_only && self.spec.target == Target::Kubernetes && m.secret.is_none() {
-                self.warnings.push(format!("{path}: a `{kind}` mount on target kubernetes needs the Azure CSI driver and usually `secret`"));
+                self.warnings.push(format!(
+                    "{path}: a `{kind}` mount on target kubernetes needs the Azure CSI driver and usually `secret`"
+                ));
             }
             if let Some(sec) = &m.secret {
                 match secrets.iter().find(|s| &s.name == sec) {
                     None => self.err(
                         format!("{path}.secret"),
                         format!("secret `{sec}` is not defined in `secrets`"),
-                        Some(match crate::spec::schema_check::did_you_mean(sec, &secrets.iter().map(|s| s.name.clone()).collect::<Vec<_>>()) {
-                            Some(s) => format!("did you mean `{s}`?"),
-                            None => "add it under secrets with keys azurestorageaccountname and azurestorageaccountkey".into(),
-                        }),
+                        Some(
+                            match crate::spec::schema_check::did_you_mean(
+                                sec,
+                                &secrets.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
+                            ) {
+                                Some(s) => format!("did you mean `{s}`?"),
+                                None => {
+                                    "add it under secrets with keys azurestorageaccountname and azurestorageaccountkey"
+                                        .into()
+                                }
+                            },
+                        ),
                     ),
                     Some(s) if m.kind != spec::MountType::Pvc => {
                         for key in ["azurestorageaccountname", "azurestorageaccountkey"] {
@@ -853,7 +1088,11 @@ impl Builder<'_> {
             }
             let size = m.size.clone().unwrap_or_else(|| "100Gi".into());
             if crate::spec::quantity::parse_memory(&size).is_none() {
-                self.err(format!("{path}.size"), format!("`{size}` is not a quantity such as 100Gi"), Some("write a Kubernetes quantity, e.g. size: 500Gi".into()));
+                self.err(
+                    format!("{path}.size"),
+                    format!("`{size}` is not a quantity such as 100Gi"),
+                    Some("write a Kubernetes quantity, e.g. size: 500Gi".into()),
+                );
             }
             let pvc = m.kind == spec::MountType::Pvc;
             out.push(MountModel {
@@ -876,21 +1115,41 @@ impl Builder<'_> {
     fn jobs(&mut self, head: &RayGroup, workers: &[RayGroup], target: Target) -> Vec<JobModel> {
         let mut seen = BTreeSet::new();
         let mut out = vec![];
-        let groups: Vec<&RayGroup> = std::iter::once(head).chain(workers.iter()).filter(|g| g.max_replicas > 0).collect();
+        let groups: Vec<&RayGroup> =
+            std::iter::once(head).chain(workers.iter()).filter(|g| g.max_replicas > 0).collect();
         let max_cpu = groups.iter().map(|g| g.cpu_m).max().unwrap_or(0);
         let max_gpu = groups.iter().map(|g| g.gpus).max().unwrap_or(0);
         for (i, j) in self.spec.jobs.iter().enumerate() {
             let path = format!("jobs[{i}]");
-            self.check_name(&format!("{path}.name"), &j.name, names::dns1035_label, "RayJob name (DNS-1035: lowercase, starting with a letter)");
+            self.check_name(
+                &format!("{path}.name"),
+                &j.name,
+                names::dns1035_label,
+                "RayJob name (DNS-1035: lowercase, starting with a letter)",
+            );
             if !seen.insert(j.name.clone()) {
-                self.err(format!("{path}.name"), format!("job `{}` is defined twice", j.name), Some("job names must be unique: rename one".into()));
+                self.err(
+                    format!("{path}.name"),
+                    format!("job `{}` is defined twice", j.name),
+                    Some("job names must be unique: rename one".into()),
+                );
             }
             if j.entrypoint.trim().is_empty() {
-                self.err(format!("{path}.entrypoint"), "the entrypoint is empty", Some("e.g. entrypoint: python train.py".into()));
+                self.err(
+                    format!("{path}.entrypoint"),
+                    "the entrypoint is empty",
+                    Some("e.g. entrypoint: python train.py".into()),
+                );
             }
-            for (field, v) in [("entrypointNumCpus", j.entrypoint_num_cpus), ("entrypointNumGpus", j.entrypoint_num_gpus)] {
+            for (field, v) in
+                [("entrypointNumCpus", j.entrypoint_num_cpus), ("entrypointNumGpus", j.entrypoint_num_gpus)]
+            {
                 if v.is_some_and(|v| v < 0.0) {
-                    self.err(format!("{path}.{field}"), format!("{field} is negative"), Some(format!("use 0 or more, or drop {field}")));
+                    self.err(
+                        format!("{path}.{field}"),
+                        format!("{field} is negative"),
+                        Some(format!("use 0 or more, or drop {field}")),
+                    );
                 }
             }
             if let Some(c) = j.entrypoint_num_cpus {
@@ -906,7 +1165,14 @@ impl Builder<'_> {
                 if gp > 0.0 && gp > max_gpu as f64 {
                     self.err(
                         format!("{path}.entrypointNumGpus"),
-                        format!("the entrypoint needs {gp} GPU but {}", if max_gpu == 0 { "no group has GPUs".to_string() } else { format!("the largest GPU pod has {max_gpu}") }),
+                        format!(
+                            "the entrypoint needs {gp} GPU but {}",
+                            if max_gpu == 0 {
+                                "no group has GPUs".to_string()
+                            } else {
+                                format!("the largest GPU pod has {max_gpu}")
+                            }
+                        ),
                         Some("add a GPU worker group (gpus: 1 on a GPU VM size) or drop entrypointNumGpus".into()),
                     );
                 }
@@ -920,7 +1186,11 @@ impl Builder<'_> {
             }
             for k in j.runtime_env.env_vars.keys() {
                 if let Err(e) = names::env_var(k) {
-                    self.err(format!("{path}.runtimeEnv.envVars.{k}"), format!("`{k}` {e}"), Some("rename it, e.g. NUM_WORKERS".into()));
+                    self.err(
+                        format!("{path}.runtimeEnv.envVars.{k}"),
+                        format!("`{k}` {e}"),
+                        Some("rename it, e.g. NUM_WORKERS".into()),
+                    );
                 }
             }
             let in_image = j.working_dir.as_ref().map(|_| format!("{JOBS_DIR}/{}", j.name));
@@ -934,7 +1204,11 @@ impl Builder<'_> {
                 entrypoint_num_cpus: j.entrypoint_num_cpus,
                 entrypoint_num_gpus: j.entrypoint_num_gpus,
                 shutdown_after_finish: j.shutdown_after_finish,
-                ttl_seconds_after_finished: if j.shutdown_after_finish { Some(j.ttl_seconds_after_finished.unwrap_or(300)) } else { None },
+                ttl_seconds_after_finished: if j.shutdown_after_finish {
+                    Some(j.ttl_seconds_after_finished.unwrap_or(300))
+                } else {
+                    None
+                },
                 active_deadline_seconds: j.active_deadline_seconds,
             });
         }
@@ -948,7 +1222,16 @@ fn local_image(image: &ImageModel) -> ImageRef {
 
 /// The smallest VM (same family first) whose pod space fits the request.
 #[allow(clippy::too_many_arguments)]
-fn suggest_vm(current: &str, cpu_m: u64, mem: u64, gpus: u32, max_pods: u32, k8s: Option<(u32, u32)>, res_cpu: u64, res_mem: u64) -> Option<String> {
+fn suggest_vm(
+    current: &str,
+    cpu_m: u64,
+    mem: u64,
+    gpus: u32,
+    max_pods: u32,
+    k8s: Option<(u32, u32)>,
+    res_cpu: u64,
+    res_mem: u64,
+) -> Option<String> {
     let fits = |name: &str| {
         let Some(vm) = azure::vm_shape(name) else { return false };
         let a = azure::allocatable(vm, max_pods, k8s);
@@ -962,7 +1245,11 @@ fn suggest_vm(current: &str, cpu_m: u64, mem: u64, gpus: u32, max_pods: u32, k8s
     family
         .into_iter()
         .find(|n| fits(n))
-        .or_else(|| by_size(azure::VM_SIZES.iter().map(|v| v.0).collect()).into_iter().find(|n| fits(n) && (gpus > 0) == azure::vm_shape(n).is_some_and(|s| s.gpus > 0)))
+        .or_else(|| {
+            by_size(azure::VM_SIZES.iter().map(|v| v.0).collect())
+                .into_iter()
+                .find(|n| fits(n) && (gpus > 0) == azure::vm_shape(n).is_some_and(|s| s.gpus > 0))
+        })
         .map(String::from)
 }
 

@@ -103,7 +103,11 @@ pub fn env_var(s: &str) -> Result<(), String> {
     let ok = !s.is_empty()
         && s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
         && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if ok { Ok(()) } else { Err("is not a valid environment variable name (letters, digits, _; not starting with a digit)".into()) }
+    if ok {
+        Ok(())
+    } else {
+        Err("is not a valid environment variable name (letters, digits, _; not starting with a digit)".into())
+    }
 }
 
 /// Secret data key: `[-._a-zA-Z0-9]+`.
@@ -137,7 +141,9 @@ pub fn image_repository(s: &str) -> Result<(), String> {
             !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
         };
         if !ok {
-            return Err(format!("has the path component `{p}`; repository paths allow only lowercase letters, digits, `.`, `_` and `-`"));
+            return Err(format!(
+                "has the path component `{p}`; repository paths allow only lowercase letters, digits, `.`, `_` and `-`"
+            ));
         }
     }
     Ok(())
@@ -150,7 +156,8 @@ pub fn apt_package(s: &str) -> Result<(), String> {
     let name_ok = name.len() >= 2
         && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
         && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c));
-    let version_ok = version.is_none_or(|v| !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || ".+-~:".contains(c)));
+    let version_ok =
+        version.is_none_or(|v| !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || ".+-~:".contains(c)));
     if name_ok && version_ok {
         Ok(())
     } else {

@@ -81,7 +81,12 @@ impl Rendered {
         for layer in ["terraform", "image", "helm", "manifests"] {
             collect(out, &out.join(layer), &mut found);
         }
-        found.retain(|f| !self.files.contains_key(f) && !f.starts_with("terraform/.terraform") && !f.ends_with(".terraform.lock.hcl") && !f.ends_with(".tfplan"));
+        found.retain(|f| {
+            !self.files.contains_key(f)
+                && !f.starts_with("terraform/.terraform")
+                && !f.ends_with(".terraform.lock.hcl")
+                && !f.ends_with(".tfplan")
+        });
         found
     }
 
@@ -92,7 +97,9 @@ impl Rendered {
             let have = std::fs::read_to_string(out.join(rel)).unwrap_or_default();
             if &have != want {
                 let d = similar::TextDiff::from_lines(have.as_str(), want.as_str());
-                text.push_str(&d.unified_diff().context_radius(3).header(&format!("a/{rel}"), &format!("b/{rel}")).to_string());
+                text.push_str(
+                    &d.unified_diff().context_radius(3).header(&format!("a/{rel}"), &format!("b/{rel}")).to_string(),
+                );
             }
         }
         for stale in self.stale(out) {

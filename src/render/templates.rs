@@ -60,7 +60,11 @@ pub fn hcl_quote(s: &str) -> String {
 
 /// A POSIX shell single-quoted word.
 pub fn sh_quote(s: &str) -> String {
-    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.,:/=+@<>!~".contains(c)) && !s.contains("<") && !s.contains(">") {
+    if !s.is_empty()
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.,:/=+@<>!~".contains(c))
+        && !s.contains("<")
+        && !s.contains(">")
+    {
         return s.to_string();
     }
     format!("'{}'", s.replace('\'', "'\\''"))

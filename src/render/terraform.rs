@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use super::templates::hcl_quote;
 use super::RenderError;
+use super::templates::hcl_quote;
 use crate::model::{AzureModel, Deployment, NodePool, SPOT_TAINT_KEY};
 
 /// Label AKS puts on Spot nodes; stated in the configuration so plans show no drift.
@@ -45,7 +45,8 @@ struct View<'a> {
 pub fn render(d: &Deployment, tera: &tera::Tera) -> Result<Vec<(String, String)>, RenderError> {
     let Some(azure) = &d.azure else { return Ok(vec![]) };
     let view = View { name: &d.name, azure, tags: entries(&azure.tags), pools: pools(azure) };
-    let ctx = tera::Context::from_serialize(&view).map_err(|e| RenderError::Serialize { what: "terraform view".into(), message: e.to_string() })?;
+    let ctx = tera::Context::from_serialize(&view)
+        .map_err(|e| RenderError::Serialize { what: "terraform view".into(), message: e.to_string() })?;
     let mut files = vec![];
     for file in ["providers", "backend", "main", "outputs"] {
         if file == "backend" && azure.state.is_none() {
@@ -59,7 +60,8 @@ pub fn render(d: &Deployment, tera: &tera::Tera) -> Result<Vec<(String, String)>
 }
 
 fn pools(azure: &AzureModel) -> Vec<PoolView<'_>> {
-    let mut taken: BTreeSet<String> = std::iter::once(&azure.system_pool).chain(&azure.ray_pools).map(|p| p.name.clone()).collect();
+    let mut taken: BTreeSet<String> =
+        std::iter::once(&azure.system_pool).chain(&azure.ray_pools).map(|p| p.name.clone()).collect();
     taken.insert(system_rotation_name().into());
     azure
         .ray_pools
@@ -71,7 +73,12 @@ fn pools(azure: &AzureModel) -> Vec<PoolView<'_>> {
             }
             let rotation = rotation_name(&p.name, &taken);
             taken.insert(rotation.clone());
-            PoolView { ident: tf_ident(&p.name), pool: p, labels: entries(&labels), temporary_name_for_rotation: rotation }
+            PoolView {
+                ident: tf_ident(&p.name),
+                pool: p,
+                labels: entries(&labels),
+                temporary_name_for_rotation: rotation,
+            }
         })
         .collect()
 }
@@ -101,7 +108,8 @@ fn rotation_name(pool: &str, taken: &BTreeSet<String>) -> String {
 
 /// A Terraform identifier for a resource named after `name`.
 fn tf_ident(name: &str) -> String {
-    let mut s: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' }).collect();
+    let mut s: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' }).collect();
     if !s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
         s.insert(0, '_');
     }

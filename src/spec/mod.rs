@@ -48,7 +48,8 @@ pub fn load(path: &FsPath, env: Option<&str>, vars: &dyn Fn(&str) -> Option<Stri
     let fail = |sources: &Sources, p: Problem| Report { problems: Problems(vec![p]), sources: sources.clone() };
     let text = std::fs::read_to_string(path)
         .map_err(|e| fail(&sources, Problem::new("", format!("cannot read spec {}: {e}", path.display()))))?;
-    let dir = path.parent().map(|p| if p.as_os_str().is_empty() { FsPath::new(".") } else { p }).unwrap_or(FsPath::new("."));
+    let dir =
+        path.parent().map(|p| if p.as_os_str().is_empty() { FsPath::new(".") } else { p }).unwrap_or(FsPath::new("."));
     let src = sources.add(path.to_path_buf(), text.clone());
     let mut doc = parse_doc(&text, src, &sources, false)?;
     let mut problems = Problems::default();
@@ -58,7 +59,8 @@ pub fn load(path: &FsPath, env: Option<&str>, vars: &dyn Fn(&str) -> Option<Stri
         let env_path = dir.join("environments").join(format!("{env}.yaml"));
         let Ok(env_text) = std::fs::read_to_string(&env_path) else {
             let available = list_envs(dir);
-            let mut p = Problem::new("", format!("environment `{env}` not found: {} does not exist", env_path.display()));
+            let mut p =
+                Problem::new("", format!("environment `{env}` not found: {} does not exist", env_path.display()));
             p.help = Some(if available.is_empty() {
                 "create it with a partial spec to merge over the base".into()
             } else {
@@ -69,7 +71,10 @@ pub fn load(path: &FsPath, env: Option<&str>, vars: &dyn Fn(&str) -> Option<Stri
         let esrc = sources.add(env_path.clone(), env_text.clone());
         let overlay = parse_doc(&env_text, esrc, &sources, true)?;
         if !matches!(overlay.value, node::Value::Map(_)) {
-            return Err(fail(&sources, Problem::new("", "an environment overlay must be a map of spec fields").at(overlay.loc)));
+            return Err(fail(
+                &sources,
+                Problem::new("", "an environment overlay must be a map of spec fields").at(overlay.loc),
+            ));
         }
         check_duplicates(&overlay, &Path::root(), &mut problems);
         name_from_overlay = overlay.get("name").is_some();

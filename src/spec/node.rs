@@ -176,9 +176,7 @@ impl Node {
             Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
             Value::Str(s) => J::String(s.clone()),
             Value::Seq(items) => J::Array(items.iter().map(Node::to_json).collect()),
-            Value::Map(entries) => {
-                J::Object(entries.iter().map(|e| (e.key.clone(), e.value.to_json())).collect())
-            }
+            Value::Map(entries) => J::Object(entries.iter().map(|e| (e.key.clone(), e.value.to_json())).collect()),
         }
     }
 
@@ -216,10 +214,12 @@ pub fn parse(text: &str, source: usize) -> Result<Node, SyntaxError> {
     match serde_saphyr::from_str_with_options::<Spanned<Raw>>(text, options) {
         Ok(spanned) => Ok(convert(spanned, source, text)),
         Err(e) => {
-            let loc = e
-                .location()
-                .map(|l| loc_of(&l, source, text))
-                .unwrap_or(Loc { source, line: 1, col: 1, ..Loc::default() });
+            let loc = e.location().map(|l| loc_of(&l, source, text)).unwrap_or(Loc {
+                source,
+                line: 1,
+                col: 1,
+                ..Loc::default()
+            });
             let message = first_line(&e.to_string());
             Err(SyntaxError { message, loc })
         }

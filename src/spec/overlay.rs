@@ -29,9 +29,12 @@ pub fn merge(base: &mut Node, overlay: Node, path: &Path, problems: &mut Problem
             for (i, item) in over_items.into_iter().enumerate() {
                 let Some(name) = item.get("name").and_then(Node::as_str).map(str::to_string) else {
                     problems.push(
-                        Problem::new(path.index(i), format!("an overlay item of `{}` needs a `name` to merge by", last_key(path)))
-                            .help("name the item it changes, or the new item it adds")
-                            .at(item.loc),
+                        Problem::new(
+                            path.index(i),
+                            format!("an overlay item of `{}` needs a `name` to merge by", last_key(path)),
+                        )
+                        .help("name the item it changes, or the new item it adds")
+                        .at(item.loc),
                     );
                     continue;
                 };
@@ -71,9 +74,11 @@ mod tests {
             0,
         )
         .unwrap();
-        let over =
-            parse("cluster:\n  workerGroups:\n    - {name: b, replicas: 5}\n    - {name: c}\nimage:\n  pipPackages: [z]\n", 1)
-                .unwrap();
+        let over = parse(
+            "cluster:\n  workerGroups:\n    - {name: b, replicas: 5}\n    - {name: c}\nimage:\n  pipPackages: [z]\n",
+            1,
+        )
+        .unwrap();
         let mut problems = Problems::default();
         merge(&mut base, over, &Path::root(), &mut problems);
         assert!(problems.is_empty());

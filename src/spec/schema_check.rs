@@ -27,7 +27,8 @@ fn drop_null_branches(v: &mut J) {
     match v {
         J::Object(map) => {
             if let Some(J::Array(branches)) = map.get("anyOf") {
-                let non_null: Vec<J> = branches.iter().filter(|b| b.get("type") != Some(&J::String("null".into()))).cloned().collect();
+                let non_null: Vec<J> =
+                    branches.iter().filter(|b| b.get("type") != Some(&J::String("null".into()))).cloned().collect();
                 if non_null.len() == 1 && branches.len() == 2 {
                     map.remove("anyOf");
                     if let J::Object(inner) = &non_null[0] {
@@ -87,7 +88,10 @@ pub fn check(doc: &Node) -> Problems {
                 let prop = property.as_str().unwrap_or_default();
                 problems.push(
                     Problem::new(path.key(prop), format!("missing required field `{prop}`"))
-                        .help(describe(sub.and_then(|s| schema_at_key(s, prop))).unwrap_or_else(|| format!("add `{prop}`")))
+                        .help(
+                            describe(sub.and_then(|s| schema_at_key(s, prop)))
+                                .unwrap_or_else(|| format!("add `{prop}`")),
+                        )
                         .at(node.loc),
                 );
             }
@@ -96,15 +100,20 @@ pub fn check(doc: &Node) -> Problems {
                     TypeKind::Single(t) => t.to_string(),
                     TypeKind::Multiple(ts) => ts.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(" or "),
                 };
-                let mut p = Problem::new(&path, format!("expected {}, found {}", article(&expected), node.kind())).at(node.loc);
-                if expected == "string" && matches!(node.value, super::node::Value::Float(_) | super::node::Value::Int(_)) {
+                let mut p =
+                    Problem::new(&path, format!("expected {}, found {}", article(&expected), node.kind())).at(node.loc);
+                if expected == "string"
+                    && matches!(node.value, super::node::Value::Float(_) | super::node::Value::Int(_))
+                {
                     p.help = Some("quote it, e.g. \"1.30\": YAML reads an unquoted 1.30 as the number 1.3".into());
                 }
                 problems.push(p);
             }
             ValidationErrorKind::Enum { options } => {
-                let opts: Vec<String> =
-                    options.as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect()).unwrap_or_default();
+                let opts: Vec<String> = options
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+                    .unwrap_or_default();
                 let got = node.as_str().map(String::from).unwrap_or_else(|| err.instance().to_string());
                 let mut p = Problem::new(&path, format!("`{got}` is not one of: {}", opts.join(", "))).at(node.loc);
                 if let Some(s) = did_you_mean(&got, &opts) {
@@ -130,7 +139,9 @@ pub fn check(doc: &Node) -> Problems {
             }
             ValidationErrorKind::AnyOf { .. } | ValidationErrorKind::OneOfNotValid { .. } => {
                 let what = sub.map(|s| shape(s)).unwrap_or_else(|| "a different value".into());
-                let mut p = Problem::new(&path, format!("expected {}, found {}", what.trim_end_matches('.'), brief(node))).at(at);
+                let mut p =
+                    Problem::new(&path, format!("expected {}, found {}", what.trim_end_matches('.'), brief(node)))
+                        .at(at);
                 p.help = quantity_hint(node);
                 problems.push(p);
             }
@@ -159,7 +170,8 @@ fn quantity_hint(node: &Node) -> Option<String> {
         "KB" | "KIB" | "K" => "Ki",
         _ => return None,
     };
-    (!number.is_empty() && number.parse::<f64>().is_ok()).then(|| format!("did you mean `{number}{fixed}`? Memory uses binary suffixes (Ki, Mi, Gi, Ti)"))
+    (!number.is_empty() && number.parse::<f64>().is_ok())
+        .then(|| format!("did you mean `{number}{fixed}`? Memory uses binary suffixes (Ki, Mi, Gi, Ti)"))
 }
 
 fn article(t: &str) -> String {
@@ -234,9 +246,9 @@ pub fn schema_at<'a>(root: &'a J, path: &Path) -> Option<&'a J> {
         s = match step {
             Step::Key(k) => schema_at_key(s, k)?,
             Step::Index(_) => {
-                let items = s.get("items").or_else(|| {
-                    s.get("anyOf")?.as_array()?.iter().find_map(|b| resolve(root, b).get("items"))
-                })?;
+                let items = s
+                    .get("items")
+                    .or_else(|| s.get("anyOf")?.as_array()?.iter().find_map(|b| resolve(root, b).get("items")))?;
                 resolve(root, items)
             }
         };
@@ -263,8 +275,12 @@ fn property_names(s: &J) -> Vec<String> {
 fn constants(s: &J) -> Vec<String> {
     let root = schema();
     let s = resolve(root, s);
-    let branches: Vec<&J> =
-        ["oneOf", "anyOf"].iter().filter_map(|c| s.get(*c).and_then(J::as_array)).flatten().map(|b| resolve(root, b)).collect();
+    let branches: Vec<&J> = ["oneOf", "anyOf"]
+        .iter()
+        .filter_map(|c| s.get(*c).and_then(J::as_array))
+        .flatten()
+        .map(|b| resolve(root, b))
+        .collect();
     let mut out = vec![];
     for b in &branches {
         if let Some(c) = b.get("const").and_then(J::as_str) {
@@ -286,8 +302,12 @@ fn describe(s: Option<&J>) -> Option<String> {
 fn shape(s: &J) -> String {
     let root = schema();
     let s = resolve(root, s);
-    let branches: Vec<&J> =
-        ["oneOf", "anyOf"].iter().filter_map(|c| s.get(*c).and_then(J::as_array)).flatten().map(|b| resolve(root, b)).collect();
+    let branches: Vec<&J> = ["oneOf", "anyOf"]
+        .iter()
+        .filter_map(|c| s.get(*c).and_then(J::as_array))
+        .flatten()
+        .map(|b| resolve(root, b))
+        .collect();
     let keys: Vec<String> = branches
         .iter()
         .filter_map(|b| b.get("required").and_then(J::as_array).and_then(|r| r.first()).and_then(J::as_str))

@@ -105,6 +105,7 @@ fn tighten(v: &mut Value) {
 pub fn validate(schema: &Value, object: &Value) -> Result<(), String> {
     let strict = strict(schema);
     let validator = jsonschema::draft4::new(&strict).map_err(|e| format!("schema does not compile: {e}"))?;
-    let errors: Vec<String> = validator.iter_errors(object).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+    let errors: Vec<String> =
+        validator.iter_errors(object).map(|e| format!("{} at {}", e, e.instance_path())).collect();
     if errors.is_empty() { Ok(()) } else { Err(errors.join("\n")) }
 }

@@ -40,7 +40,10 @@ impl Resources {
 
     /// A Ray group's pod size, with `nvidia.com/gpu` for GPU groups.
     pub fn of_group(g: &RayGroup) -> Self {
-        let mut amounts = BTreeMap::from([("cpu".to_string(), format_cpu(g.cpu_m)), ("memory".to_string(), format_memory(g.memory_bytes))]);
+        let mut amounts = BTreeMap::from([
+            ("cpu".to_string(), format_cpu(g.cpu_m)),
+            ("memory".to_string(), format_memory(g.memory_bytes)),
+        ]);
         if g.is_gpu() {
             amounts.insert(model::GPU_TAINT_KEY.to_string(), g.gpus.to_string());
         }

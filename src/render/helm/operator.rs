@@ -37,12 +37,24 @@ pub fn values(d: &Deployment) -> OperatorValues {
     let mut tolerations = vec![];
     if d.target == Target::Aks {
         node_selector.insert(AKS_MODE_LABEL.to_string(), "system".to_string());
-        tolerations.push(Toleration { key: CRITICAL_ADDONS_TAINT.into(), operator: "Exists".into(), value: None, effect: "NoSchedule".into() });
+        tolerations.push(Toleration {
+            key: CRITICAL_ADDONS_TAINT.into(),
+            operator: "Exists".into(),
+            value: None,
+            effect: "NoSchedule".into(),
+        });
     }
     let version = d.operator.version.trim_start_matches('v');
     OperatorValues {
-        image: Image { repository: OPERATOR_REPOSITORY.into(), tag: format!("v{version}"), pull_policy: Some("IfNotPresent") },
-        resources: Resources::guaranteed(BTreeMap::from([("cpu".to_string(), "100m".to_string()), ("memory".to_string(), "512Mi".to_string())])),
+        image: Image {
+            repository: OPERATOR_REPOSITORY.into(),
+            tag: format!("v{version}"),
+            pull_policy: Some("IfNotPresent"),
+        },
+        resources: Resources::guaranteed(BTreeMap::from([
+            ("cpu".to_string(), "100m".to_string()),
+            ("memory".to_string(), "512Mi".to_string()),
+        ])),
         node_selector,
         tolerations,
         watch_namespace: vec![d.cluster.namespace.clone()],

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::k8s::{self, EnvFrom, EnvVar, Image, NameRef, Resources, Toleration, Volume, VolumeMount};
-use crate::model::{Deployment, RayGroup, DEPLOYMENT_LABEL, GROUP_LABEL};
+use crate::model::{DEPLOYMENT_LABEL, Deployment, GROUP_LABEL, RayGroup};
 use crate::spec::UpscalingMode;
 
 /// The chart's sample worker group, disabled unless the deployment defines a group of that name.
@@ -97,7 +97,6 @@ impl WorkerValues {
     }
 }
 
-
 fn upscaling_mode(m: UpscalingMode) -> &'static str {
     match m {
         UpscalingMode::Default => "Default",
@@ -126,8 +125,9 @@ pub fn values(d: &Deployment) -> RayClusterValues {
     let mut workers = c.workers.iter();
     let worker = workers.next().map_or_else(WorkerValues::off, |g| worker_group(d, g));
     // The chart names additional groups by their map key (it reads no `groupName` there).
-    let mut additional: BTreeMap<String, WorkerValues> =
-        workers.map(|g| (g.name.clone(), WorkerValues { disabled: Some(false), group_name: None, ..worker_group(d, g) })).collect();
+    let mut additional: BTreeMap<String, WorkerValues> = workers
+        .map(|g| (g.name.clone(), WorkerValues { disabled: Some(false), group_name: None, ..worker_group(d, g) }))
+        .collect();
     // A group named like the chart's sample replaces it; otherwise the sample stays off (a
     // first group of that name lives in `worker`, so the sample entry is switched off too).
     additional.entry(CHART_SAMPLE_GROUP.to_string()).or_insert_with(WorkerValues::off);
@@ -157,7 +157,10 @@ fn pod(d: &Deployment, g: &RayGroup) -> PodValues {
     let c = &d.cluster;
     let (volumes, volume_mounts) = k8s::volumes(&c.mounts);
     PodValues {
-        labels: BTreeMap::from([(DEPLOYMENT_LABEL.to_string(), d.name.clone()), (GROUP_LABEL.to_string(), g.name.clone())]),
+        labels: BTreeMap::from([
+            (DEPLOYMENT_LABEL.to_string(), d.name.clone()),
+            (GROUP_LABEL.to_string(), g.name.clone()),
+        ]),
         ray_start_params: g.ray_start_params.clone(),
         container_env: c.env.iter().map(|(k, v)| EnvVar { name: k.clone(), value: v.clone() }).collect(),
         env_from: c.env_from_secrets.iter().map(|s| EnvFrom { secret_ref: NameRef { name: s.clone() } }).collect(),

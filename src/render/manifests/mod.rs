@@ -32,13 +32,21 @@ pub struct ObjectMeta {
 impl ObjectMeta {
     /// Metadata with the deployment's standard labels; `namespace` is none for cluster-scoped objects.
     pub fn new(d: &Deployment, name: &str, namespace: Option<&str>) -> Self {
-        ObjectMeta { name: name.into(), namespace: namespace.map(Into::into), labels: labels(d), annotations: BTreeMap::new() }
+        ObjectMeta {
+            name: name.into(),
+            namespace: namespace.map(Into::into),
+            labels: labels(d),
+            annotations: BTreeMap::new(),
+        }
     }
 }
 
 /// Labels every raydeploy manifest carries.
 pub fn labels(d: &Deployment) -> BTreeMap<String, String> {
-    BTreeMap::from([(DEPLOYMENT_LABEL.to_string(), d.name.clone()), (MANAGED_BY_LABEL.to_string(), "raydeploy".to_string())])
+    BTreeMap::from([
+        (DEPLOYMENT_LABEL.to_string(), d.name.clone()),
+        (MANAGED_BY_LABEL.to_string(), "raydeploy".to_string()),
+    ])
 }
 
 /// Renders `manifests/secrets.yaml`, `manifests/jobs/<job>.yaml` and `manifests/mounts.yaml`;

@@ -115,7 +115,10 @@ pub fn objects(d: &Deployment, m: &MountModel) -> Option<(PersistentVolume, Pers
                 // Unique per storage target and claim, as the CSI drivers require.
                 volume_handle: format!("{account}#{target}#{ns}#{volume_name}"),
                 read_only: m.read_only,
-                volume_attributes: BTreeMap::from([(attr.to_string(), target), ("storageAccount".to_string(), account)]),
+                volume_attributes: BTreeMap::from([
+                    (attr.to_string(), target),
+                    ("storageAccount".to_string(), account),
+                ]),
                 node_stage_secret_ref: m.secret.as_ref().map(|s| SecretRef { name: s.clone(), namespace: ns.clone() }),
             },
         },

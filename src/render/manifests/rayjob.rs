@@ -124,7 +124,11 @@ pub fn submitter(d: &Deployment, job: &JobModel) -> Option<PodTemplate> {
     Some(PodTemplate {
         spec: PodSpec {
             restart_policy: "Never",
-            containers: vec![Container { name: SUBMITTER_CONTAINER, image: cpu.reference(), resources: Resources { requests: res.clone(), limits: res } }],
+            containers: vec![Container {
+                name: SUBMITTER_CONTAINER,
+                image: cpu.reference(),
+                resources: Resources { requests: res.clone(), limits: res },
+            }],
         },
     })
 }
