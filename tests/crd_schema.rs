@@ -13,11 +13,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command as Process;
 
-use assert_cmd::Command;
 use kuberay_crd::{cel_rules, crd, v1_schema, validate, yaml, yaml_stream};
 use serde_json::{Value, json};
 
-const SUBSCRIPTION: &str = "00000000-0000-0000-0000-000000000000";
+#[path = "support/specs.rs"]
+mod shipped;
+
+use shipped::{SUBSCRIPTION, label, root};
 
 /// Values of every `fromEnv` secret source of the specs; none may appear in a rendered file.
 const CANARIES: &[(&str, &str)] = &[
@@ -26,55 +28,9 @@ const CANARIES: &[(&str, &str)] = &[
     ("XGB_STORAGE_ACCOUNT", "canary-account-93be"),
 ];
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Every spec with Kubernetes output: the top-level spec plain and under each environment,
-/// and every example except the local one.
-fn specs() -> Vec<(PathBuf, Option<&'static str>)> {
-    let mut out = vec![
-        (root().join("raydeploy.yaml"), None),
-        (root().join("raydeploy.yaml"), Some("dev")),
-        (root().join("raydeploy.yaml"), Some("prod")),
-    ];
-    let mut examples: Vec<PathBuf> = std::fs::read_dir(root().join("examples"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.file_name().is_some_and(|n| n != "local") && p.join("raydeploy.yaml").is_file())
-        .collect();
-    examples.sort();
-    out.extend(examples.into_iter().map(|p| (p.join("raydeploy.yaml"), None)));
-    out
-}
-
-fn label(spec: &Path, env: Option<&str>) -> String {
-    let rel = spec.strip_prefix(root()).unwrap_or(spec).display().to_string();
-    match env {
-        Some(e) => format!("{rel} -e {e}"),
-        None => rel,
-    }
-}
-
-/// Renders a spec with the binary into a fresh folder, with the canary values in the environment.
+/// Renders with the canary values in the environment.
 fn render(spec: &Path, env: Option<&str>) -> tempfile::TempDir {
-    let out = tempfile::tempdir().unwrap();
-    let mut cmd = Command::cargo_bin("raydeploy").unwrap();
-    cmd.arg("render")
-        .arg(spec)
-        .arg("--out")
-        .arg(out.path())
-        .env("AZURE_SUBSCRIPTION_ID", SUBSCRIPTION)
-        .env("NO_COLOR", "1");
-    for (k, v) in CANARIES {
-        cmd.env(k, v);
-    }
-    if let Some(e) = env {
-        cmd.args(["-e", e]);
-    }
-    cmd.assert().success();
-    out
+    shipped::render_with(spec, env, CANARIES)
 }
 
 /// The deployment model of a spec, for expectations that come from the spec itself.
@@ -220,7 +176,7 @@ fn rayjob_crd_has_only_the_cel_rules_we_check() {
 fn rayjobs_validate_against_the_rayjob_crd() {
     let schema = v1_schema(&crd("ray.io_rayjobs.yaml"));
     let mut seen = 0;
-    for (spec, env) in specs() {
+    for (spec, env) in shipped::specs(&["aks", "kubernetes"]) {
         let d = model(&spec, env);
         let out = render(&spec, env);
         let jobs = job_manifests(out.path());
@@ -277,7 +233,7 @@ fn rayclusters_from_the_chart_validate_against_the_raycluster_crd() {
             "new CEL rule at {at}: {rule}; add a check for it"
         );
     }
-    for (spec, env) in specs() {
+    for (spec, env) in shipped::specs(&["aks", "kubernetes"]) {
         let what = label(&spec, env);
         let d = model(&spec, env);
         let out = render(&spec, env);
@@ -368,7 +324,7 @@ fn rayclusters_from_the_chart_validate_against_the_raycluster_crd() {
 
 #[test]
 fn mounts_bind_claims_to_csi_volumes() {
-    for (spec, env) in specs() {
+    for (spec, env) in shipped::specs(&["aks", "kubernetes"]) {
         let what = label(&spec, env);
         let d = model(&spec, env);
         let out = render(&spec, env);
@@ -449,7 +405,7 @@ fn assert_no_canary(out: &Path, canaries: &[&str], what: &str) {
 #[test]
 fn secrets_hold_placeholders_never_values() {
     let canaries: Vec<&str> = CANARIES.iter().map(|(_, v)| *v).collect();
-    for (spec, env) in specs() {
+    for (spec, env) in shipped::specs(&["aks", "kubernetes"]) {
         let what = label(&spec, env);
         let d = model(&spec, env);
         let out = render(&spec, env);

@@ -2,16 +2,14 @@
 //! lists (every key the chart templates read) and against the rules the values must keep.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use assert_cmd::Command;
 use serde_json::Value;
 
-const SUBSCRIPTION: &str = "00000000-0000-0000-0000-000000000000";
+#[path = "support/specs.rs"]
+mod shipped;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use shipped::{label, render, root};
 
 /// One step of a key path: a map key or a list element.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,38 +140,9 @@ fn yaml(text: &str) -> Value {
     serde_saphyr::from_str(text).unwrap_or_else(|e| panic!("{e}\n{text}"))
 }
 
-/// Renders `spec` (with `env`) into a fresh folder.
-fn render(spec: &Path, env: Option<&str>) -> tempfile::TempDir {
-    let out = tempfile::tempdir().unwrap();
-    let mut cmd = Command::cargo_bin("raydeploy").unwrap();
-    cmd.arg("render").arg(spec).arg("--out").arg(out.path()).env("AZURE_SUBSCRIPTION_ID", SUBSCRIPTION);
-    if let Some(e) = env {
-        cmd.args(["-e", e]);
-    }
-    cmd.assert().success();
-    out
-}
-
 /// Every spec the tests render: (label, spec path, env); examples with target local render no values.
 fn cases() -> Vec<(String, PathBuf, Option<&'static str>)> {
-    let mut out = vec![];
-    for env in [None, Some("dev"), Some("prod")] {
-        out.push((format!("raydeploy.yaml {env:?}"), root().join("raydeploy.yaml"), env));
-    }
-    let mut examples: Vec<PathBuf> = std::fs::read_dir(root().join("examples"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path().join("raydeploy.yaml"))
-        .filter(|p| p.is_file())
-        .collect();
-    examples.sort();
-    for spec in examples {
-        let target = yaml(&std::fs::read_to_string(&spec).unwrap())["target"].as_str().unwrap_or("aks").to_string();
-        if target != "local" {
-            out.push((spec.display().to_string(), spec, None));
-        }
-    }
-    out
+    shipped::specs(&["aks", "kubernetes"]).into_iter().map(|(spec, env)| (label(&spec, env), spec, env)).collect()
 }
 
 struct RenderedValues {

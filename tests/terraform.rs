@@ -5,66 +5,24 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command as Std;
 
-use assert_cmd::Command;
 use hcl::eval::Evaluate;
 use hcl::{Block, Body, Expression, ObjectKey};
 use serde_json::Value as Json;
 
+#[path = "support/specs.rs"]
+mod shipped;
+
+use shipped::{label, render, root};
+
 const TERRAFORM: &str = "/usr/local/bin/terraform";
-const SUBSCRIPTION: &str = "00000000-0000-0000-0000-000000000000";
 /// Terraform meta-arguments valid in every resource.
 const META: &[&str] = &["lifecycle", "depends_on", "count", "for_each", "provider"];
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Every spec with target aks: (spec, environment).
+/// Every shipped spec with target aks.
 fn aks_specs() -> Vec<(PathBuf, Option<&'static str>)> {
-    let mut specs: Vec<(PathBuf, Option<&'static str>)> =
-        [None, Some("dev"), Some("prod")].into_iter().map(|e| (root().join("raydeploy.yaml"), e)).collect();
-    let mut examples: Vec<PathBuf> = std::fs::read_dir(root().join("examples"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path().join("raydeploy.yaml"))
-        .filter(|p| p.is_file())
-        .collect();
-    examples.sort();
-    for spec in examples {
-        let text = std::fs::read_to_string(&spec).unwrap();
-        if text.lines().any(|l| l.trim() == "target: aks") {
-            specs.push((spec, None));
-        }
-    }
+    let specs = shipped::specs(&["aks"]);
     assert!(specs.len() >= 6, "expected the root spec and the aks examples, got {specs:?}");
     specs
-}
-
-fn label(spec: &Path, env: Option<&str>) -> String {
-    format!(
-        "{}{}",
-        spec.strip_prefix(root()).unwrap_or(spec).display(),
-        env.map(|e| format!(" -e {e}")).unwrap_or_default()
-    )
-}
-
-/// Renders `spec` into a fresh folder and returns it.
-fn render(spec: &Path, env: Option<&str>) -> tempfile::TempDir {
-    let out = tempfile::tempdir().unwrap();
-    let mut cmd = Command::cargo_bin("raydeploy").unwrap();
-    cmd.arg("render").arg(spec).arg("--out").arg(out.path()).env("AZURE_SUBSCRIPTION_ID", SUBSCRIPTION);
-    if let Some(e) = env {
-        cmd.args(["-e", e]);
-    }
-    let res = cmd.output().unwrap();
-    assert!(
-        res.status.success(),
-        "render {} failed:\n{}{}",
-        label(spec, env),
-        String::from_utf8_lossy(&res.stdout),
-        String::from_utf8_lossy(&res.stderr)
-    );
-    out
 }
 
 fn parse(path: &Path) -> Body {
