@@ -271,16 +271,21 @@ fn property_names(s: &J) -> Vec<String> {
     names
 }
 
-/// The allowed constants of a `oneOf` of `const` branches (enums with documented variants).
-fn constants(s: &J) -> Vec<String> {
+/// The alternatives of a `oneOf`/`anyOf` schema, references resolved.
+fn branches<'a>(s: &'a J) -> Vec<&'a J> {
     let root = schema();
     let s = resolve(root, s);
-    let branches: Vec<&J> = ["oneOf", "anyOf"]
+    ["oneOf", "anyOf"]
         .iter()
         .filter_map(|c| s.get(*c).and_then(J::as_array))
         .flatten()
         .map(|b| resolve(root, b))
-        .collect();
+        .collect()
+}
+
+/// The allowed constants of a `oneOf` of `const` branches (enums with documented variants).
+fn constants(s: &J) -> Vec<String> {
+    let branches = branches(s);
     let mut out = vec![];
     for b in &branches {
         if let Some(c) = b.get("const").and_then(J::as_str) {
@@ -300,14 +305,7 @@ fn describe(s: Option<&J>) -> Option<String> {
 
 /// A one-line description of what a schema accepts, for anyOf/oneOf failures.
 fn shape(s: &J) -> String {
-    let root = schema();
-    let s = resolve(root, s);
-    let branches: Vec<&J> = ["oneOf", "anyOf"]
-        .iter()
-        .filter_map(|c| s.get(*c).and_then(J::as_array))
-        .flatten()
-        .map(|b| resolve(root, b))
-        .collect();
+    let branches = branches(s);
     let keys: Vec<String> = branches
         .iter()
         .filter_map(|b| b.get("required").and_then(J::as_array).and_then(|r| r.first()).and_then(J::as_str))
