@@ -10,7 +10,7 @@ use serde_json::Value;
 #[path = "support/specs.rs"]
 mod shipped;
 
-use shipped::{SUBSCRIPTION, root};
+use shipped::{SUBSCRIPTION, copy_tree, root};
 
 fn raydeploy() -> Command {
     let mut c = Command::cargo_bin("raydeploy").expect("binary");
@@ -189,18 +189,6 @@ fn spec_with_image(example: &str, image_yaml: &str) -> tempfile::TempDir {
     let end = start + text[start..].find("\n\n").expect("end of image block");
     std::fs::write(&path, format!("{}{}{}", &text[..start], image_yaml.trim_end(), &text[end..])).unwrap();
     dir
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            copy_tree(&p, &to.join(e.file_name()));
-        } else {
-            std::fs::copy(&p, to.join(e.file_name())).unwrap();
-        }
-    }
 }
 
 #[test]

@@ -11,14 +11,15 @@
 //! cache (starting dockerd takes 2–5 s, each build a few seconds). Fails, never skips, when
 //! dockerd cannot run.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use serde_json::Value;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+#[path = "support/specs.rs"]
+mod shipped;
+
+use shipped::{copy_tree, root};
 
 /// The private engine; stops it on drop when this test started it.
 struct Engine {
@@ -151,18 +152,6 @@ fn recorded(engine: &Engine, image: &str, tool: &str) -> Vec<Vec<String>> {
         }
     }
     calls
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            copy_tree(&p, &to.join(e.file_name()));
-        } else {
-            std::fs::copy(&p, to.join(e.file_name())).unwrap();
-        }
-    }
 }
 
 const APT: &[&str] = &["curl", "unixodbc-dev"];

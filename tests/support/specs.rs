@@ -69,3 +69,16 @@ pub fn render_with(spec: &Path, env: Option<&str>, vars: &[(&str, &str)]) -> tem
 pub fn render(spec: &Path, env: Option<&str>) -> tempfile::TempDir {
     render_with(spec, env, &[])
 }
+
+/// Copies a folder recursively (a shipped example into a scratch spec folder).
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create folder");
+    for e in std::fs::read_dir(from).expect("read folder").flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            copy_tree(&p, &to.join(e.file_name()));
+        } else {
+            std::fs::copy(&p, to.join(e.file_name())).expect("copy file");
+        }
+    }
+}
