@@ -7,8 +7,10 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
+use crate::deploy;
 use crate::model::{self, Deployment};
 use crate::render;
+use crate::run::progress::Style;
 use crate::spec::{self, Report, Target};
 
 #[derive(Parser, Debug)]
@@ -79,6 +81,52 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
     },
+    /// Create or update the deployment: run every phase whose inputs changed, in order, in
+    /// parallel where independent; resume after a failure.
+    Deploy {
+        #[command(flatten)]
+        args: SpecArgs,
+        /// Print the phase graph and every command it would run; run nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also submit every job once the cluster is ready.
+        #[arg(long)]
+        with_jobs: bool,
+        /// Do not ask before changing cloud or cluster resources (required without a terminal).
+        #[arg(long)]
+        auto_approve: bool,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Remove the deployment in reverse order (jobs, cluster, secrets, operator, infra).
+    Destroy {
+        #[command(flatten)]
+        args: SpecArgs,
+        #[arg(long)]
+        auto_approve: bool,
+        /// Keep the Terraform-managed infrastructure (AKS, registry); remove only what runs on it.
+        #[arg(long)]
+        keep_infra: bool,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Per-phase state and live facts of the deployment.
+    Status {
+        #[command(flatten)]
+        args: SpecArgs,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Submit, follow, list and delete the spec's jobs.
+    Job {
+        #[command(subcommand)]
+        command: JobCommand,
+    },
+    /// Show the Ray dashboard (port-forward to the head service on a cluster).
+    Dashboard {
+        #[command(flatten)]
+        args: SpecArgs,
+    },
     /// Print the spec's JSON Schema.
     Schema,
     /// Write a commented starter spec.
@@ -94,6 +142,41 @@ pub enum Command {
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum JobCommand {
+    /// Submit a job; the exit code is the job's result.
+    Submit {
+        /// The job's `name` in the spec.
+        name: String,
+        #[command(flatten)]
+        args: SpecArgs,
+        /// Stream the job's logs until it ends (default: wait and print them at the end).
+        #[arg(long)]
+        follow: bool,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Print a job's logs.
+    Logs {
+        name: String,
+        #[command(flatten)]
+        args: SpecArgs,
+    },
+    /// The spec's jobs and their last state.
+    List {
+        #[command(flatten)]
+        args: SpecArgs,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Delete a job (its RayJob object, or stop it on the local cluster).
+    Delete {
+        name: String,
+        #[command(flatten)]
+        args: SpecArgs,
     },
 }
 
@@ -190,6 +273,29 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Deploy { args, dry_run, with_jobs, auto_approve, output } => {
+            let Some(s) = session(&args, output)? else { return Ok(ExitCode::from(1)) };
+            let opts = deploy::DeployOptions { dry_run, with_jobs, auto_approve };
+            Ok(ExitCode::from(deploy::deploy(&s, &opts)?))
+        }
+        Command::Destroy { args, auto_approve, keep_infra, output } => {
+            let Some(s) = session(&args, output)? else { return Ok(ExitCode::from(1)) };
+            let opts = deploy::DestroyOptions { auto_approve, keep_infra };
+            deploy::ops(&s)?.destroy(&s, &opts)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { args, output } => {
+            let Some(s) = session(&args, output)? else { return Ok(ExitCode::from(1)) };
+            let (text, json) = deploy::ops(&s)?.status(&s)?;
+            print_either(output, &text, &json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Job { command } => job(command),
+        Command::Dashboard { args } => {
+            let Some(s) = session(&args, Output::Text)? else { return Ok(ExitCode::from(1)) };
+            deploy::ops(&s)?.dashboard(&s)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Schema => {
             println!("{}", serde_json::to_string_pretty(spec::schema_check::schema())?);
             Ok(ExitCode::SUCCESS)
@@ -200,6 +306,61 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Validates and renders the spec into a session for the commands that act on a deployment;
+/// `None` after printing the spec's problems (nothing has run).
+fn session(args: &SpecArgs, output: Output) -> Result<Option<deploy::Session>> {
+    let (_, d) = match load_model(args) {
+        Ok(v) => v,
+        Err(r) => {
+            fail(r);
+            return Ok(None);
+        }
+    };
+    warn(&d);
+    let rendered = render::render(&d)?;
+    Ok(Some(deploy::Session::new(d, rendered, Style::detect(output == Output::Json))))
+}
+
+fn print_either(output: Output, text: &str, json: &serde_json::Value) -> Result<()> {
+    match output {
+        Output::Text => print!("{text}"),
+        Output::Json => println!("{}", serde_json::to_string_pretty(json)?),
+    }
+    Ok(())
+}
+
+fn job(command: JobCommand) -> Result<ExitCode> {
+    let (args, output) = match &command {
+        JobCommand::Submit { args, output, .. } | JobCommand::List { args, output } => (args, *output),
+        JobCommand::Logs { args, .. } | JobCommand::Delete { args, .. } => (args, Output::Text),
+    };
+    let Some(s) = session(args, output)? else { return Ok(ExitCode::from(1)) };
+    if let JobCommand::Submit { name, .. } | JobCommand::Logs { name, .. } | JobCommand::Delete { name, .. } = &command
+        && !s.d.jobs.iter().any(|j| &j.name == name)
+    {
+        let known: Vec<_> = s.d.jobs.iter().map(|j| j.name.as_str()).collect();
+        anyhow::bail!(
+            "no job `{name}` in {} (jobs: {})",
+            args.spec.display(),
+            if known.is_empty() { "none".to_string() } else { known.join(", ") }
+        );
+    }
+    let ops = deploy::ops(&s)?;
+    Ok(ExitCode::from(match &command {
+        JobCommand::Submit { name, follow, .. } => ops.job_submit(&s, name, *follow)?,
+        JobCommand::Logs { name, .. } => ops.job_logs(&s, name)?,
+        JobCommand::List { .. } => {
+            let (text, json) = ops.job_list(&s)?;
+            print_either(output, &text, &json)?;
+            0
+        }
+        JobCommand::Delete { name, .. } => {
+            ops.job_delete(&s, name)?;
+            0
+        }
+    }))
 }
 
 /// The starter spec `init` writes.

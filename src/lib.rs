@@ -5,7 +5,11 @@
 //! per artifact family) → CLI.
 
 pub mod cli;
+pub mod deploy;
 pub mod explain;
+pub mod local;
 pub mod model;
+pub mod plan;
 pub mod render;
+pub mod run;
 pub mod spec;

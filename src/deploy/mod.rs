@@ -1,0 +1,191 @@
+//! Deploy, destroy, status, jobs and dashboard: the commands that touch the world. Shared here:
+//! the session (validated model, rendered artifacts, state folder, lock, secret redactor,
+//! progress), the approval rule, and the run of the phase graph; each target carries out its
+//! phases in its own module ([`kube`] for `aks` and `kubernetes`, [`crate::local`] for `local`).
+
+pub mod kube;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+
+use crate::model::Deployment;
+use crate::plan::{self, Graph};
+use crate::render::Rendered;
+use crate::run::exec::{self, Env, Outcome, Phases, Report};
+use crate::run::lock::Lock;
+use crate::run::progress::{Reporter, Style};
+use crate::run::redact::Redactor;
+use crate::run::state::Store;
+use crate::run::{deployment_dir, signals};
+use crate::spec::Target;
+
+/// Exit code of a run stopped by Ctrl-C.
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// Everything a command needs about one deployment.
+pub struct Session {
+    pub d: Deployment,
+    pub rendered: Rendered,
+    /// `.raydeploy/<deployment>`
+    pub dir: PathBuf,
+    pub redactor: Redactor,
+    pub reporter: Arc<dyn Reporter>,
+    pub style: Style,
+}
+
+impl Session {
+    pub fn new(d: Deployment, rendered: Rendered, style: Style) -> Self {
+        let dir = deployment_dir(&d);
+        Self { d, rendered, dir, redactor: Redactor::new(), reporter: Arc::from(style.reporter()), style }
+    }
+
+    pub fn env(&self) -> Env {
+        Env { dir: self.dir.clone(), redactor: self.redactor.clone(), reporter: self.reporter.clone() }
+    }
+
+    /// The state file (created on first write).
+    pub fn store(&self) -> Result<Store> {
+        Ok(Store::open(&self.dir, &self.d.name, self.d.target.as_str(), self.redactor.clone())?)
+    }
+
+    /// Takes the deployment's lock; fails fast when another run holds it.
+    pub fn lock(&self, command: &str) -> Result<Lock> {
+        Ok(Lock::acquire(&self.dir, &self.d.name, command)?)
+    }
+
+    /// Where the rendered artifacts are written for the tools to read.
+    pub fn rendered_dir(&self) -> PathBuf {
+        self.dir.join("rendered")
+    }
+
+    pub fn write_rendered(&self) -> Result<PathBuf> {
+        let out = self.rendered_dir();
+        self.rendered.write(&out).with_context(|| format!("writing {}", out.display()))?;
+        Ok(out)
+    }
+
+    pub fn json(&self) -> bool {
+        self.style == Style::Json
+    }
+}
+
+/// True when no one can answer a prompt.
+pub fn non_interactive() -> bool {
+    !std::io::stdin().is_terminal() || std::env::var_os("CI").is_some()
+}
+
+/// Asks before a mutation of shared infrastructure. `--auto-approve` skips the question; without
+/// a terminal (or with CI set) there is no question and the mutation needs `--auto-approve`.
+pub fn approve(what: &str, auto_approve: bool) -> Result<()> {
+    if auto_approve {
+        return Ok(());
+    }
+    if non_interactive() {
+        bail!("{what} needs --auto-approve when not run from a terminal (stdin is not a TTY or CI is set)");
+    }
+    eprint!("{what}? Only 'yes' is accepted: ");
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    if line.trim() != "yes" {
+        bail!("cancelled");
+    }
+    Ok(())
+}
+
+/// One target's way of doing every command.
+pub trait TargetOps: Phases {
+    /// Checks before anything mutates, for `destroy`, `job` and `dashboard` (deploy has its
+    /// own preflight phase).
+    fn destroy(&self, s: &Session, opts: &DestroyOptions) -> Result<()>;
+    /// Per-phase state and live facts: the text for the terminal and the JSON for `--output json`.
+    fn status(&self, s: &Session) -> Result<(String, serde_json::Value)>;
+    /// Submits a job; `follow` streams its logs until it ends. Returns the exit code.
+    fn job_submit(&self, s: &Session, name: &str, follow: bool) -> Result<u8>;
+    fn job_logs(&self, s: &Session, name: &str) -> Result<u8>;
+    fn job_list(&self, s: &Session) -> Result<(String, serde_json::Value)>;
+    fn job_delete(&self, s: &Session, name: &str) -> Result<()>;
+    /// Serves or prints the dashboard address; blocks while a port-forward runs.
+    fn dashboard(&self, s: &Session) -> Result<()>;
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DeployOptions {
+    pub dry_run: bool,
+    pub with_jobs: bool,
+    pub auto_approve: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DestroyOptions {
+    pub auto_approve: bool,
+    pub keep_infra: bool,
+}
+
+/// The target implementation for a session.
+pub fn ops(s: &Session) -> Result<Box<dyn TargetOps + '_>> {
+    Ok(match s.d.target {
+        Target::Aks | Target::Kubernetes => Box::new(kube::Kube::new(s)?),
+        Target::Local => Box::new(crate::local::Local::new(s)?),
+    })
+}
+
+pub fn graph(s: &Session, opts: &DeployOptions) -> Graph {
+    plan::graph(&s.d, &s.rendered, plan::Options { with_jobs: opts.with_jobs })
+}
+
+/// `deploy`: the phase graph, run (or printed with `--dry-run`).
+pub fn deploy(s: &Session, opts: &DeployOptions) -> Result<u8> {
+    let g = graph(s, opts);
+    let ops = ops(s)?;
+    if opts.dry_run {
+        print!("{}", exec::dry_run(&g, ops.as_ref(), &s.redactor));
+        return Ok(0);
+    }
+    if s.d.target != Target::Local {
+        approve(&format!("Deploy `{}` to {}", s.d.name, s.d.target.as_str()), opts.auto_approve)?;
+    }
+    signals::install();
+    let _lock = s.lock("deploy")?;
+    let store = s.store()?;
+    let report = exec::execute(&g, ops.as_ref(), &store, &s.env());
+    finish(s, &report, &store)
+}
+
+/// Prints the summary of a run and picks the exit code.
+pub fn finish(s: &Session, report: &Report, store: &Store) -> Result<u8> {
+    if s.json() {
+        println!(
+            "{}",
+            serde_json::json!({"event": "summary", "ok": report.ok(), "seconds": report.seconds, "phases": report.phases})
+        );
+    } else {
+        let list = |o| report.with(o).join(", ");
+        let mut parts = vec![];
+        for (o, name) in [(Outcome::Ran, "ran"), (Outcome::Skipped, "unchanged"), (Outcome::NotRun, "not run")] {
+            if !report.with(o).is_empty() {
+                parts.push(format!("{name}: {}", list(o)));
+            }
+        }
+        eprintln!(
+            "{} in {:.1}s; {}",
+            if report.ok() { "deployed" } else { "deploy stopped" },
+            report.seconds,
+            parts.join("; ")
+        );
+    }
+    if report.interrupted() {
+        eprintln!("interrupted; state saved in {}: run deploy again to resume", store.path().display());
+        return Ok(EXIT_INTERRUPTED);
+    }
+    if let Some((phase, e)) = report.first_error() {
+        eprintln!(
+            "error: phase {phase} failed: {e}\nlog: {}\nrun deploy again to resume: completed phases are not repeated",
+            s.dir.join("logs").join(format!("{phase}.log")).display()
+        );
+        return Ok(1);
+    }
+    Ok(0)
+}

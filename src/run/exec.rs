@@ -1,0 +1,336 @@
+//! Runs a phase graph: every phase whose dependencies are done starts at once (one thread each),
+//! phases whose inputs are unchanged are skipped, the state is written at every transition, and
+//! after a failure or Ctrl-C no new phase starts while running ones finish or stop.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crate::plan::{self, Graph, Phase};
+
+use super::proc::Runner;
+use super::progress::{Event, Reporter};
+use super::redact::Redactor;
+use super::signals;
+use super::state::{PhaseRecord, PhaseStatus, Store};
+
+/// What a phase produced (stable values only: they feed the hashes of downstream phases).
+pub type Outputs = BTreeMap<String, String>;
+
+/// Everything a phase sees while it runs.
+pub struct Cx<'a> {
+    /// Commands of this phase: logged to `logs/<phase>.log`, prefixed with the phase.
+    pub runner: Runner,
+    /// The phase's input hash for this run (own inputs + direct dependencies' outputs).
+    pub hash: String,
+    /// The state's record of this phase, when it completed with this same hash.
+    pub recorded: Option<PhaseRecord>,
+    pub store: &'a Store,
+    /// `.raydeploy/<deployment>`
+    pub dir: &'a Path,
+    outputs: &'a Mutex<BTreeMap<String, Outputs>>,
+}
+
+impl Cx<'_> {
+    /// An output of a completed phase.
+    pub fn output(&self, phase: &str, key: &str) -> Option<String> {
+        self.outputs.lock().expect("outputs lock").get(phase).and_then(|o| o.get(key).cloned())
+    }
+
+    /// The recorded outputs when the phase completed before with the same inputs.
+    pub fn unchanged(&self) -> Option<Outputs> {
+        self.recorded.as_ref().map(|r| r.outputs.clone())
+    }
+}
+
+/// How a target carries out its phases.
+pub trait Phases: Sync {
+    /// Whether the phase's work is already in place. `Some(outputs)` skips it. The default
+    /// trusts the state: skip when it completed with the same input hash. Implementations ask
+    /// live state too (a fresh checkout has no state).
+    fn probe(&self, _phase: &Phase, cx: &Cx) -> anyhow::Result<Option<Outputs>> {
+        Ok(cx.unchanged())
+    }
+
+    /// Does the phase's work.
+    fn apply(&self, phase: &Phase, cx: &Cx) -> anyhow::Result<Outputs>;
+
+    /// The commands the phase would run (for `--dry-run`; secrets never appear).
+    fn preview(&self, phase: &Phase) -> Vec<String>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Ran,
+    Skipped,
+    Failed,
+    Interrupted,
+    /// Not started (an upstream phase failed, or Ctrl-C).
+    NotRun,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PhaseResult {
+    pub id: &'static str,
+    pub outcome: Outcome,
+    pub seconds: f64,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    pub phases: Vec<PhaseResult>,
+    pub seconds: f64,
+}
+
+impl Report {
+    pub fn ok(&self) -> bool {
+        self.phases.iter().all(|p| matches!(p.outcome, Outcome::Ran | Outcome::Skipped))
+    }
+
+    pub fn interrupted(&self) -> bool {
+        self.phases.iter().any(|p| p.outcome == Outcome::Interrupted)
+    }
+
+    pub fn with(&self, outcome: Outcome) -> Vec<&'static str> {
+        self.phases.iter().filter(|p| p.outcome == outcome).map(|p| p.id).collect()
+    }
+
+    /// The first failure, for the error message.
+    pub fn first_error(&self) -> Option<(&'static str, &str)> {
+        self.phases.iter().find_map(|p| p.error.as_deref().map(|e| (p.id, e)))
+    }
+}
+
+/// Where a run keeps its files and how it reports.
+pub struct Env {
+    pub dir: PathBuf,
+    pub redactor: Redactor,
+    pub reporter: Arc<dyn Reporter>,
+}
+
+impl Env {
+    pub fn runner(&self, phase: &str) -> std::io::Result<Runner> {
+        Runner::new(
+            phase,
+            Some(&self.dir.join("logs").join(format!("{phase}.log"))),
+            self.redactor.clone(),
+            self.reporter.clone(),
+        )
+    }
+}
+
+/// Runs `graph` with `phases`, recording every transition in `store`.
+pub fn execute(graph: &Graph, phases: &dyn Phases, store: &Store, env: &Env) -> Report {
+    let t0 = Instant::now();
+    let outputs: Mutex<BTreeMap<String, Outputs>> = Mutex::new(BTreeMap::new());
+    let mut results: BTreeMap<&'static str, PhaseResult> = BTreeMap::new();
+    let mut started: BTreeSet<&'static str> = BTreeSet::new();
+    let mut stop = false;
+    let (tx, rx) = mpsc::channel::<PhaseResult>();
+
+    std::thread::scope(|scope| {
+        loop {
+            if signals::interrupted() {
+                stop = true;
+            }
+            if !stop {
+                for p in &graph.phases {
+                    let deps_done = p
+                        .deps
+                        .iter()
+                        .all(|d| results.get(d).is_some_and(|r| matches!(r.outcome, Outcome::Ran | Outcome::Skipped)));
+                    if started.contains(p.id) || !deps_done {
+                        continue;
+                    }
+                    started.insert(p.id);
+                    let tx = tx.clone();
+                    let outputs = &outputs;
+                    scope.spawn(move || {
+                        let r = run_phase(p, phases, store, env, outputs);
+                        let _ = tx.send(r);
+                    });
+                }
+            }
+            if started.len() == results.len() {
+                break;
+            }
+            match rx.recv_timeout(std::time::Duration::from_millis(50)) {
+                Ok(r) => {
+                    if !matches!(r.outcome, Outcome::Ran | Outcome::Skipped) {
+                        stop = true;
+                    }
+                    results.insert(r.id, r);
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+    });
+
+    let phases = graph
+        .phases
+        .iter()
+        .map(|p| {
+            results.remove(p.id).unwrap_or(PhaseResult {
+                id: p.id,
+                outcome: Outcome::NotRun,
+                seconds: 0.0,
+                error: None,
+            })
+        })
+        .collect();
+    Report { phases, seconds: t0.elapsed().as_secs_f64() }
+}
+
+fn run_phase(
+    p: &Phase,
+    phases: &dyn Phases,
+    store: &Store,
+    env: &Env,
+    outputs: &Mutex<BTreeMap<String, Outputs>>,
+) -> PhaseResult {
+    let t = Instant::now();
+    let hash = plan::effective_hash(p, &outputs.lock().expect("outputs lock"));
+    let recorded =
+        store.phase(p.id).filter(|r| r.status == PhaseStatus::Completed && r.input_hash == hash && !p.always);
+    let fail = |error: String, outcome: Outcome| {
+        let error = env.redactor.scrub(&error);
+        let status = if outcome == Outcome::Interrupted { PhaseStatus::Interrupted } else { PhaseStatus::Failed };
+        if let Err(e) = store.finish(p.id, &hash, status, None, Some(error.clone())) {
+            env.reporter.event(Event::Fail { phase: p.id.into(), error: e.to_string() });
+        }
+        env.reporter.event(Event::Fail { phase: p.id.into(), error: error.clone() });
+        PhaseResult { id: p.id, outcome, seconds: t.elapsed().as_secs_f64(), error: Some(error) }
+    };
+    let runner = match env.runner(p.id) {
+        Ok(r) => r,
+        Err(e) => return fail(format!("cannot open the phase log: {e}"), Outcome::Failed),
+    };
+    let cx = Cx { runner, hash: hash.clone(), recorded, store, dir: &env.dir, outputs };
+
+    if !p.always {
+        match phases.probe(p, &cx) {
+            Ok(Some(outs)) => {
+                let reason =
+                    if cx.recorded.is_some() { "inputs unchanged" } else { "live state already matches" }.to_string();
+                if let Err(e) = store.finish(p.id, &hash, PhaseStatus::Completed, Some(outs.clone()), None) {
+                    return fail(e.to_string(), Outcome::Failed);
+                }
+                outputs.lock().expect("outputs lock").insert(p.id.to_string(), outs);
+                env.reporter.event(Event::Skip { phase: p.id.into(), reason });
+                return PhaseResult {
+                    id: p.id,
+                    outcome: Outcome::Skipped,
+                    seconds: t.elapsed().as_secs_f64(),
+                    error: None,
+                };
+            }
+            Ok(None) => {}
+            Err(e) => return fail(format!("{e:#}"), outcome_of(&e)),
+        }
+    }
+    if signals::interrupted() {
+        return fail("interrupted before it started".into(), Outcome::Interrupted);
+    }
+    env.reporter.event(Event::Start { phase: p.id.into() });
+    if let Err(e) = store.set_running(p.id, &hash) {
+        return fail(e.to_string(), Outcome::Failed);
+    }
+    match phases.apply(p, &cx) {
+        Ok(outs) => {
+            if let Err(e) = store.finish(p.id, &hash, PhaseStatus::Completed, Some(outs.clone()), None) {
+                return fail(e.to_string(), Outcome::Failed);
+            }
+            outputs.lock().expect("outputs lock").insert(p.id.to_string(), outs);
+            let seconds = t.elapsed().as_secs_f64();
+            env.reporter.event(Event::Done { phase: p.id.into(), seconds });
+            PhaseResult { id: p.id, outcome: Outcome::Ran, seconds, error: None }
+        }
+        Err(e) => fail(format!("{e:#}"), outcome_of(&e)),
+    }
+}
+
+fn outcome_of(e: &anyhow::Error) -> Outcome {
+    let interrupted = e.chain().any(|c| c.downcast_ref::<super::proc::CmdError>().is_some_and(|c| c.is_interrupt()));
+    if interrupted || signals::interrupted() { Outcome::Interrupted } else { Outcome::Failed }
+}
+
+/// `--dry-run`: the graph level by level with every command each phase would run.
+pub fn dry_run(graph: &Graph, phases: &dyn Phases, redactor: &Redactor) -> String {
+    let mut s = String::new();
+    for (i, level) in graph.levels().iter().enumerate() {
+        let names: Vec<_> = level.iter().map(|p| p.id).collect();
+        s.push_str(&format!("step {}: {}\n", i + 1, names.join(" ∥ ")));
+        for p in level {
+            let after = if p.deps.is_empty() { String::new() } else { format!(" (after {})", p.deps.join(", ")) };
+            s.push_str(&format!("  {}{after}: {}\n", p.id, p.summary));
+            for c in phases.preview(p) {
+                s.push_str(&format!("    $ {}\n", redactor.scrub(&c)));
+            }
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::progress::Collect;
+
+    struct Fake {
+        log: Mutex<Vec<String>>,
+        fail: Option<&'static str>,
+    }
+
+    impl Phases for Fake {
+        fn apply(&self, p: &Phase, _cx: &Cx) -> anyhow::Result<Outputs> {
+            self.log.lock().unwrap().push(p.id.to_string());
+            if self.fail == Some(p.id) {
+                anyhow::bail!("boom");
+            }
+            Ok(BTreeMap::from([("v".into(), "1".into())]))
+        }
+        fn preview(&self, p: &Phase) -> Vec<String> {
+            vec![format!("do {}", p.id)]
+        }
+    }
+
+    fn graph() -> Graph {
+        let mk = |id, deps: &[&'static str]| Phase {
+            id,
+            deps: deps.to_vec(),
+            mutating: true,
+            always: false,
+            summary: "",
+            hash: id.to_string(),
+        };
+        Graph {
+            target: crate::spec::Target::Aks,
+            phases: vec![mk("a", &[]), mk("b", &["a"]), mk("c", &["a"]), mk("d", &["b", "c"])],
+        }
+    }
+
+    #[test]
+    fn runs_skips_and_resumes() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = Env { dir: dir.path().into(), redactor: Redactor::new(), reporter: Arc::new(Collect::default()) };
+        let store = Store::open(dir.path(), "d", "aks", Redactor::new()).unwrap();
+        let g = graph();
+        let f = Fake { log: Mutex::new(vec![]), fail: Some("c") };
+        let r = execute(&g, &f, &store, &env);
+        assert!(!r.ok());
+        assert_eq!(r.with(Outcome::NotRun), vec!["d"]);
+        let f2 = Fake { log: Mutex::new(vec![]), fail: None };
+        let r = execute(&g, &f2, &store, &env);
+        assert!(r.ok());
+        assert_eq!(*f2.log.lock().unwrap(), vec!["c", "d"]);
+        let f3 = Fake { log: Mutex::new(vec![]), fail: None };
+        assert!(execute(&g, &f3, &store, &env).ok());
+        assert!(f3.log.lock().unwrap().is_empty());
+        assert!(dry_run(&g, &f3, &Redactor::new()).contains("step 2: b ∥ c"));
+    }
+}
