@@ -1,10 +1,22 @@
-//! Targets `aks` and `kubernetes`: terraform, docker, az, helm and kubectl.
+//! Targets `aks` and `kubernetes`: terraform, docker, az, helm and kubectl. Each module carries
+//! out a family of phases: [`infra`] (preflight, infra, credentials), [`image`] (image-build,
+//! image-push), [`cluster`] (crds, operator, secrets, mounts, cluster, ready, jobs) with
+//! [`secrets`] resolving secret values; this file routes phases and commands to them.
 
-use anyhow::{Result, bail};
+pub mod cluster;
+pub mod image;
+pub mod infra;
+pub mod secrets;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
 
 use super::{DestroyOptions, Session, TargetOps};
 use crate::plan::Phase;
 use crate::run::exec::{Cx, Outputs, Phases};
+use crate::run::proc::Cmd;
+use crate::spec::Target;
 
 pub struct Kube<'a> {
     pub s: &'a Session,
@@ -14,37 +26,104 @@ impl<'a> Kube<'a> {
     pub fn new(s: &'a Session) -> Result<Self> {
         Ok(Self { s })
     }
+
+    pub fn aks(&self) -> bool {
+        self.s.d.target == Target::Aks
+    }
+
+    /// The kubeconfig the deployment uses: its own file (written by `credentials`) on AKS;
+    /// on target kubernetes the user's (`KUBECONFIG` or ~/.kube/config) with the spec's context.
+    pub fn kubeconfig(&self) -> Option<PathBuf> {
+        self.aks().then(|| self.s.dir.join("kubeconfig"))
+    }
+
+    fn context(&self) -> Option<&str> {
+        self.s.d.kubernetes.as_ref().and_then(|k| k.context.as_deref())
+    }
+
+    /// `kubectl` with the deployment's kubeconfig and context.
+    pub fn kubectl(&self) -> Cmd {
+        let mut c = Cmd::new("kubectl");
+        if let Some(k) = self.kubeconfig() {
+            c = c.arg("--kubeconfig").arg(k.to_string_lossy());
+        }
+        if let Some(ctx) = self.context() {
+            c = c.arg("--context").arg(ctx);
+        }
+        c
+    }
+
+    /// `helm` with the deployment's kubeconfig and context.
+    pub fn helm(&self) -> Cmd {
+        let mut c = Cmd::new("helm");
+        if let Some(k) = self.kubeconfig() {
+            c = c.arg("--kubeconfig").arg(k.to_string_lossy());
+        }
+        if let Some(ctx) = self.context() {
+            c = c.arg("--kube-context").arg(ctx);
+        }
+        c
+    }
 }
 
 impl Phases for Kube<'_> {
-    fn apply(&self, phase: &Phase, _cx: &Cx) -> Result<Outputs> {
-        bail!("phase {} is not available for target {}", phase.id, self.s.d.target.as_str())
+    fn probe(&self, p: &Phase, cx: &Cx) -> Result<Option<Outputs>> {
+        match p.id {
+            "preflight" | "infra" | "credentials" => infra::probe(self, p, cx),
+            "image-build" | "image-push" => image::probe(self, p, cx),
+            _ => cluster::probe(self, p, cx),
+        }
     }
-    fn preview(&self, _phase: &Phase) -> Vec<String> {
-        vec![]
+
+    fn apply(&self, p: &Phase, cx: &Cx) -> Result<Outputs> {
+        match p.id {
+            "preflight" | "infra" | "credentials" => infra::apply(self, p, cx),
+            "image-build" | "image-push" => image::apply(self, p, cx),
+            _ => cluster::apply(self, p, cx),
+        }
+    }
+
+    fn preview(&self, p: &Phase) -> Vec<String> {
+        match p.id {
+            "preflight" | "infra" | "credentials" => infra::preview(self, p),
+            "image-build" | "image-push" => image::preview(self, p),
+            _ => cluster::preview(self, p),
+        }
     }
 }
 
 impl TargetOps for Kube<'_> {
-    fn destroy(&self, _s: &Session, _o: &DestroyOptions) -> Result<()> {
-        bail!("destroy is not available for this target")
+    fn destroy(&self, s: &Session, o: &DestroyOptions) -> Result<()> {
+        cluster::destroy(self, o)?;
+        if self.aks() && !o.keep_infra {
+            infra::destroy(self, o)?;
+        }
+        let _ = s;
+        Ok(())
     }
     fn status(&self, _s: &Session) -> Result<(String, serde_json::Value)> {
-        bail!("status is not available for this target")
+        let (t1, j1) = infra::status(self)?;
+        let (t2, j2) = cluster::status(self)?;
+        Ok((format!("{t1}{t2}"), serde_json::json!({"infra": j1, "cluster": j2})))
     }
-    fn job_submit(&self, _s: &Session, _n: &str, _f: bool) -> Result<u8> {
-        bail!("job submit is not available for this target")
+    fn job_submit(&self, _s: &Session, name: &str, follow: bool) -> Result<u8> {
+        cluster::job_submit(self, name, follow)
     }
-    fn job_logs(&self, _s: &Session, _n: &str) -> Result<u8> {
-        bail!("job logs is not available for this target")
+    fn job_logs(&self, _s: &Session, name: &str) -> Result<u8> {
+        cluster::job_logs(self, name)
     }
     fn job_list(&self, _s: &Session) -> Result<(String, serde_json::Value)> {
-        bail!("job list is not available for this target")
+        cluster::job_list(self)
     }
-    fn job_delete(&self, _s: &Session, _n: &str) -> Result<()> {
-        bail!("job delete is not available for this target")
+    fn job_delete(&self, _s: &Session, name: &str) -> Result<()> {
+        cluster::job_delete(self, name)
     }
     fn dashboard(&self, _s: &Session) -> Result<()> {
-        bail!("dashboard is not available for this target")
+        cluster::dashboard(self)
     }
+}
+
+/// For phases a module does not handle (a routing bug).
+pub(crate) fn unknown(p: &Phase) -> anyhow::Error {
+    anyhow::anyhow!("no handler for phase {}", p.id)
 }
