@@ -251,6 +251,13 @@ impl Runner {
     }
 
     fn run_once(&self, cmd: &Cmd) -> Result<Output, CmdError> {
+        let mut cmd = std::borrow::Cow::Borrowed(cmd);
+        if let Some(cap) = timeout_cap()
+            && cap < cmd.timeout
+        {
+            cmd.to_mut().timeout = cap;
+        }
+        let cmd = cmd.as_ref();
         let shown = self.redactor.scrub(&cmd.display());
         self.log_line("$", &shown);
         self.reporter.event(Event::Command { phase: self.phase.clone(), command: shown.clone() });
@@ -359,6 +366,12 @@ impl Runner {
             String::from_utf8_lossy(&all).into_owned()
         })
     }
+}
+
+/// `RAYDEPLOY_COMMAND_TIMEOUT` (seconds, fractions allowed) caps the timeout of every command:
+/// a run that must not hang longer than that, whatever the phase.
+pub fn timeout_cap() -> Option<Duration> {
+    std::env::var("RAYDEPLOY_COMMAND_TIMEOUT").ok()?.parse::<f64>().ok().filter(|s| *s > 0.0).map(Duration::from_secs_f64)
 }
 
 fn exit_code(status: &std::process::ExitStatus) -> i32 {
