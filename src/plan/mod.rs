@@ -170,14 +170,14 @@ fn kube_graph(d: &Deployment, r: &Rendered) -> Vec<Phase> {
         &[kube_root],
         true,
         "resolve secret values and kubectl apply them from stdin",
-        Inputs::new().files(r, "manifests/secrets/").value("secrets", &d.secrets),
+        Inputs::new().files(r, "manifests/secrets").value("secrets", &d.secrets),
     ));
     v.push(phase(
         "mounts",
         &[kube_root],
         true,
         "kubectl apply of storage volumes and claims",
-        Inputs::new().files(r, "manifests/mounts/"),
+        Inputs::new().files(r, "manifests/mounts"),
     ));
     v.push(phase(
         "cluster",
