@@ -31,6 +31,9 @@ pub struct Cmd {
     pub backoff: Duration,
     /// Stream stdout to the reporter (stderr is always streamed; both always go to the log).
     pub echo: bool,
+    /// Stdout is a secret value: neither logged nor streamed (only returned to the caller, who
+    /// registers it with the redactor).
+    pub secret_stdout: bool,
     /// Exit codes that count as success.
     pub ok_codes: Vec<i32>,
 }
@@ -57,6 +60,7 @@ impl Cmd {
             attempts: 1,
             backoff: Duration::from_millis(500),
             echo: true,
+            secret_stdout: false,
             ok_codes: vec![0],
         }
     }
@@ -109,6 +113,14 @@ impl Cmd {
     /// Keeps stdout off the terminal (it is still logged): for machine-readable output.
     pub fn quiet(mut self) -> Self {
         self.echo = false;
+        self
+    }
+
+    /// Marks stdout as a secret value (e.g. `az keyvault secret show`): it is returned but never
+    /// logged or shown, since it cannot be registered with the redactor before it is read.
+    pub fn secret_output(mut self) -> Self {
+        self.echo = false;
+        self.secret_stdout = true;
         self
     }
 
@@ -290,8 +302,8 @@ impl Runner {
             }
             Err(e) => return Err(io_err(e)),
         };
-        let out_t = self.pump(out_r, Stream::Stdout, cmd.echo);
-        let err_t = self.pump(err_r, Stream::Stderr, true);
+        let out_t = self.pump(out_r, Stream::Stdout, cmd.echo, !cmd.secret_stdout);
+        let err_t = self.pump(err_r, Stream::Stderr, true, true);
 
         let started = Instant::now();
         let mut stopped: Option<CmdError> = None;
@@ -345,9 +357,9 @@ impl Runner {
         }
     }
 
-    /// Reads one stream to its end: each line scrubbed, logged and (optionally) reported; returns
+    /// Reads one stream to its end: each line scrubbed, (optionally) logged and reported; returns
     /// everything read, unscrubbed, for the caller to parse.
-    fn pump(&self, r: os_pipe::PipeReader, stream: Stream, echo: bool) -> std::thread::JoinHandle<String> {
+    fn pump(&self, r: os_pipe::PipeReader, stream: Stream, echo: bool, log: bool) -> std::thread::JoinHandle<String> {
         let me = self.clone();
         std::thread::spawn(move || {
             let mut all = Vec::new();
@@ -357,7 +369,9 @@ impl Runner {
                 all.extend_from_slice(&buf);
                 let line = String::from_utf8_lossy(&buf);
                 let line = me.redactor.scrub(line.trim_end_matches(['\n', '\r']));
-                me.log_line(if stream == Stream::Stdout { ">" } else { "!" }, &line);
+                if log {
+                    me.log_line(if stream == Stream::Stdout { ">" } else { "!" }, &line);
+                }
                 if echo {
                     me.reporter.event(Event::Line { phase: me.phase.clone(), stream, line });
                 }
@@ -371,7 +385,12 @@ impl Runner {
 /// `RAYDEPLOY_COMMAND_TIMEOUT` (seconds, fractions allowed) caps the timeout of every command:
 /// a run that must not hang longer than that, whatever the phase.
 pub fn timeout_cap() -> Option<Duration> {
-    std::env::var("RAYDEPLOY_COMMAND_TIMEOUT").ok()?.parse::<f64>().ok().filter(|s| *s > 0.0).map(Duration::from_secs_f64)
+    std::env::var("RAYDEPLOY_COMMAND_TIMEOUT")
+        .ok()?
+        .parse::<f64>()
+        .ok()
+        .filter(|s| *s > 0.0)
+        .map(Duration::from_secs_f64)
 }
 
 fn exit_code(status: &std::process::ExitStatus) -> i32 {
@@ -412,6 +431,16 @@ mod tests {
         assert!(log.contains("! err ***"), "{log}");
         let events = format!("{:?}", c.events.lock().unwrap());
         assert!(!events.contains("s3cr3t-value"));
+    }
+
+    #[test]
+    fn secret_output_is_returned_but_never_logged() {
+        let (r, c, dir) = runner();
+        let o = r.run(&Cmd::new("sh").args(["-c", "echo kv-value-$((100 + 23))"]).secret_output()).unwrap();
+        assert_eq!(o.stdout, "kv-value-123\n");
+        let log = std::fs::read_to_string(dir.path().join("t.log")).unwrap();
+        assert!(!log.contains("kv-value-123"), "{log}");
+        assert!(!format!("{:?}", c.events.lock().unwrap()).contains("kv-value-123"));
     }
 
     #[test]
