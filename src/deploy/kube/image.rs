@@ -1,19 +1,489 @@
-//! Phases image-build and image-push: docker build of the CPU (and GPU) image, push, digest.
+//! Phases image-build and image-push: `docker build` of the CPU (and GPU) image, `docker push`
+//! to the registry, and the pushed manifest's digest, which pins the image in the ray-cluster
+//! release.
+//!
+//! The tag is `<base tag>[-gpu]-<content hash>`: the same tag always means the same content. So
+//! both phases ask the world before doing anything, which also holds from a fresh checkout with
+//! no state: image-push is skipped when every tag is already in the registry (its outputs are the
+//! registry's digests); image-build is skipped when the local engine already has every tag, or
+//! when the registry has them.
+//!
+//! How the registry is read: `docker manifest inspect --verbose <ref>` (part of the docker CLI
+//! since 20.10, Debian's `docker.io` included; no pull, no buildx). It runs with `--insecure` for
+//! loopback registries (`localhost`, `127.0.0.0/8`, `::1`), the set the engine itself treats as
+//! insecure by default: without it the CLI only tries HTTPS and reports every tag missing. The
+//! digest is the manifest descriptor's; a tag holding a multi-platform index (pushed by some
+//! other tool) counts as absent, so the image is built and pushed again to learn its digest.
+//! That read is retried with backoff; a missing tag is an answer, not retried.
+//!
+//! Builds: when `docker buildx` is installed, `docker build` is BuildKit's (`--load` so the image
+//! lands in the engine, `--provenance=false` so the engine pushes one manifest, not an index);
+//! without it (Debian's `docker.io` ships no buildx) the build runs with `DOCKER_BUILDKIT=0`, the
+//! classic builder. Every docker command inherits `DOCKER_HOST` from the environment.
+//!
+//! The generated Dockerfile copies only the job folders from the spec's folder, so the build
+//! context is a staged copy of just those folders (under the deployment's state folder): the
+//! engine is not sent the rest of the spec folder, and not the state folder whose logs grow while
+//! the build runs. A user Dockerfile (`image.dockerfile`) gets the spec's folder as its context.
+//!
+//! Retries: builds are not retried (a failed build is a real failure). `docker push` is retried
+//! (3 attempts): a push is idempotent by content — layers are stored by digest, and the manifest
+//! written under the tag is the same bytes on every attempt — so repeating a push that broke
+//! midway cannot leave anything different from one clean push.
 
-use anyhow::Result;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
 
-use super::{Kube, unknown};
+use anyhow::{Context, Result, anyhow, bail};
+
+use super::Kube;
+use crate::model::ImageRef;
 use crate::plan::Phase;
 use crate::run::exec::{Cx, Outputs};
+use crate::run::proc::{Cmd, CmdError, Runner};
 
-pub fn probe(_k: &Kube, _p: &Phase, cx: &Cx) -> Result<Option<Outputs>> {
-    Ok(cx.unchanged())
+const BUILD_TIMEOUT: Duration = Duration::from_secs(3600);
+const PUSH_TIMEOUT: Duration = Duration::from_secs(1800);
+const READ_TIMEOUT: Duration = Duration::from_secs(120);
+/// Attempts for registry reads and pushes.
+const ATTEMPTS: u32 = 3;
+
+/// One image of the deployment.
+struct Image<'a> {
+    /// `cpu` or `gpu`: the output key prefix.
+    kind: &'static str,
+    r: &'a ImageRef,
+    /// `--build-arg BASE_TAG=…` for the GPU variant.
+    base_tag: Option<&'a str>,
 }
 
-pub fn apply(_k: &Kube, p: &Phase, _cx: &Cx) -> Result<Outputs> {
-    Err(unknown(p))
+impl Image<'_> {
+    fn local_ref(&self) -> String {
+        self.r.reference()
+    }
 }
 
-pub fn preview(_k: &Kube, _p: &Phase) -> Vec<String> {
-    vec![]
+fn images<'a>(k: &'a Kube) -> Result<Vec<Image<'a>>> {
+    let img = &k.s.d.image;
+    let cpu = img.cpu.as_ref().ok_or_else(|| anyhow!("deployment `{}` has no image repository", k.s.d.name))?;
+    let mut v = vec![Image { kind: "cpu", r: cpu, base_tag: None }];
+    if let Some(gpu) = &img.gpu {
+        v.push(Image { kind: "gpu", r: gpu, base_tag: Some(&img.base_tag_gpu) });
+    }
+    Ok(v)
+}
+
+/// `docker` with CLI hints off (they would only add noise to the logs).
+fn docker() -> Cmd {
+    Cmd::new("docker").env("DOCKER_CLI_HINTS", "false")
+}
+
+/// The registry host of a repository (`docker.io` when it names none, as docker reads it).
+pub fn registry_host(repository: &str) -> &str {
+    match repository.split_once('/') {
+        Some((first, _)) if first.contains(['.', ':']) || first == "localhost" => first,
+        _ => "docker.io",
+    }
+}
+
+/// The repository path without its registry host.
+fn repository_path(repository: &str) -> &str {
+    match repository.split_once('/') {
+        Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => rest,
+        _ => repository,
+    }
+}
+
+/// A registry the engine talks to over plain HTTP by default: loopback addresses.
+fn loopback(host: &str) -> bool {
+    let h = host.strip_prefix('[').and_then(|h| h.split_once(']')).map(|(h, _)| h).unwrap_or_else(|| {
+        // `host:port`; a bare IPv6 address has several colons and no port.
+        if host.matches(':').count() == 1 { host.split_once(':').map_or(host, |(h, _)| h) } else { host }
+    });
+    h == "localhost" || h == "::1" || h.parse::<std::net::Ipv4Addr>().is_ok_and(|a| a.is_loopback())
+}
+
+/// Where images are pushed: the spec's registry on target kubernetes; on AKS the registry the
+/// infra phase reports (the login server of the ACR Terraform manages), when it is known.
+fn push_registry(k: &Kube, cx: &Cx) -> Option<String> {
+    if k.aks() {
+        cx.output("infra", "acr_login_server").or_else(|| k.s.d.azure.as_ref().map(|a| a.acr_login_server.clone()))
+    } else {
+        k.s.d.image.repository.as_deref().map(|r| registry_host(r).to_string())
+    }
+}
+
+/// The reference pushed for `img` when the registry is `registry`.
+fn target_ref(img: &Image, registry: &str) -> String {
+    if registry_host(&img.r.repository) == registry {
+        img.local_ref()
+    } else {
+        format!("{registry}/{}:{}", repository_path(&img.r.repository), img.r.tag)
+    }
+}
+
+/// The ACR name to log in to on AKS.
+fn acr_name(k: &Kube, cx: &Cx) -> Option<String> {
+    cx.output("infra", "acr_name").or_else(|| k.s.d.azure.as_ref().map(|a| a.acr_name.clone()))
+}
+
+/// `az acr login`, which hands the engine a token for the deployment's ACR (AKS only).
+fn acr_login(k: &Kube, cx: &Cx) -> Result<()> {
+    if !k.aks() {
+        return Ok(());
+    }
+    let name = acr_name(k, cx).ok_or_else(|| anyhow!("the registry name is unknown (no infra output acr_name)"))?;
+    cx.runner
+        .run(&Cmd::new("az").args(["acr", "login", "--name", &name]).timeout(READ_TIMEOUT).idempotent(ATTEMPTS))?;
+    Ok(())
+}
+
+/// Whether the local engine has `reference`.
+fn local_has(runner: &Runner, reference: &str) -> Result<bool> {
+    let cmd = docker()
+        .args(["image", "inspect", "--format", "{{.Id}}", reference])
+        .timeout(READ_TIMEOUT)
+        .quiet()
+        .ok_codes(&[0, 1]);
+    let out = runner.run(&cmd)?;
+    if out.code == 0 {
+        return Ok(true);
+    }
+    let err = out.stderr.to_lowercase();
+    if err.contains("no such image") || err.contains("no such object") {
+        Ok(false)
+    } else {
+        bail!("`{}` exited with code 1: {}", cmd.display(), out.stderr.trim())
+    }
+}
+
+/// The digest of `reference` in its registry, or `None` when the tag is not there. Retried with
+/// backoff on anything but a clear answer.
+fn registry_digest(runner: &Runner, reference: &str) -> Result<Option<String>> {
+    let mut cmd = docker().args(["manifest", "inspect", "--verbose"]);
+    let host = registry_host(reference.rsplit_once(':').map_or(reference, |(r, _)| r));
+    if loopback(host) {
+        cmd = cmd.arg("--insecure");
+    }
+    let cmd = cmd.arg(reference).timeout(READ_TIMEOUT).quiet().ok_codes(&[0, 1]);
+    let mut wait = Duration::from_millis(500);
+    let mut attempt = 1;
+    loop {
+        let out = runner.run(&cmd)?;
+        if out.code == 0 {
+            return Ok(manifest_digest(&out.stdout));
+        }
+        let err = out.stderr.to_lowercase();
+        if ["no such manifest", "manifest unknown", "name unknown", "not found"].iter().any(|m| err.contains(m)) {
+            return Ok(None);
+        }
+        if attempt >= ATTEMPTS || crate::run::signals::interrupted() {
+            bail!(
+                "`{}` exited with code {} after {attempt} attempts: {}",
+                runner.redactor.scrub(&cmd.display()),
+                out.code,
+                runner.redactor.scrub(out.stderr.trim())
+            );
+        }
+        runner.info(&format!("registry read failed; retrying in {:.1}s", wait.as_secs_f64()));
+        std::thread::sleep(wait);
+        wait *= 2;
+        attempt += 1;
+    }
+}
+
+/// The manifest digest in `docker manifest inspect --verbose` output: one object for an image
+/// manifest; an array (a multi-platform index, whose own digest it does not show) gives none.
+fn manifest_digest(stdout: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(stdout).ok()?;
+    let d = v.get("Descriptor")?.get("digest")?.as_str()?;
+    d.starts_with("sha256:").then(|| d.to_string())
+}
+
+/// The digest `docker push` reports for `tag`: `<tag>: digest: sha256:… size: …`.
+fn push_digest(stdout: &str, tag: &str) -> Option<String> {
+    stdout.lines().find_map(|l| {
+        let rest = l.trim().strip_prefix(tag)?.strip_prefix(": digest: ")?;
+        let d = rest.split_whitespace().next()?;
+        d.starts_with("sha256:").then(|| d.to_string())
+    })
+}
+
+fn build_outputs(imgs: &[Image]) -> Outputs {
+    imgs.iter().map(|i| (format!("{}_ref", i.kind), i.local_ref())).collect()
+}
+
+pub fn probe(k: &Kube, p: &Phase, cx: &Cx) -> Result<Option<Outputs>> {
+    let imgs = images(k)?;
+    match p.id {
+        "image-build" => {
+            let mut all_local = true;
+            for i in &imgs {
+                if !local_has(&cx.runner, &i.local_ref())? {
+                    all_local = false;
+                    break;
+                }
+            }
+            if all_local {
+                cx.runner.info("the local engine already has every image tag: nothing to build");
+                return Ok(Some(build_outputs(&imgs)));
+            }
+            // On AKS the registry is known once infra has reported it; until then, build.
+            let known = !k.aks() || cx.output("infra", "acr_login_server").is_some();
+            if known && let Some(registry) = push_registry(k, cx) {
+                acr_login(k, cx)?;
+                for i in &imgs {
+                    if registry_digest(&cx.runner, &target_ref(i, &registry))?.is_none() {
+                        return Ok(None);
+                    }
+                }
+                cx.runner.info(&format!("every image tag is already in {registry}: nothing to build"));
+                return Ok(Some(build_outputs(&imgs)));
+            }
+            Ok(None)
+        }
+        "image-push" => {
+            let registry = push_registry(k, cx).ok_or_else(|| anyhow!("the registry is unknown"))?;
+            acr_login(k, cx)?;
+            let mut out = Outputs::new();
+            for i in &imgs {
+                let target = target_ref(i, &registry);
+                match registry_digest(&cx.runner, &target)? {
+                    Some(d) => {
+                        out.insert(format!("{}_image", i.kind), format!("{target}@{d}"));
+                    }
+                    None => return Ok(None),
+                }
+            }
+            cx.runner.info(&format!("every image tag is already in {registry}: nothing to push"));
+            out.insert("registry".into(), registry);
+            Ok(Some(out))
+        }
+        _ => Err(super::unknown(p)),
+    }
+}
+
+pub fn apply(k: &Kube, p: &Phase, cx: &Cx) -> Result<Outputs> {
+    let imgs = images(k)?;
+    match p.id {
+        "image-build" => {
+            let builder = Builder::detect(&cx.runner)?;
+            for i in &imgs {
+                if local_has(&cx.runner, &i.local_ref())? {
+                    cx.runner.info(&format!("{} is already in the local engine: not rebuilt", i.local_ref()));
+                    continue;
+                }
+                builder.build(k, cx, i)?;
+            }
+            Ok(build_outputs(&imgs))
+        }
+        "image-push" => push(k, cx, &imgs),
+        _ => Err(super::unknown(p)),
+    }
+}
+
+fn push(k: &Kube, cx: &Cx, imgs: &[Image]) -> Result<Outputs> {
+    let registry = push_registry(k, cx).ok_or_else(|| anyhow!("the registry is unknown"))?;
+    acr_login(k, cx)?;
+    let mut out = Outputs::new();
+    let mut builder = None;
+    for i in imgs {
+        let local = i.local_ref();
+        let target = target_ref(i, &registry);
+        if let Some(d) = registry_digest(&cx.runner, &target)? {
+            cx.runner.info(&format!("{target} is already in the registry: not pushed again"));
+            out.insert(format!("{}_image", i.kind), format!("{target}@{d}"));
+            continue;
+        }
+        if !local_has(&cx.runner, &local)? {
+            // image-build skipped it because the registry had it; since then the tag is gone.
+            cx.runner.info(&format!("{local} is neither in the registry nor in the local engine: building it"));
+            if builder.is_none() {
+                builder = Some(Builder::detect(&cx.runner)?);
+            }
+            builder.as_ref().expect("builder").build(k, cx, i)?;
+        }
+        if target != local {
+            cx.runner.info(&format!(
+                "the registry is {registry} (reported by infra), not {}: tagging {target}",
+                registry_host(&i.r.repository)
+            ));
+            cx.runner.run(&docker().args(["tag", &local, &target]).timeout(READ_TIMEOUT))?;
+        }
+        let o = cx.runner.run(&docker().args(["push", &target]).timeout(PUSH_TIMEOUT).idempotent(ATTEMPTS))?;
+        let digest = match push_digest(&o.stdout, &i.r.tag) {
+            Some(d) => d,
+            None => registry_digest(&cx.runner, &target)?
+                .ok_or_else(|| anyhow!("`docker push {target}` reported no digest and the registry has no {target}"))?,
+        };
+        out.insert(format!("{}_image", i.kind), format!("{target}@{digest}"));
+    }
+    out.insert("registry".into(), registry);
+    Ok(out)
+}
+
+/// How `docker build` runs on this machine.
+struct Builder {
+    buildkit: bool,
+}
+
+impl Builder {
+    /// BuildKit when `docker buildx` answers, else the classic builder.
+    fn detect(runner: &Runner) -> Result<Self> {
+        let cmd = docker().args(["buildx", "version"]).timeout(READ_TIMEOUT).quiet();
+        match runner.run(&cmd) {
+            Ok(_) => Ok(Self { buildkit: true }),
+            Err(CmdError::Failed { .. }) => {
+                runner.info("docker buildx is not installed: building with the classic builder (DOCKER_BUILDKIT=0)");
+                Ok(Self { buildkit: false })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn command(&self, k: &Kube, i: &Image, context: &Path) -> Cmd {
+        let dockerfile = k.s.rendered_dir().join("image").join("Dockerfile");
+        let mut c = docker().arg("build");
+        if self.buildkit {
+            c = c.args(["--load", "--provenance=false"]);
+        } else {
+            c = c.env("DOCKER_BUILDKIT", "0");
+        }
+        c = c.arg("-f").arg(dockerfile.to_string_lossy());
+        if let Some(t) = i.base_tag {
+            c = c.args(["--build-arg", &format!("BASE_TAG={t}")]);
+        }
+        c.args(["-t", &i.local_ref()]).arg(context.to_string_lossy()).timeout(BUILD_TIMEOUT)
+    }
+
+    fn build(&self, k: &Kube, cx: &Cx, i: &Image) -> Result<()> {
+        k.s.write_rendered()?;
+        let context = build_context(k)?;
+        cx.runner.run(&self.command(k, i, &context))?;
+        Ok(())
+    }
+}
+
+/// Where the staged build context of the generated Dockerfile lives.
+fn staged_context(k: &Kube) -> PathBuf {
+    k.s.dir.join("build-context")
+}
+
+/// The build context: the spec's folder for a user Dockerfile; else a fresh staged copy of the
+/// job folders, at the same relative paths the generated `COPY` lines name.
+fn build_context(k: &Kube) -> Result<PathBuf> {
+    let d = &k.s.d;
+    if d.image.dockerfile.is_some() {
+        return Ok(d.dir.clone());
+    }
+    let ctx = staged_context(k);
+    if ctx.exists() {
+        std::fs::remove_dir_all(&ctx).with_context(|| format!("removing {}", ctx.display()))?;
+    }
+    std::fs::create_dir_all(&ctx).with_context(|| format!("creating {}", ctx.display()))?;
+    let state_root = d.dir.join(".raydeploy");
+    for (src, _) in &d.image.job_dirs {
+        let rel = relative_inside(src)?;
+        copy_tree(&d.dir.join(&rel), &ctx.join(&rel), &state_root)
+            .with_context(|| format!("staging job folder `{src}` for the image build"))?;
+    }
+    Ok(ctx)
+}
+
+/// `src` as a path inside the spec's folder (the build context), `.` components dropped.
+fn relative_inside(src: &str) -> Result<PathBuf> {
+    let mut out = PathBuf::new();
+    for c in Path::new(src).components() {
+        match c {
+            Component::Normal(p) => out.push(p),
+            Component::CurDir => {}
+            _ => bail!("job folder `{src}` is not inside the spec's folder, which is the image's build context"),
+        }
+    }
+    Ok(out)
+}
+
+/// Copies a folder (files keep their permissions, symlinks stay symlinks), leaving out `skip`.
+fn copy_tree(from: &Path, to: &Path, skip: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let p = e.path();
+        if p == skip {
+            continue;
+        }
+        let dst = to.join(e.file_name());
+        let ty = e.file_type()?;
+        if ty.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&p)?, &dst)?;
+        } else if ty.is_dir() {
+            copy_tree(&p, &dst, skip)?;
+        } else {
+            std::fs::copy(&p, &dst)?;
+        }
+    }
+    Ok(())
+}
+
+pub fn preview(k: &Kube, p: &Phase) -> Vec<String> {
+    let Ok(imgs) = images(k) else { return vec![] };
+    match p.id {
+        "image-build" => {
+            let builder = Builder { buildkit: true };
+            let context = if k.s.d.image.dockerfile.is_some() { k.s.d.dir.clone() } else { staged_context(k) };
+            imgs.iter().map(|i| builder.command(k, i, &context).display()).collect()
+        }
+        "image-push" => {
+            let mut v = vec![];
+            if k.aks() {
+                let name = k.s.d.azure.as_ref().map_or("<acr>", |a| a.acr_name.as_str());
+                v.push(Cmd::new("az").args(["acr", "login", "--name", name]).display());
+            }
+            for i in &imgs {
+                v.push(docker().args(["push", &i.local_ref()]).display());
+            }
+            v
+        }
+        _ => vec![],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_parts() {
+        assert_eq!(registry_host("127.0.0.1:5000/ray/x"), "127.0.0.1:5000");
+        assert_eq!(repository_path("127.0.0.1:5000/ray/x"), "ray/x");
+        assert_eq!(registry_host("acme/ray"), "docker.io");
+        assert_eq!(repository_path("acme/ray"), "acme/ray");
+        assert_eq!(registry_host("localhost/ray"), "localhost");
+        assert_eq!(registry_host("ghcr.io/acme/ray"), "ghcr.io");
+        assert!(loopback("127.0.0.1:5000"));
+        assert!(loopback("localhost:5000"));
+        assert!(loopback("[::1]:5000"));
+        assert!(loopback("::1"));
+        assert!(!loopback("ghcr.io"));
+        assert!(!loopback("10.0.0.1:5000"));
+    }
+
+    #[test]
+    fn digests() {
+        let push = "The push refers to repository [127.0.0.1:5999/t/x]\n\
+                    aa0f1a1f10c5: Pushed\n\
+                    2.52.0-py312-abc: digest: sha256:6d29 size: 943\n";
+        assert_eq!(push_digest(push, "2.52.0-py312-abc").as_deref(), Some("sha256:6d29"));
+        assert_eq!(push_digest(push, "other"), None);
+        let one = r#"{"Ref":"r","Descriptor":{"mediaType":"m","digest":"sha256:ab","size":1}}"#;
+        assert_eq!(manifest_digest(one).as_deref(), Some("sha256:ab"));
+        assert_eq!(manifest_digest(r#"[{"Descriptor":{"digest":"sha256:ab"}}]"#), None);
+    }
+
+    #[test]
+    fn job_folders_stay_inside_the_context() {
+        assert_eq!(relative_inside("./jobs/mnist/").unwrap(), PathBuf::from("jobs/mnist"));
+        assert!(relative_inside("../elsewhere").is_err());
+        assert!(relative_inside("/abs").is_err());
+    }
 }
