@@ -86,6 +86,8 @@ impl Rendered {
                 && !f.starts_with("terraform/.terraform")
                 && !f.ends_with(".terraform.lock.hcl")
                 && !f.ends_with(".tfplan")
+                // Local Terraform state (no remote backend) and its backup and lock.
+                && !f.contains(".tfstate")
         });
         found
     }

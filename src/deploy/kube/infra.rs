@@ -1,29 +1,798 @@
 //! Phases preflight, infra (terraform) and credentials (az aks get-credentials); destroy and
 //! status of the Terraform-managed infrastructure.
+//!
+//! `infra` runs Terraform in the rendered `terraform/` folder (`-chdir`, `TF_IN_AUTOMATION`,
+//! `-input=false`): `init`, `plan -out -detailed-exitcode`, and `apply` of exactly that plan.
+//! A plan without changes (exit 0) means the live infrastructure already matches, which is also
+//! how a fresh checkout (no local state) finds out that nothing needs applying. The outputs
+//! (`terraform output -json`, non-sensitive strings) feed the phases after it: `image-push`
+//! pushes to `acr_login_server`, `credentials` reads `resource_group_name` and `cluster_name`.
 
-use anyhow::Result;
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
 
 use super::{Kube, unknown};
-use crate::deploy::DestroyOptions;
+use crate::deploy::{DestroyOptions, approve};
 use crate::plan::Phase;
 use crate::run::exec::{Cx, Outputs};
+use crate::run::proc::{Cmd, CmdError, Runner};
+use crate::run::state::PhaseStatus;
 
-pub fn probe(_k: &Kube, _p: &Phase, cx: &Cx) -> Result<Option<Outputs>> {
-    Ok(cx.unchanged())
+/// Outputs every later phase relies on (templates/terraform/outputs.tf.tera).
+pub const REQUIRED_OUTPUTS: [&str; 4] = ["acr_login_server", "acr_name", "cluster_name", "resource_group_name"];
+
+/// The saved plan inside the Terraform folder (kept by the renderer's stale-file sweep).
+const PLAN_FILE: &str = "raydeploy.tfplan";
+
+const MIN_TERRAFORM: (u64, u64) = (1, 5);
+const MIN_HELM: (u64, u64) = (3, 8);
+const MIN_KUBECTL: (u64, u64) = (1, 22);
+
+const T_VERSION: Duration = Duration::from_secs(60);
+const T_ACCOUNT: Duration = Duration::from_secs(120);
+const T_INIT: Duration = Duration::from_secs(10 * 60);
+const T_PLAN: Duration = Duration::from_secs(30 * 60);
+const T_APPLY: Duration = Duration::from_secs(60 * 60);
+const T_OUTPUT: Duration = Duration::from_secs(5 * 60);
+const T_CREDENTIALS: Duration = Duration::from_secs(5 * 60);
+/// Terraform waits this long for a state lock another run holds (remote state in CI).
+const LOCK_TIMEOUT: &str = "-lock-timeout=120s";
+
+/// Input hashes whose plan this process saved (probe plans, apply applies that same plan).
+static PLANNED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+
+pub fn probe(k: &Kube, p: &Phase, cx: &Cx) -> Result<Option<Outputs>> {
+    match p.id {
+        "infra" => infra_probe(k, cx),
+        "credentials" => Ok(cx.unchanged().filter(|_| k.kubeconfig().is_some_and(|f| f.is_file()))),
+        _ => Ok(cx.unchanged()),
+    }
 }
 
-pub fn apply(_k: &Kube, p: &Phase, _cx: &Cx) -> Result<Outputs> {
-    Err(unknown(p))
+pub fn apply(k: &Kube, p: &Phase, cx: &Cx) -> Result<Outputs> {
+    match p.id {
+        "preflight" => preflight(k, cx),
+        "infra" => infra_apply(k, cx),
+        "credentials" => credentials(k, cx),
+        _ => Err(unknown(p)),
+    }
 }
 
-pub fn preview(_k: &Kube, _p: &Phase) -> Vec<String> {
-    vec![]
+pub fn preview(k: &Kube, p: &Phase) -> Vec<String> {
+    let tf = Terraform::at(k, None);
+    match p.id {
+        "preflight" => {
+            let mut v = vec![];
+            if k.aks() {
+                v.push(Cmd::new("terraform").args(["version", "-json"]).display());
+                v.push(az(k, None, ["account", "show", "--output", "json"]).display());
+            }
+            v.push(docker_version().display());
+            v.push(helm_version().display());
+            v.push(kubectl_version().display());
+            v.push("check every secret source (environment variables set, files readable)".into());
+            v
+        }
+        "infra" => vec![
+            tf.init().display(),
+            tf.plan().display(),
+            format!("{}   (only when the plan has changes)", tf.apply().display()),
+            tf.output().display(),
+        ],
+        "credentials" => {
+            let (rg, name) = cluster_names(k, None);
+            let path = k.kubeconfig().unwrap_or_default();
+            vec![
+                get_credentials(k, None, &rg, &name, &path).display(),
+                format!("{}   (only for Entra ID clusters)", kubelogin_convert(&path).display()),
+            ]
+        }
+        _ => vec![],
+    }
 }
 
-pub fn destroy(_k: &Kube, _o: &DestroyOptions) -> Result<()> {
-    anyhow::bail!("destroy of infra is not built yet")
+// ---------------------------------------------------------------------------------------------
+// preflight
+
+/// Checks, before anything mutates, that every tool is present with a usable version, that the
+/// Azure account works, and that every secret source resolves; lists every problem at once.
+fn preflight(k: &Kube, cx: &Cx) -> Result<Outputs> {
+    let r = &cx.runner;
+    let mut outputs = Outputs::new();
+    let problems: Vec<String> = std::thread::scope(|scope| {
+        let mut checks = vec![];
+        if k.aks() {
+            checks.push(scope.spawn(|| check_terraform(r)));
+        }
+        checks.push(scope.spawn(|| check_docker(r)));
+        checks.push(scope.spawn(|| check_helm(r)));
+        checks.push(scope.spawn(|| check_kubectl(r)));
+        let account = k.aks().then(|| scope.spawn(|| account(k, r)));
+        let mut problems: Vec<String> = checks.into_iter().flat_map(|h| h.join().expect("check thread")).collect();
+        if let Some(a) = account {
+            match a.join().expect("account thread") {
+                Ok(id) => {
+                    outputs.insert("subscription_id".into(), id);
+                }
+                Err(e) => problems.push(e),
+            }
+        }
+        problems
+    });
+    let mut problems = problems;
+    problems.extend(super::secrets::check_sources(k));
+    if let Some(p) = context_problem(k) {
+        problems.push(p);
+    }
+    if !problems.is_empty() {
+        bail!(
+            "{} problem{} found before changing anything:\n{}",
+            problems.len(),
+            if problems.len() == 1 { "" } else { "s" },
+            problems.iter().map(|p| format!("  - {}", p.replace('\n', "\n    "))).collect::<Vec<_>>().join("\n")
+        );
+    }
+    r.info("tools, account and secret sources are usable");
+    Ok(outputs)
 }
 
-pub fn status(_k: &Kube) -> Result<(String, serde_json::Value)> {
-    Ok((String::new(), serde_json::Value::Null))
+fn not_found(tool: &str, hint: &str) -> String {
+    format!("`{tool}` is not on PATH; {hint}")
+}
+
+fn cmd_problem(tool: &str, e: &CmdError, hint: &str) -> String {
+    match e {
+        CmdError::NotFound { .. } => not_found(tool, hint),
+        e => format!("{tool}: {e}"),
+    }
+}
+
+/// `major.minor` from text such as `v3.14.4+g81c902a` or `1.9.5`.
+pub fn parse_version(text: &str) -> Option<(u64, u64)> {
+    let t = text.trim().trim_start_matches('v');
+    let mut it = t.split(|c: char| !c.is_ascii_digit());
+    let major = it.next()?.parse().ok()?;
+    let minor = it.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+fn check_min(tool: &str, version: &str, min: (u64, u64)) -> Option<String> {
+    match parse_version(version) {
+        Some(v) if v >= min => None,
+        Some(_) => Some(format!("{tool} {version} is too old: {}.{} or newer is needed", min.0, min.1)),
+        None => Some(format!("cannot read the version of {tool} from {version:?}")),
+    }
+}
+
+fn check_terraform(r: &Runner) -> Vec<String> {
+    let hint = "install Terraform 1.5 or newer (https://developer.hashicorp.com/terraform/install)";
+    match r.run(&Cmd::new("terraform").args(["version", "-json"]).timeout(T_VERSION).idempotent(2).quiet()) {
+        Ok(o) => {
+            let v = serde_json::from_str::<serde_json::Value>(&o.stdout)
+                .ok()
+                .and_then(|j| j.get("terraform_version").and_then(|v| v.as_str()).map(str::to_string))
+                .unwrap_or_else(|| o.stdout.trim().to_string());
+            check_min("terraform", &v, MIN_TERRAFORM).into_iter().collect()
+        }
+        Err(e) => vec![cmd_problem("terraform", &e, hint)],
+    }
+}
+
+fn docker_version() -> Cmd {
+    Cmd::new("docker").args(["version", "--format", "{{.Server.Version}}"])
+}
+
+fn check_docker(r: &Runner) -> Vec<String> {
+    let hint = "install Docker (https://docs.docker.com/engine/install/)";
+    match r.run(&docker_version().timeout(T_VERSION).idempotent(2).quiet()) {
+        Ok(o) if !o.stdout.trim().is_empty() => vec![],
+        Ok(_) => vec!["docker: the Docker engine reported no version".into()],
+        Err(CmdError::NotFound { .. }) => vec![not_found("docker", hint)],
+        Err(e) => vec![format!(
+            "docker: cannot reach the Docker engine{} (is dockerd running?): {e}",
+            std::env::var("DOCKER_HOST").map(|h| format!(" at {h}")).unwrap_or_default()
+        )],
+    }
+}
+
+fn helm_version() -> Cmd {
+    Cmd::new("helm").args(["version", "--short"])
+}
+
+fn check_helm(r: &Runner) -> Vec<String> {
+    let hint = "install Helm 3.8 or newer (https://helm.sh/docs/intro/install/)";
+    match r.run(&helm_version().timeout(T_VERSION).idempotent(2).quiet()) {
+        Ok(o) => check_min("helm", o.stdout.trim(), MIN_HELM).into_iter().collect(),
+        Err(e) => vec![cmd_problem("helm", &e, hint)],
+    }
+}
+
+fn kubectl_version() -> Cmd {
+    Cmd::new("kubectl").args(["version", "--client", "--output", "json"])
+}
+
+fn check_kubectl(r: &Runner) -> Vec<String> {
+    let hint = "install kubectl (https://kubernetes.io/docs/tasks/tools/)";
+    match r.run(&kubectl_version().timeout(T_VERSION).idempotent(2).quiet()) {
+        Ok(o) => {
+            let v = serde_json::from_str::<serde_json::Value>(&o.stdout)
+                .ok()
+                .and_then(|j| j.pointer("/clientVersion/gitVersion").and_then(|v| v.as_str()).map(str::to_string))
+                .unwrap_or_else(|| o.stdout.trim().to_string());
+            check_min("kubectl", &v, MIN_KUBECTL).into_iter().collect()
+        }
+        Err(e) => vec![cmd_problem("kubectl", &e, hint)],
+    }
+}
+
+/// The subscription the deployment uses: the spec's `azure.subscriptionId`, else
+/// `ARM_SUBSCRIPTION_ID`, else the Azure CLI's current one.
+fn wanted_subscription(k: &Kube) -> Option<String> {
+    k.s.d
+        .azure
+        .as_ref()
+        .and_then(|a| a.subscription_id.clone())
+        .or_else(|| std::env::var("ARM_SUBSCRIPTION_ID").ok().filter(|s| !s.is_empty()))
+}
+
+/// `az account show` for the wanted subscription: its id, or the problem.
+fn account(k: &Kube, r: &Runner) -> std::result::Result<String, String> {
+    let wanted = wanted_subscription(k);
+    let cmd =
+        az(k, wanted.as_deref(), ["account", "show", "--output", "json"]).timeout(T_ACCOUNT).idempotent(3).quiet();
+    match r.run(&cmd) {
+        Ok(o) => {
+            let id = serde_json::from_str::<serde_json::Value>(&o.stdout)
+                .ok()
+                .and_then(|j| j.get("id").and_then(|v| v.as_str()).map(str::to_string));
+            match id {
+                Some(id) => Ok(id),
+                None => Err("az account show printed no subscription id".into()),
+            }
+        }
+        Err(CmdError::NotFound { .. }) => {
+            Err(not_found("az", "install the Azure CLI (https://learn.microsoft.com/cli/azure/install-azure-cli)"))
+        }
+        Err(e) => Err(format!(
+            "the Azure CLI has no usable account{}: run `az login`{}\n{e}",
+            wanted.as_deref().map(|s| format!(" for subscription {s}")).unwrap_or_default(),
+            if wanted.is_some() { " with access to that subscription" } else { "" }
+        )),
+    }
+}
+
+/// On target kubernetes with a named context: the context must exist in the kubeconfig.
+fn context_problem(k: &Kube) -> Option<String> {
+    if k.aks() {
+        return None;
+    }
+    let ctx = k.s.d.kubernetes.as_ref()?.context.as_deref()?;
+    let files: Vec<PathBuf> = match std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty()) {
+        Some(v) => std::env::split_paths(&v).collect(),
+        None => vec![std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default().join(".kube").join("config")],
+    };
+    let mut names = vec![];
+    for f in &files {
+        if let Ok(text) = std::fs::read_to_string(f)
+            && let Ok(kc) = serde_saphyr::from_str::<KubeConfig>(&text)
+        {
+            names.extend(kc.contexts.into_iter().map(|c| c.name));
+        }
+    }
+    if names.iter().any(|n| n == ctx) {
+        return None;
+    }
+    let shown: Vec<_> = files.iter().map(|f| f.display().to_string()).collect();
+    Some(format!(
+        "kubernetes.context `{ctx}` is not in the kubeconfig ({}); contexts there: {}",
+        shown.join(", "),
+        if names.is_empty() { "none".to_string() } else { names.join(", ") }
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// infra
+
+/// Terraform commands in the deployment's rendered `terraform/` folder.
+struct Terraform {
+    dir: PathBuf,
+    subscription: Option<String>,
+}
+
+impl Terraform {
+    fn at(k: &Kube, subscription: Option<String>) -> Self {
+        Self { dir: k.s.rendered_dir().join("terraform"), subscription }
+    }
+
+    /// Writes the rendered tree and points at it.
+    fn prepared(k: &Kube, subscription: Option<String>) -> Result<Self> {
+        k.s.write_rendered()?;
+        Ok(Self::at(k, subscription))
+    }
+
+    fn cmd(&self, sub: &str) -> Cmd {
+        let mut c = Cmd::new("terraform")
+            .arg(format!("-chdir={}", self.dir.display()))
+            .arg(sub)
+            .env("TF_IN_AUTOMATION", "1")
+            .env("TF_INPUT", "0");
+        if let Some(s) = &self.subscription {
+            c = c.env("ARM_SUBSCRIPTION_ID", s);
+        }
+        c
+    }
+
+    fn init(&self) -> Cmd {
+        self.cmd("init").args(["-input=false", "-no-color"]).timeout(T_INIT).idempotent(3)
+    }
+
+    fn plan(&self) -> Cmd {
+        self.cmd("plan")
+            .args(["-input=false", "-no-color", "-detailed-exitcode", LOCK_TIMEOUT])
+            .arg(format!("-out={PLAN_FILE}"))
+            .timeout(T_PLAN)
+            .idempotent(2)
+            .ok_codes(&[0, 2])
+    }
+
+    /// Applies the saved plan, and only it. Never retried.
+    fn apply(&self) -> Cmd {
+        self.cmd("apply").args(["-input=false", "-no-color", LOCK_TIMEOUT, PLAN_FILE]).timeout(T_APPLY)
+    }
+
+    fn output(&self) -> Cmd {
+        self.cmd("output").args(["-json", "-no-color"]).timeout(T_OUTPUT).idempotent(3).quiet()
+    }
+
+    fn destroy(&self) -> Cmd {
+        self.cmd("destroy").args(["-auto-approve", "-input=false", "-no-color", LOCK_TIMEOUT]).timeout(T_APPLY)
+    }
+
+    fn plan_path(&self) -> PathBuf {
+        self.dir.join(PLAN_FILE)
+    }
+
+    /// A saved plan can hold sensitive values: it lives only between plan and apply.
+    fn drop_plan(&self) {
+        let _ = std::fs::remove_file(self.plan_path());
+    }
+
+    /// `plan`: true when it found changes (and saved them).
+    fn plan_changes(&self, r: &Runner) -> Result<bool> {
+        let o = r.run(&self.plan());
+        match o {
+            Ok(o) if o.code == 2 => Ok(true),
+            Ok(_) => {
+                self.drop_plan();
+                Ok(false)
+            }
+            Err(e) => {
+                self.drop_plan();
+                Err(e.into())
+            }
+        }
+    }
+
+    /// The non-sensitive string outputs.
+    fn outputs(&self, r: &Runner) -> Result<Outputs> {
+        let o = r.run(&self.output())?;
+        parse_outputs(&o.stdout)
+    }
+}
+
+/// Non-sensitive outputs of `terraform output -json` (strings as they are, other values as
+/// compact JSON); sensitive ones are left out.
+pub fn parse_outputs(json: &str) -> Result<Outputs> {
+    let v: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(json).context("terraform output -json printed something that is not a JSON object")?;
+    let mut out = Outputs::new();
+    for (name, o) in v {
+        if o.get("sensitive").and_then(|s| s.as_bool()).unwrap_or(false) {
+            continue;
+        }
+        match o.get("value") {
+            Some(serde_json::Value::String(s)) => out.insert(name, s.clone()),
+            Some(serde_json::Value::Null) | None => continue,
+            Some(other) => out.insert(name, other.to_string()),
+        };
+    }
+    Ok(out)
+}
+
+fn require_outputs(o: Outputs) -> Result<Outputs> {
+    let missing: Vec<_> = REQUIRED_OUTPUTS.iter().filter(|k| !o.contains_key(**k)).collect();
+    if !missing.is_empty() {
+        bail!(
+            "the Terraform state has no output {}; the infrastructure was not created by this deployment's configuration",
+            missing.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", ")
+        );
+    }
+    Ok(o)
+}
+
+fn subscription_of(k: &Kube, cx: &Cx) -> Option<String> {
+    wanted_subscription(k).or_else(|| cx.output("preflight", "subscription_id"))
+}
+
+/// Unchanged since the last completed run: skip. Otherwise ask Terraform: a plan without
+/// changes means the live infrastructure matches (a fresh checkout of a deployed spec), and a
+/// plan with changes is saved for `apply`.
+fn infra_probe(k: &Kube, cx: &Cx) -> Result<Option<Outputs>> {
+    if let Some(o) = cx.unchanged() {
+        return Ok(Some(o));
+    }
+    let tf = Terraform::prepared(k, subscription_of(k, cx))?;
+    cx.runner.run(&tf.init())?;
+    if tf.plan_changes(&cx.runner)? {
+        PLANNED.lock().expect("plan set").insert(cx.hash.clone());
+        return Ok(None);
+    }
+    cx.runner.info("terraform plan: no changes; the infrastructure matches the configuration");
+    Ok(Some(require_outputs(tf.outputs(&cx.runner)?)?))
+}
+
+fn infra_apply(k: &Kube, cx: &Cx) -> Result<Outputs> {
+    let tf = Terraform::prepared(k, subscription_of(k, cx))?;
+    let planned = PLANNED.lock().expect("plan set").remove(&cx.hash) && tf.plan_path().is_file();
+    if !planned {
+        cx.runner.run(&tf.init())?;
+        if !tf.plan_changes(&cx.runner)? {
+            return require_outputs(tf.outputs(&cx.runner)?);
+        }
+    }
+    let applied = cx.runner.run(&tf.apply());
+    tf.drop_plan();
+    applied?;
+    require_outputs(tf.outputs(&cx.runner)?)
+}
+
+// ---------------------------------------------------------------------------------------------
+// credentials
+
+/// `az` with the deployment's subscription.
+fn az<I, S>(_k: &Kube, subscription: Option<&str>, args: I) -> Cmd
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    let mut c = Cmd::new("az").args(args).arg("--only-show-errors");
+    if let Some(s) = subscription {
+        c = c.arg("--subscription").arg(s);
+    }
+    c
+}
+
+/// Resource group and cluster: from the infra outputs when known, else from the model.
+fn cluster_names(k: &Kube, cx: Option<&Cx>) -> (String, String) {
+    let a = k.s.d.azure.as_ref();
+    let model_rg = a.map(|a| a.resource_group.clone()).unwrap_or_default();
+    let model_name = a.map(|a| a.aks_name.clone()).unwrap_or_default();
+    let rg = cx.and_then(|cx| cx.output("infra", "resource_group_name")).unwrap_or(model_rg);
+    let name = cx.and_then(|cx| cx.output("infra", "cluster_name")).unwrap_or(model_name);
+    (rg, name)
+}
+
+fn get_credentials(k: &Kube, subscription: Option<&str>, rg: &str, name: &str, file: &Path) -> Cmd {
+    az(
+        k,
+        subscription,
+        [
+            "aks",
+            "get-credentials",
+            "--resource-group",
+            rg,
+            "--name",
+            name,
+            "--file",
+            &file.to_string_lossy(),
+            "--overwrite-existing",
+        ],
+    )
+    .timeout(T_CREDENTIALS)
+    .idempotent(3)
+}
+
+fn kubelogin_convert(file: &Path) -> Cmd {
+    Cmd::new("kubelogin")
+        .args(["convert-kubeconfig", "-l", "azurecli", "--kubeconfig"])
+        .arg(file.to_string_lossy())
+        .timeout(T_VERSION)
+        .idempotent(2)
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct KubeConfig {
+    clusters: Vec<Named<ClusterEntry>>,
+    contexts: Vec<Named<serde_json::Value>>,
+    users: Vec<Named<UserEntry>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Named<T: Default> {
+    name: String,
+    #[serde(alias = "cluster", alias = "user", alias = "context")]
+    item: T,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ClusterEntry {
+    server: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
+struct UserEntry {
+    exec: Option<ExecEntry>,
+    auth_provider: Option<AuthProvider>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ExecEntry {
+    command: String,
+    args: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct AuthProvider {
+    name: String,
+}
+
+/// A kubeconfig that authenticates through Entra ID in a way non-interactive runs cannot use
+/// (the legacy `azure` auth provider, or kubelogin in another login mode than the Azure CLI's).
+fn needs_kubelogin(kc: &KubeConfig) -> bool {
+    kc.users.iter().any(|u| {
+        u.item.auth_provider.as_ref().is_some_and(|a| a.name == "azure")
+            || u.item.exec.as_ref().is_some_and(|e| {
+                e.command.ends_with("kubelogin")
+                    && !e.args.windows(2).any(|w| matches!(w[0].as_str(), "-l" | "--login") && w[1] == "azurecli")
+                    && !e.args.iter().any(|a| a == "--login=azurecli")
+            })
+    })
+}
+
+fn read_kubeconfig(path: &Path) -> Result<KubeConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_saphyr::from_str::<KubeConfig>(&text)
+        .map_err(|e| anyhow::anyhow!("{} is not a kubeconfig: {e}", path.display()))
+}
+
+/// An empty file only its owner can read (the kubeconfig holds cluster credentials).
+fn create_private(path: &Path) -> Result<()> {
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.flush()?;
+    Ok(())
+}
+
+/// The deployment's own kubeconfig (never the user's ~/.kube/config): fetched into a private
+/// temp file, converted for Entra ID clusters, then renamed into place.
+fn credentials(k: &Kube, cx: &Cx) -> Result<Outputs> {
+    let path = k.kubeconfig().context("credentials is a phase of target aks only")?;
+    let dir = path.parent().expect("kubeconfig has a folder");
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(".kubeconfig.new");
+    create_private(&tmp)?;
+    let (rg, name) = cluster_names(k, Some(cx));
+    let sub = subscription_of(k, cx);
+    let result = (|| -> Result<KubeConfig> {
+        cx.runner.run(&get_credentials(k, sub.as_deref(), &rg, &name, &tmp))?;
+        let kc = read_kubeconfig(&tmp)?;
+        if needs_kubelogin(&kc) {
+            cx.runner.info("the cluster uses Entra ID: converting the kubeconfig to Azure CLI login");
+            match cx.runner.run(&kubelogin_convert(&tmp)) {
+                Err(CmdError::NotFound { .. }) => bail!(
+                    "cluster {name} uses Entra ID authentication and needs `kubelogin` on PATH (install it with `az aks install-cli`)"
+                ),
+                r => {
+                    r?;
+                }
+            }
+            return read_kubeconfig(&tmp);
+        }
+        Ok(kc)
+    })();
+    let kc = match result {
+        Ok(kc) => kc,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    cx.runner.info(&format!("kubeconfig for {name} written to {} (mode 0600)", path.display()));
+    let server = kc.clusters.first().map(|c| c.item.server.clone()).unwrap_or_default();
+    Ok(Outputs::from([
+        ("resource_group".to_string(), rg),
+        ("cluster".to_string(), name),
+        ("server".to_string(), server),
+    ]))
+}
+
+// ---------------------------------------------------------------------------------------------
+// destroy and status
+
+fn side_runner(k: &Kube, name: &str) -> Result<Runner> {
+    Ok(Runner::new(
+        "infra",
+        Some(&k.s.dir.join("logs").join(format!("{name}.log"))),
+        k.s.redactor.clone(),
+        k.s.reporter.clone(),
+    )?)
+}
+
+/// The subscription outside a deploy: the spec's, `ARM_SUBSCRIPTION_ID`, or the Azure CLI's.
+fn subscription_now(k: &Kube, r: &Runner) -> Result<String> {
+    account(k, r).map_err(|e| anyhow::anyhow!(e))
+}
+
+/// `terraform destroy` of everything the deployment's configuration manages; removes the
+/// deployment's kubeconfig and forgets the phases that depended on the infrastructure.
+/// Destroying what is already gone succeeds.
+pub fn destroy(k: &Kube, o: &DestroyOptions) -> Result<()> {
+    let Some(a) = k.s.d.azure.as_ref() else { return Ok(()) };
+    approve(
+        &format!(
+            "Destroy the Azure resources of `{}` (resource group {}, cluster {}, registry {})",
+            k.s.d.name, a.resource_group, a.aks_name, a.acr_name
+        ),
+        o.auto_approve,
+    )?;
+    let r = side_runner(k, "destroy-infra")?;
+    let sub = subscription_now(k, &r)?;
+    let tf = Terraform::prepared(k, Some(sub))?;
+    r.run(&tf.init())?;
+    r.run(&tf.destroy())?;
+    tf.drop_plan();
+    if let Some(kc) = k.kubeconfig() {
+        let _ = std::fs::remove_file(kc);
+    }
+    k.s.store()?.forget(&["preflight", "infra", "image-push", "credentials"])?;
+    r.info("infrastructure destroyed");
+    Ok(())
+}
+
+/// Per-phase state of every phase (from `state.json`) and, on aks, the live Terraform outputs.
+pub fn status(k: &Kube) -> Result<(String, serde_json::Value)> {
+    let store = k.s.store()?;
+    let state = store.snapshot();
+    let mut text = format!("deployment {} (target {})\n", k.s.d.name, k.s.d.target.as_str());
+    let mut phases = serde_json::Map::new();
+    let g = crate::deploy::graph(k.s, &Default::default());
+    let mut ids: Vec<&str> = g.phases.iter().map(|p| p.id).collect();
+    for id in state.phases.keys() {
+        if !ids.contains(&id.as_str()) {
+            ids.push(id);
+        }
+    }
+    for id in ids {
+        let rec = state.phases.get(id);
+        let status = rec.map(|r| status_word(r.status)).unwrap_or("not run");
+        let when = rec.and_then(|r| r.finished_at.or(Some(r.started_at))).unwrap_or(0);
+        text.push_str(&format!("  {id:<12} {status}"));
+        if let Some(e) = rec.and_then(|r| r.error.as_deref()) {
+            text.push_str(&format!(": {}", e.lines().next().unwrap_or("")));
+        }
+        text.push('\n');
+        phases.insert(
+            id.to_string(),
+            serde_json::json!({
+                "status": status,
+                "at": if when == 0 { serde_json::Value::Null } else { when.into() },
+                "error": rec.and_then(|r| r.error.clone()),
+                "outputs": rec.map(|r| r.outputs.clone()).unwrap_or_default(),
+            }),
+        );
+    }
+    let mut json = serde_json::json!({ "phases": phases });
+    if k.aks() {
+        match live_outputs(k) {
+            Ok(o) if o.is_empty() => {
+                text.push_str("infrastructure: none in the Terraform state\n");
+                json["outputs"] = serde_json::json!({});
+            }
+            Ok(o) => {
+                text.push_str("infrastructure (terraform outputs):\n");
+                for (key, v) in &o {
+                    text.push_str(&format!("  {key} = {v}\n"));
+                }
+                json["outputs"] = serde_json::to_value(&o)?;
+            }
+            Err(e) => {
+                let e = k.s.redactor.scrub(&format!("{e:#}"));
+                text.push_str(&format!("infrastructure: unknown ({})\n", e.lines().next().unwrap_or("")));
+                json["outputs_error"] = e.into();
+            }
+        }
+        if let Some(kc) = k.kubeconfig().filter(|p| p.is_file()) {
+            text.push_str(&format!("kubeconfig: {}\n", kc.display()));
+            json["kubeconfig"] = kc.display().to_string().into();
+        }
+    }
+    Ok((text, json))
+}
+
+fn status_word(s: PhaseStatus) -> &'static str {
+    match s {
+        PhaseStatus::Running => "running",
+        PhaseStatus::Completed => "completed",
+        PhaseStatus::Failed => "failed",
+        PhaseStatus::Interrupted => "interrupted",
+    }
+}
+
+/// `terraform output -json` (after `init` when the folder was never initialised).
+fn live_outputs(k: &Kube) -> Result<Outputs> {
+    let r = Runner::new(
+        "status",
+        Some(&k.s.dir.join("logs").join("status.log")),
+        k.s.redactor.clone(),
+        std::sync::Arc::new(crate::run::progress::Collect::default()),
+    )?;
+    let tf = Terraform::prepared(k, wanted_subscription(k))?;
+    if !tf.dir.join(".terraform").exists() {
+        r.run(&tf.init().quiet())?;
+    }
+    tf.outputs(&r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions() {
+        assert_eq!(parse_version("v3.14.4+g81c902a"), Some((3, 14)));
+        assert_eq!(parse_version("1.9.5"), Some((1, 9)));
+        assert_eq!(parse_version("v1.30.1"), Some((1, 30)));
+        assert_eq!(parse_version("nonsense"), None);
+        assert!(check_min("helm", "v3.7.0", MIN_HELM).unwrap().contains("too old"));
+        assert!(check_min("helm", "v3.8.0", MIN_HELM).is_none());
+        assert!(check_min("terraform", "1.10.0", MIN_TERRAFORM).is_none());
+    }
+
+    #[test]
+    fn outputs_skip_sensitive_values() {
+        let o = parse_outputs(
+            r#"{"acr_name":{"sensitive":false,"type":"string","value":"acrx"},
+                "kube":{"sensitive":true,"type":"string","value":"SECRET"},
+                "n":{"sensitive":false,"type":"number","value":3}}"#,
+        )
+        .unwrap();
+        assert_eq!(o.get("acr_name").unwrap(), "acrx");
+        assert_eq!(o.get("n").unwrap(), "3");
+        assert!(!o.contains_key("kube"));
+        assert!(require_outputs(o).unwrap_err().to_string().contains("acr_login_server"));
+    }
+
+    #[test]
+    fn entra_id_kubeconfigs_need_conversion() {
+        let plain = "clusters: [{name: c, cluster: {server: 'https://x:443'}}]\nusers: [{name: u, user: {token: t}}]\n";
+        let kc: KubeConfig = serde_saphyr::from_str(plain).unwrap();
+        assert!(!needs_kubelogin(&kc));
+        assert_eq!(kc.clusters[0].item.server, "https://x:443");
+        let exec = "users: [{name: u, user: {exec: {command: kubelogin, args: [get-token, --login, devicecode]}}}]\n";
+        assert!(needs_kubelogin(&serde_saphyr::from_str(exec).unwrap()));
+        let done = "users: [{name: u, user: {exec: {command: kubelogin, args: [get-token, --login, azurecli]}}}]\n";
+        assert!(!needs_kubelogin(&serde_saphyr::from_str(done).unwrap()));
+        let legacy = "users: [{name: u, user: {auth-provider: {name: azure, config: {}}}}]\n";
+        assert!(needs_kubelogin(&serde_saphyr::from_str(legacy).unwrap()));
+    }
 }
