@@ -45,7 +45,7 @@ const T_CREDENTIALS: Duration = Duration::from_secs(5 * 60);
 /// Terraform waits this long for a state lock another run holds (remote state in CI).
 const LOCK_TIMEOUT: &str = "-lock-timeout=120s";
 
-/// Input hashes whose plan this process saved (probe plans, apply applies that same plan).
+/// Plans this process saved, as `folder:input hash` (probe plans, apply applies that same plan).
 static PLANNED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
 
 pub fn probe(k: &Kube, p: &Phase, cx: &Cx) -> Result<Option<Outputs>> {
@@ -83,7 +83,7 @@ pub fn preview(k: &Kube, p: &Phase) -> Vec<String> {
         "infra" => vec![
             tf.init().display(),
             tf.plan().display(),
-            format!("{}   (only when the plan has changes)", tf.apply().display()),
+            format!("{}   # only when the plan has changes", tf.apply().display()),
             tf.output().display(),
         ],
         "credentials" => {
@@ -91,7 +91,7 @@ pub fn preview(k: &Kube, p: &Phase) -> Vec<String> {
             let path = k.kubeconfig().unwrap_or_default();
             vec![
                 get_credentials(k, None, &rg, &name, &path).display(),
-                format!("{}   (only for Entra ID clusters)", kubelogin_convert(&path).display()),
+                format!("{}   # only for Entra ID clusters", kubelogin_convert(&path).display()),
             ]
         }
         _ => vec![],
@@ -355,6 +355,10 @@ impl Terraform {
         self.cmd("destroy").args(["-auto-approve", "-input=false", "-no-color", LOCK_TIMEOUT]).timeout(T_APPLY)
     }
 
+    fn plan_key(&self, hash: &str) -> String {
+        format!("{}:{hash}", self.dir.display())
+    }
+
     fn plan_path(&self) -> PathBuf {
         self.dir.join(PLAN_FILE)
     }
@@ -431,7 +435,7 @@ fn infra_probe(k: &Kube, cx: &Cx) -> Result<Option<Outputs>> {
     let tf = Terraform::prepared(k, subscription_of(k, cx))?;
     cx.runner.run(&tf.init())?;
     if tf.plan_changes(&cx.runner)? {
-        PLANNED.lock().expect("plan set").insert(cx.hash.clone());
+        PLANNED.lock().expect("plan set").insert(tf.plan_key(&cx.hash));
         return Ok(None);
     }
     cx.runner.info("terraform plan: no changes; the infrastructure matches the configuration");
@@ -440,7 +444,7 @@ fn infra_probe(k: &Kube, cx: &Cx) -> Result<Option<Outputs>> {
 
 fn infra_apply(k: &Kube, cx: &Cx) -> Result<Outputs> {
     let tf = Terraform::prepared(k, subscription_of(k, cx))?;
-    let planned = PLANNED.lock().expect("plan set").remove(&cx.hash) && tf.plan_path().is_file();
+    let planned = PLANNED.lock().expect("plan set").remove(&tf.plan_key(&cx.hash)) && tf.plan_path().is_file();
     if !planned {
         cx.runner.run(&tf.init())?;
         if !tf.plan_changes(&cx.runner)? {

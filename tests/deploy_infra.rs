@@ -1,0 +1,410 @@
+//! Phases preflight, infra and credentials of target aks, run by the real executor over the fake
+//! terraform, az and kubelogin (tests/fakes), with the rest of the graph left out: the call log
+//! and the fakes' emulated Terraform state show what ran, in which order, with which arguments
+//! and environment, and what was skipped from local or live state.
+//!
+//! The phases run in this process (PATH and the fakes' variables are set for the duration of
+//! each test, one test at a time); `--dry-run` runs the binary. docker, helm and kubectl are only
+//! asked for their versions here, by two-line stand-ins. About 5 s.
+
+use std::os::unix::fs::PermissionsExt;
+use std::sync::{Mutex, MutexGuard};
+
+use raydeploy::cli::{SpecArgs, load_model};
+use raydeploy::deploy::kube::Kube;
+use raydeploy::deploy::{DeployOptions, DestroyOptions, Session, kube::infra};
+use raydeploy::run::exec::{self, Outcome, Report};
+use raydeploy::run::progress::Style;
+
+#[path = "support/kube_env.rs"]
+mod kube_env;
+
+use kube_env::KubeEnv;
+
+const SPEC: &str = r#"apiVersion: raydeploy/v1
+kind: RayDeployment
+name: tiny
+target: aks
+azure:
+  location: eastus
+  systemPool: { vmSize: Standard_D2s_v5, count: 1 }
+image:
+  rayVersion: "2.52.0"
+  python: "3.11"
+cluster:
+  namespace: ray
+  head: { vmSize: Standard_D4s_v5, cpu: 1, memory: 4Gi }
+  workerGroups:
+    - { name: cpu, vmSize: Standard_D4s_v5, cpu: 2, memory: 4Gi, replicas: 1 }
+"#;
+
+const PHASES: [&str; 3] = ["preflight", "infra", "credentials"];
+
+/// The process environment is shared: one test at a time sets it.
+static ENV_LOCK: Mutex<()> = Mutex::new(());
+
+/// Sets the sandbox's variables for this process (and unsets ones that would leak in) until
+/// dropped.
+struct EnvGuard {
+    _lock: MutexGuard<'static, ()>,
+    saved: Vec<(String, Option<std::ffi::OsString>)>,
+}
+
+impl EnvGuard {
+    fn new(env: &KubeEnv) -> Self {
+        let lock = ENV_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let mut keys: Vec<String> = env.vars.keys().cloned().collect();
+        for k in
+            ["ARM_SUBSCRIPTION_ID", "KUBECONFIG", "RAYDEPLOY_FAKE_FAULTS", "RAYDEPLOY_COMMAND_TIMEOUT", "DOCKER_HOST"]
+        {
+            keys.push(k.to_string());
+        }
+        keys.extend(std::env::vars().map(|(k, _)| k).filter(|k| k.starts_with("RAYDEPLOY_FAKE_")));
+        keys.sort();
+        keys.dedup();
+        let saved = keys.iter().map(|k| (k.clone(), std::env::var_os(k))).collect();
+        for k in &keys {
+            // SAFETY: every test of this binary holds ENV_LOCK while the environment is changed
+            // or read (by the commands the phases start).
+            unsafe {
+                match env.vars.get(k) {
+                    Some(v) => std::env::set_var(k, v),
+                    None => std::env::remove_var(k),
+                }
+            }
+        }
+        EnvGuard { _lock: lock, saved }
+    }
+}
+
+impl Drop for EnvGuard {
+    fn drop(&mut self) {
+        for (k, v) in &self.saved {
+            // SAFETY: ENV_LOCK is still held.
+            unsafe {
+                match v {
+                    Some(v) => std::env::set_var(k, v),
+                    None => std::env::remove_var(k),
+                }
+            }
+        }
+    }
+}
+
+fn sandbox(spec: &str) -> KubeEnv {
+    let env = KubeEnv::new(spec, &["terraform", "az", "kubelogin"]);
+    env.add_script("docker", r#"[ "$1" = version ] && echo 27.5.1 && exit 0; echo "docker stand-in: $*" >&2; exit 1"#);
+    env.add_script("helm", r#"[ "$1" = version ] && echo v3.16.2+g13654a5 && exit 0; exit 1"#);
+    env.add_script(
+        "kubectl",
+        r#"[ "$1" = version ] && echo '{"clientVersion":{"gitVersion":"v1.31.2"}}' && exit 0; exit 1"#,
+    );
+    env
+}
+
+fn session(env: &KubeEnv) -> Session {
+    let args = SpecArgs { spec: env.spec(), env: None, target: None };
+    let (_, d) = load_model(&args).unwrap_or_else(|r| panic!("spec: {}", r.short()));
+    let rendered = raydeploy::render::render(&d).expect("render");
+    Session::new(d, rendered, Style::Plain)
+}
+
+/// Runs preflight, infra and credentials as a deploy would.
+fn run(env: &KubeEnv) -> Report {
+    let _g = EnvGuard::new(env);
+    let s = session(env);
+    let mut g = raydeploy::deploy::graph(&s, &DeployOptions::default());
+    g.phases.retain(|p| PHASES.contains(&p.id));
+    let k = Kube::new(&s).unwrap();
+    let store = s.store().unwrap();
+    exec::execute(&g, &k, &store, &s.env())
+}
+
+fn outcome(r: &Report, id: &str) -> Outcome {
+    r.phases.iter().find(|p| p.id == id).unwrap_or_else(|| panic!("no phase {id}")).outcome
+}
+
+fn lines(env: &KubeEnv, tool: &str) -> Vec<String> {
+    env.calls().into_iter().filter(|c| c.tool == tool).map(|c| c.line()).collect()
+}
+
+#[test]
+fn first_deploy_plans_applies_that_plan_and_writes_a_private_kubeconfig() {
+    let env = sandbox(SPEC);
+    let r = run(&env);
+    assert!(r.ok(), "{r:?}");
+    let dir = env.state_dir("tiny");
+    let tfdir = dir.join("rendered/terraform");
+    let chdir = format!("-chdir={}", tfdir.display());
+
+    // terraform: init, plan saved with -detailed-exitcode, apply of exactly that plan, outputs.
+    let tf: Vec<_> = env.calls().into_iter().filter(|c| c.tool == "terraform").collect();
+    let subs: Vec<_> = tf.iter().map(|c| c.argv.iter().find(|a| !a.starts_with('-')).cloned().unwrap()).collect();
+    assert_eq!(subs, ["version", "init", "plan", "apply", "output"], "{:#?}", lines(&env, "terraform"));
+    for c in &tf[1..] {
+        assert_eq!(c.argv[0], chdir, "{}", c.line());
+        assert_eq!(c.env.get("TF_IN_AUTOMATION").map(String::as_str), Some("1"), "{}", c.line());
+        assert_eq!(
+            c.env.get("ARM_SUBSCRIPTION_ID").map(String::as_str),
+            Some("11111111-2222-3333-4444-555555555555"),
+            "the subscription az account show reported: {}",
+            c.line()
+        );
+    }
+    assert!(tf[1].has(&["-input=false", "-no-color"]));
+    assert!(tf[2].has(&["-detailed-exitcode", "-out=raydeploy.tfplan", "-input=false"]), "{}", tf[2].line());
+    assert_eq!(tf[2].exit, 2);
+    assert_eq!(tf[3].argv.last().unwrap(), "raydeploy.tfplan", "apply applies the saved plan: {}", tf[3].line());
+    assert!(!tf[3].has(&["-auto-approve"]));
+    assert!(!tfdir.join("raydeploy.tfplan").exists(), "the saved plan is removed after apply");
+    assert_eq!(env.fake_state("terraform")["applies"], 1);
+
+    // preflight ran before anything touched Terraform's state.
+    let all = env.calls();
+    let first_init = all.iter().position(|c| c.tool == "terraform" && c.has(&["init"])).unwrap();
+    let account = all.iter().position(|c| c.tool == "az" && c.has(&["account", "show"])).unwrap();
+    assert!(account < first_init);
+
+    // credentials: the deployment's own kubeconfig, 0600, never ~/.kube/config.
+    let get = env.find("az", &["aks", "get-credentials"]);
+    assert_eq!(get.len(), 1);
+    assert!(get[0].has(&["--resource-group", "rg-tiny", "--name", "aks-tiny", "--overwrite-existing"]));
+    assert!(get[0].has(&["--subscription", "11111111-2222-3333-4444-555555555555"]));
+    let file = get[0].argv[get[0].argv.iter().position(|a| a == "--file").unwrap() + 1].clone();
+    assert!(file.starts_with(&dir.display().to_string()), "{file}");
+    let kc = dir.join("kubeconfig");
+    let mode = std::fs::metadata(&kc).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "kubeconfig mode {mode:o}");
+    assert!(std::fs::read_to_string(&kc).unwrap().contains("server: https://aks-tiny."));
+    assert!(!env.tmp.path().join("home/.kube").exists());
+    assert!(env.find("kubelogin", &[]).is_empty(), "no Entra ID, no conversion");
+
+    // The state: every phase completed; infra's outputs are Terraform's non-sensitive outputs.
+    let st = env.state("tiny");
+    for p in PHASES {
+        assert_eq!(st["phases"][p]["status"], "completed", "{p}");
+    }
+    let outs = &st["phases"]["infra"]["outputs"];
+    assert_eq!(outs["acr_login_server"], "acrtiny.azurecr.io");
+    assert_eq!(outs["cluster_name"], "aks-tiny");
+    assert_eq!(outs["resource_group_name"], "rg-tiny");
+    assert!(outs.get("kube_admin_config_raw").is_none(), "sensitive outputs stay out: {outs}");
+    let text = std::fs::read_to_string(dir.join("state.json")).unwrap();
+    assert!(!text.contains("fake-admin-credential"));
+}
+
+#[test]
+fn unchanged_inputs_skip_and_a_fresh_checkout_asks_terraform_instead_of_applying() {
+    let mut env = sandbox(SPEC);
+    assert!(run(&env).ok());
+
+    // Same checkout, nothing changed: skipped from local state without calling Terraform.
+    env.clear_calls();
+    let r = run(&env);
+    assert!(r.ok(), "{r:?}");
+    assert_eq!(outcome(&r, "infra"), Outcome::Skipped);
+    assert_eq!(outcome(&r, "credentials"), Outcome::Skipped);
+    assert_eq!(lines(&env, "terraform"), ["terraform version -json"]);
+    assert!(env.find("az", &["aks"]).is_empty());
+
+    // A fresh checkout (no .raydeploy): plan -detailed-exitcode says 0, so no apply; the outputs
+    // come from the live state; credentials are fetched again (a read).
+    env.fresh_checkout();
+    env.clear_calls();
+    let r = run(&env);
+    assert!(r.ok(), "{r:?}");
+    assert_eq!(outcome(&r, "infra"), Outcome::Skipped);
+    let plan = env.find("terraform", &["plan"]);
+    assert_eq!(plan.len(), 1);
+    assert_eq!(plan[0].exit, 0);
+    assert!(env.find("terraform", &["apply"]).is_empty(), "{:#?}", lines(&env, "terraform"));
+    assert!(env.calls().iter().all(|c| !c.mutating()));
+    assert_eq!(env.fake_state("terraform")["applies"], 1);
+    assert_eq!(env.state("tiny")["phases"]["infra"]["outputs"]["acr_name"], "acrtiny");
+    assert!(env.state_dir("tiny").join("kubeconfig").is_file());
+    assert!(!env.state_dir("tiny").join("rendered/terraform/raydeploy.tfplan").exists());
+
+    // A changed spec changes the Terraform files: plan finds changes and applies them.
+    env.write_spec(&SPEC.replace("count: 1", "count: 2"));
+    env.clear_calls();
+    let r = run(&env);
+    assert!(r.ok(), "{r:?}");
+    assert_eq!(outcome(&r, "infra"), Outcome::Ran);
+    assert_eq!(env.find("terraform", &["apply"]).len(), 1);
+    assert_eq!(env.fake_state("terraform")["applies"], 2);
+    // The infra outputs did not change, so neither did the credentials' inputs.
+    assert_eq!(outcome(&r, "credentials"), Outcome::Skipped);
+}
+
+#[test]
+fn a_failed_apply_is_resumed_with_a_new_plan_and_nothing_after_it_ran() {
+    let mut env = sandbox(SPEC);
+    env.set("RAYDEPLOY_FAKE_FAULTS", "terraform:apply=fail");
+    let r = run(&env);
+    assert!(!r.ok());
+    assert_eq!(outcome(&r, "infra"), Outcome::Failed);
+    assert_eq!(outcome(&r, "credentials"), Outcome::NotRun);
+    let (_, err) = r.first_error().unwrap();
+    assert!(err.contains("terraform") && err.contains("apply") && err.contains("code 1"), "{err}");
+    assert!(err.contains("injected failure"), "the stderr tail is in the error: {err}");
+    assert_eq!(env.phase_status("tiny", "infra"), "failed");
+    assert!(env.find("az", &["aks"]).is_empty());
+    assert_eq!(env.find("terraform", &["apply"]).len(), 1, "apply is never retried");
+    assert!(!env.state_dir("tiny").join("rendered/terraform/raydeploy.tfplan").exists());
+
+    env.unset("RAYDEPLOY_FAKE_FAULTS");
+    env.clear_calls();
+    let r = run(&env);
+    assert!(r.ok(), "{r:?}");
+    assert_eq!(lines(&env, "terraform").iter().filter(|l| l.contains(" plan ")).count(), 1);
+    assert_eq!(env.find("terraform", &["apply"]).len(), 1);
+    assert_eq!(env.fake_state("terraform")["applies"], 1);
+    assert_eq!(env.find("az", &["aks", "get-credentials"]).len(), 1);
+}
+
+#[test]
+fn an_apply_that_hangs_past_its_timeout_gets_sigint_and_the_run_fails_cleanly() {
+    let mut env = sandbox(SPEC);
+    env.set("RAYDEPLOY_FAKE_FAULTS", "terraform:apply=hang").set("RAYDEPLOY_COMMAND_TIMEOUT", "1");
+    let r = run(&env);
+    assert_eq!(outcome(&r, "infra"), Outcome::Failed);
+    assert!(r.first_error().unwrap().1.contains("timed out"), "{r:?}");
+    let apply = env.find("terraform", &["apply"]);
+    assert_eq!(apply.last().unwrap().exit, "signal 2", "Terraform got SIGINT (releases its lock): {apply:?}");
+    assert_eq!(env.phase_status("tiny", "infra"), "failed");
+    assert_eq!(env.fake_state("terraform").get("applies"), None);
+
+    env.unset("RAYDEPLOY_FAKE_FAULTS");
+    assert!(run(&env).ok());
+    assert_eq!(env.fake_state("terraform")["applies"], 1);
+}
+
+#[test]
+fn preflight_lists_every_problem_at_once_and_nothing_else_runs() {
+    let mut env = sandbox(SPEC);
+    env.remove_tool("helm");
+    env.add_script("kubectl", r#"echo '{"clientVersion":{"gitVersion":"v1.19.0"}}'"#);
+    env.add_script("docker", "echo 'Cannot connect to the Docker daemon at unix:///var/run/docker.sock.' >&2; exit 1");
+    env.set("RAYDEPLOY_FAKE_TERRAFORM_VERSION", "1.4.6").set("RAYDEPLOY_FAKE_AZ_LOGGED_OUT", "1");
+    let r = run(&env);
+    assert_eq!(outcome(&r, "preflight"), Outcome::Failed);
+    assert_eq!(outcome(&r, "infra"), Outcome::NotRun);
+    let err = r.first_error().unwrap().1.to_string();
+    for want in [
+        "5 problems",
+        "terraform 1.4.6 is too old: 1.5 or newer",
+        "`helm` is not on PATH",
+        "kubectl v1.19.0 is too old",
+        "cannot reach the Docker engine",
+        "az login",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+    let tf = lines(&env, "terraform");
+    assert_eq!(tf, ["terraform version -json"], "only the version check ran");
+    assert!(!env.state_dir("tiny").join("rendered").exists());
+}
+
+#[test]
+fn the_spec_subscription_goes_to_terraform_and_az() {
+    let sub = "99999999-8888-7777-6666-555555555555";
+    let spec = SPEC.replace("  location: eastus\n", &format!("  location: eastus\n  subscriptionId: \"{sub}\"\n"));
+    let env = sandbox(&spec);
+    assert!(run(&env).ok());
+    for c in env.find("terraform", &[]).iter().skip(1) {
+        assert_eq!(c.env.get("ARM_SUBSCRIPTION_ID").map(String::as_str), Some(sub), "{}", c.line());
+    }
+    for c in env.find("az", &[]) {
+        assert!(c.has(&["--subscription", sub]), "{}", c.line());
+    }
+}
+
+#[test]
+fn entra_id_clusters_get_a_kubeconfig_converted_for_the_azure_cli() {
+    let mut env = sandbox(SPEC);
+    env.set("RAYDEPLOY_FAKE_AAD", "1");
+    let r = run(&env);
+    assert!(r.ok(), "{r:?}");
+    let conv = env.find("kubelogin", &["convert-kubeconfig", "-l", "azurecli", "--kubeconfig"]);
+    assert_eq!(conv.len(), 1);
+    let kc = std::fs::read_to_string(env.state_dir("tiny").join("kubeconfig")).unwrap();
+    assert!(kc.contains("command: kubelogin") && kc.contains("--login, azurecli"), "{kc}");
+
+    // Without kubelogin the phase says what to install.
+    let mut env = sandbox(SPEC);
+    env.set("RAYDEPLOY_FAKE_AAD", "1");
+    env.remove_tool("kubelogin");
+    let r = run(&env);
+    assert_eq!(outcome(&r, "credentials"), Outcome::Failed);
+    let err = r.first_error().unwrap().1;
+    assert!(err.contains("kubelogin") && err.contains("az aks install-cli"), "{err}");
+    assert!(!env.state_dir("tiny").join("kubeconfig").exists());
+    assert!(!env.state_dir("tiny").join(".kubeconfig.new").exists());
+}
+
+#[test]
+fn destroy_is_confirmed_idempotent_and_forgets_the_infrastructure() {
+    let env = sandbox(SPEC);
+    assert!(run(&env).ok());
+    let _g = EnvGuard::new(&env);
+    let s = session(&env);
+    let k = Kube::new(&s).unwrap();
+
+    // CI is set: no question, and no destruction without --auto-approve.
+    let e = infra::destroy(&k, &DestroyOptions { auto_approve: false, keep_infra: false }).unwrap_err();
+    assert!(e.to_string().contains("--auto-approve"), "{e}");
+    assert!(env.find("terraform", &["destroy"]).is_empty());
+
+    let yes = DestroyOptions { auto_approve: true, keep_infra: false };
+    infra::destroy(&k, &yes).unwrap();
+    let d = env.find("terraform", &["destroy"]);
+    assert_eq!(d.len(), 1);
+    assert!(d[0].has(&["-auto-approve", "-input=false"]));
+    assert!(env.fake_state("terraform")["hash"].is_null());
+    assert!(!env.state_dir("tiny").join("kubeconfig").exists());
+    let st = env.state("tiny");
+    for p in ["infra", "credentials", "image-push"] {
+        assert!(st["phases"].get(p).is_none(), "{p} forgotten: {st}");
+    }
+    // Already gone: success again.
+    infra::destroy(&k, &yes).unwrap();
+    assert_eq!(env.find("terraform", &["destroy"]).len(), 2);
+}
+
+#[test]
+fn status_shows_phases_and_live_outputs() {
+    let env = sandbox(SPEC);
+    assert!(run(&env).ok());
+    env.clear_calls();
+    let _g = EnvGuard::new(&env);
+    let s = session(&env);
+    let k = Kube::new(&s).unwrap();
+    let (text, json) = infra::status(&k).unwrap();
+    assert!(text.contains("infra") && text.contains("completed"), "{text}");
+    assert!(text.contains("acr_login_server = acrtiny.azurecr.io"), "{text}");
+    assert!(text.contains("cluster      not run"), "{text}");
+    assert_eq!(json["phases"]["infra"]["status"], "completed");
+    assert_eq!(json["phases"]["ready"]["status"], "not run");
+    assert_eq!(json["outputs"]["cluster_name"], "aks-tiny");
+    assert!(json["kubeconfig"].as_str().unwrap().ends_with("kubeconfig"));
+    assert!(env.calls().iter().all(|c| !c.mutating()));
+}
+
+#[test]
+fn dry_run_prints_the_terraform_and_credentials_commands_and_runs_nothing() {
+    let env = sandbox(SPEC);
+    let out = env.raydeploy().args(["deploy", "--dry-run"]).assert().success().get_output().stdout.clone();
+    let out = String::from_utf8(out).unwrap();
+    for want in [
+        "step 2: infra ∥ image-build",
+        "$ terraform -chdir=",
+        "plan -input=false -no-color -detailed-exitcode -lock-timeout=120s -out=raydeploy.tfplan",
+        "apply -input=false -no-color -lock-timeout=120s raydeploy.tfplan",
+        "$ az aks get-credentials --resource-group rg-tiny --name aks-tiny --file",
+        "$ az account show",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    assert!(env.calls().is_empty(), "{:?}", env.calls());
+    assert!(!env.spec_dir.join(".raydeploy").exists());
+}

@@ -1,0 +1,261 @@
+//! A sandbox for deploy tests of targets aks and kubernetes: a spec in a temp folder, a `bin`
+//! folder that is the whole PATH (the fakes from tests/fakes, python3 for them, and whichever
+//! real tools or stand-ins a test adds), the fakes' state folder and call log, and a parser for
+//! that log.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// One call a fake recorded.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub tool: String,
+    pub argv: Vec<String>,
+    pub stdin: String,
+    pub env: BTreeMap<String, String>,
+    /// Exit code, or "hang" / "signal N".
+    pub exit: Value,
+    pub t0: f64,
+    pub t1: f64,
+}
+
+impl Call {
+    /// True when every word is an argument.
+    pub fn has(&self, words: &[&str]) -> bool {
+        words.iter().all(|w| self.argv.iter().any(|a| a == w))
+    }
+
+    /// The subcommand words (arguments not starting with `-`, after `-chdir=`).
+    pub fn line(&self) -> String {
+        format!("{} {}", self.tool, self.argv.join(" "))
+    }
+
+    pub fn ok(&self) -> bool {
+        self.exit == Value::from(0)
+    }
+
+    /// A call that changes something outside this machine: what a no-op redeploy must not do.
+    pub fn mutating(&self) -> bool {
+        let a: Vec<&str> = self.argv.iter().map(String::as_str).filter(|a| !a.starts_with('-')).collect();
+        let first = a.first().copied().unwrap_or("");
+        match self.tool.as_str() {
+            "terraform" => matches!(first, "apply" | "destroy" | "import" | "taint"),
+            "helm" => matches!(first, "upgrade" | "install" | "uninstall" | "delete" | "rollback"),
+            "kubectl" => matches!(
+                first,
+                "apply" | "create" | "delete" | "replace" | "patch" | "label" | "annotate" | "scale" | "edit"
+            ),
+            "docker" => matches!(first, "build" | "push" | "buildx") || a.starts_with(&["image", "push"]),
+            _ => false,
+        }
+    }
+}
+
+/// The sandbox.
+pub struct KubeEnv {
+    pub tmp: tempfile::TempDir,
+    /// Folder holding `raydeploy.yaml`.
+    pub spec_dir: PathBuf,
+    pub bin: PathBuf,
+    /// Extra environment of every command.
+    pub vars: BTreeMap<String, String>,
+}
+
+/// The python3 the fakes run with (resolved past shims).
+fn python() -> PathBuf {
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import os, sys; print(os.path.realpath(sys.executable))"])
+        .output()
+        .expect("python3 runs");
+    assert!(out.status.success(), "python3 is needed for the fake tools");
+    PathBuf::from(String::from_utf8(out.stdout).expect("utf-8").trim())
+}
+
+/// The absolute path of a real program on this machine's PATH.
+pub fn which(program: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join(program)).find(|p| p.is_file())
+}
+
+impl KubeEnv {
+    /// A sandbox with `spec` as `raydeploy.yaml` and the fakes `tools` on PATH.
+    pub fn new(spec: &str, tools: &[&str]) -> Self {
+        let tmp = tempfile::Builder::new().prefix("rd-kube").tempdir().expect("tempdir");
+        let spec_dir = tmp.path().join("project");
+        let bin = tmp.path().join("bin");
+        std::fs::create_dir_all(&spec_dir).unwrap();
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::create_dir_all(tmp.path().join("fake-state")).unwrap();
+        std::fs::write(spec_dir.join("raydeploy.yaml"), spec).unwrap();
+        let me = KubeEnv { spec_dir, bin, vars: BTreeMap::new(), tmp };
+        std::os::unix::fs::symlink(python(), me.bin.join("python3")).unwrap();
+        std::os::unix::fs::symlink(root().join("tests/fakes/_fake.py"), me.bin.join("_fake.py")).unwrap();
+        for t in tools {
+            me.add_fake(t);
+        }
+        let mut me = me;
+        let state = me.tmp.path().join("fake-state").display().to_string();
+        let log = me.log_path().display().to_string();
+        me.vars.insert("PATH".into(), me.bin.display().to_string());
+        me.vars.insert("RAYDEPLOY_FAKE_STATE".into(), state);
+        me.vars.insert("RAYDEPLOY_FAKE_LOG".into(), log);
+        me.vars.insert("HOME".into(), me.tmp.path().join("home").display().to_string());
+        me.vars.insert("NO_COLOR".into(), "1".into());
+        me.vars.insert("CI".into(), "1".into());
+        me
+    }
+
+    pub fn add_fake(&self, tool: &str) {
+        let link = self.bin.join(tool);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(root().join("tests/fakes").join(tool), link).unwrap();
+    }
+
+    /// Puts a real program (from this machine's PATH) on the sandbox's PATH.
+    pub fn add_real(&self, program: &str) {
+        let real = which(program).unwrap_or_else(|| panic!("{program} is not installed"));
+        let link = self.bin.join(program);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(real, link).unwrap();
+    }
+
+    /// A stand-in program: a `/bin/sh` script.
+    pub fn add_script(&self, name: &str, body: &str) {
+        let p = self.bin.join(name);
+        let _ = std::fs::remove_file(&p);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    pub fn remove_tool(&self, name: &str) {
+        let _ = std::fs::remove_file(self.bin.join(name));
+    }
+
+    pub fn set(&mut self, k: &str, v: impl Into<String>) -> &mut Self {
+        self.vars.insert(k.into(), v.into());
+        self
+    }
+
+    pub fn unset(&mut self, k: &str) -> &mut Self {
+        self.vars.remove(k);
+        self
+    }
+
+    pub fn spec(&self) -> PathBuf {
+        self.spec_dir.join("raydeploy.yaml")
+    }
+
+    pub fn write_spec(&self, text: &str) {
+        std::fs::write(self.spec(), text).unwrap();
+    }
+
+    /// `.raydeploy/<deployment>`
+    pub fn state_dir(&self, deployment: &str) -> PathBuf {
+        self.spec_dir.join(".raydeploy").join(deployment)
+    }
+
+    pub fn state(&self, deployment: &str) -> Value {
+        let text = std::fs::read_to_string(self.state_dir(deployment).join("state.json")).expect("state.json");
+        serde_json::from_str(&text).expect("state.json parses")
+    }
+
+    /// The status of a phase in the state (`completed`, `failed`, ...), or "" when absent.
+    pub fn phase_status(&self, deployment: &str, phase: &str) -> String {
+        self.state(deployment)["phases"][phase]["status"].as_str().unwrap_or("").to_string()
+    }
+
+    pub fn fake_state(&self, tool: &str) -> Value {
+        std::fs::read_to_string(self.tmp.path().join("fake-state").join(format!("{tool}.json")))
+            .map(|t| serde_json::from_str(&t).expect("fake state parses"))
+            .unwrap_or(Value::Null)
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.tmp.path().join("fake.log")
+    }
+
+    /// Every call so far, in order of recording.
+    pub fn calls(&self) -> Vec<Call> {
+        let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        text.lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).expect("call log line parses");
+                Call {
+                    tool: v["tool"].as_str().unwrap_or("").to_string(),
+                    argv: v["argv"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect(),
+                    stdin: v["stdin"].as_str().unwrap_or("").to_string(),
+                    env: v["env"]
+                        .as_object()
+                        .map(|o| o.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string())).collect())
+                        .unwrap_or_default(),
+                    exit: v["exit"].clone(),
+                    t0: v["t0"].as_f64().unwrap_or(0.0),
+                    t1: v["t1"].as_f64().unwrap_or(0.0),
+                }
+            })
+            .collect()
+    }
+
+    /// Forgets the calls so far.
+    pub fn clear_calls(&self) {
+        let _ = std::fs::remove_file(self.log_path());
+    }
+
+    /// Calls of `tool` with every one of `words`.
+    pub fn find(&self, tool: &str, words: &[&str]) -> Vec<Call> {
+        self.calls().into_iter().filter(|c| c.tool == tool && c.has(words)).collect()
+    }
+
+    /// The project folder as a fresh checkout elsewhere: the spec (and anything next to it)
+    /// without `.raydeploy`. The fakes' state (the "cloud") is shared.
+    pub fn fresh_checkout(&mut self) {
+        let to = self.tmp.path().join(format!("checkout-{}", self.tmp.path().read_dir().unwrap().count()));
+        copy_tree(&self.spec_dir, &to, &[".raydeploy"]);
+        self.spec_dir = to;
+    }
+
+    /// The `raydeploy` binary with the sandbox's environment (and nothing else of ours), run
+    /// in the project folder.
+    pub fn raydeploy(&self) -> assert_cmd::Command {
+        let mut c = assert_cmd::Command::cargo_bin("raydeploy").expect("binary");
+        c.env_clear().current_dir(&self.spec_dir);
+        for (k, v) in &self.vars {
+            c.env(k, v);
+        }
+        c
+    }
+
+    /// Same, as a plain std command (for runs that must be signalled or run concurrently).
+    pub fn raydeploy_std(&self) -> std::process::Command {
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("raydeploy"));
+        c.env_clear().current_dir(&self.spec_dir);
+        for (k, v) in &self.vars {
+            c.env(k, v);
+        }
+        c
+    }
+}
+
+/// Copies `from` into `to`, leaving out top-level entries named in `skip`.
+pub fn copy_tree(from: &Path, to: &Path, skip: &[&str]) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let name = e.file_name();
+        if skip.iter().any(|s| name == *s) {
+            continue;
+        }
+        let dest = to.join(&name);
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &dest, &[]);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
