@@ -61,6 +61,7 @@ cluster:
       replicas: 0
       minReplicas: 0
       maxReplicas: 1
+  autoscaler: {{ enabled: true }}
 
 jobs:
   - name: hello

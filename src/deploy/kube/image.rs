@@ -429,7 +429,9 @@ pub fn preview(k: &Kube, p: &Phase) -> Vec<String> {
     let Ok(imgs) = images(k) else { return vec![] };
     match p.id {
         "image-build" => {
-            let builder = Builder { buildkit: true };
+            // BuildKit's flags (`--load --provenance=false`) or `DOCKER_BUILDKIT=0` are chosen
+            // at run time, when `docker buildx` answers or not.
+            let builder = Builder { buildkit: false };
             let context = if k.s.d.image.dockerfile.is_some() { k.s.d.dir.clone() } else { staged_context(k) };
             imgs.iter().map(|i| builder.command(k, i, &context).display()).collect()
         }
