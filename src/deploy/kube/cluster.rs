@@ -1,49 +1,869 @@
 //! Phases crds, operator, secrets, mounts, cluster, ready and jobs (kubectl and helm); destroy,
-//! status, job commands and the dashboard on the cluster.
+//! status and the dashboard on the cluster ([`super::jobs`] has the job commands).
+//!
+//! Every phase asks the cluster whether its work is already there, so a deploy from a fresh
+//! checkout (no `.raydeploy/`) upgrades or applies nothing that is current:
+//! - `crds`: the KubeRay CRDs, taken from `helm show crds kuberay-operator --version V` (the
+//!   chart's `crds/` folder, which Helm itself never upgrades) and applied server-side, carry the
+//!   label [`CRD_VERSION_LABEL`]` = V`; present with that label → current.
+//! - `operator`, `cluster`: the Helm release is `deployed`, from the same chart version, and its
+//!   user-supplied values (`helm get values -o json`) equal the values this deploy would install.
+//! - `secrets`: see [`super::secrets`].
+//! - `mounts`: every object of `manifests/mounts.yaml` exists with the label
+//!   [`MANIFEST_HASH_LABEL`] equal to the hash of its rendered content.
+//!
+//! The ray-cluster release pins the images pushed by `image-push`: a second values file
+//! (`helm/ray-cluster.images.yaml` beside the rendered values, built from [`ImageValues`]) sets
+//! every group's `image.repository` and `image.tag` (`tag@sha256:…`), and both files are passed
+//! to Helm.
 
-use anyhow::Result;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
-use super::{Kube, unknown};
-use crate::deploy::DestroyOptions;
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::live::{self, KUBERAY_REPO};
+use super::{Kube, jobs, secrets, unknown};
+use crate::deploy::{DestroyOptions, approve};
+use crate::model::{GROUP_LABEL, ImageRef, RayGroup};
 use crate::plan::Phase;
+use crate::render::helm::k8s::Image;
+use crate::render::helm::{OPERATOR_VALUES, RAY_CLUSTER_VALUES};
 use crate::run::exec::{Cx, Outputs};
+use crate::run::proc::{Cmd, CmdError, Runner, sleep_unless_interrupted};
+use crate::run::signals;
 
-pub fn probe(_k: &Kube, _p: &Phase, cx: &Cx) -> Result<Option<Outputs>> {
-    Ok(cx.unchanged())
+/// Label on the KubeRay CRDs naming the KubeRay version they come from.
+pub const CRD_VERSION_LABEL: &str = "raydeploy.io/kuberay-version";
+/// Label on applied manifests with the hash of their rendered content.
+pub const MANIFEST_HASH_LABEL: &str = "raydeploy.io/manifest-hash";
+/// The CRDs the deployment needs (the chart ships more; these must be there).
+pub const REQUIRED_CRDS: [&str; 2] = ["rayclusters.ray.io", "rayjobs.ray.io"];
+/// Path of the image pins beside the rendered ray-cluster values.
+pub const IMAGE_VALUES: &str = "helm/ray-cluster.images.yaml";
+/// Label KubeRay puts on the pods of a RayCluster.
+pub const RAY_CLUSTER_LABEL: &str = "ray.io/cluster";
+/// Port of the Ray dashboard on the head service.
+pub const DASHBOARD_PORT: u16 = 8265;
+/// The phases this module carries out (forgotten by destroy).
+pub const PHASES: [&str; 7] = ["crds", "operator", "secrets", "mounts", "cluster", "ready", "jobs"];
+
+pub fn probe(k: &Kube, p: &Phase, cx: &Cx) -> Result<Option<Outputs>> {
+    match p.id {
+        "crds" => crds_probe(k, cx),
+        "operator" => {
+            let o = &k.s.d.operator;
+            let values = rendered_values(k, OPERATOR_VALUES)?;
+            let current = live::release_matches(
+                k,
+                &cx.runner,
+                &o.release,
+                &o.namespace,
+                "kuberay-operator",
+                &o.version,
+                &values,
+            )?;
+            Ok(current.then(|| operator_outputs(k)))
+        }
+        "secrets" => secrets::probe(k, cx),
+        "mounts" => mounts_probe(k, cx),
+        "cluster" => {
+            let c = &k.s.d.cluster;
+            let (values, pins) = cluster_values(k, cx)?;
+            let current = live::release_matches(
+                k,
+                &cx.runner,
+                &c.name,
+                &c.namespace,
+                "ray-cluster",
+                &k.s.d.operator.version,
+                &values,
+            )?;
+            Ok(current.then(|| cluster_outputs(k, &pins)))
+        }
+        "jobs" => jobs::probe(k, cx),
+        _ => Ok(cx.unchanged()),
+    }
 }
 
-pub fn apply(_k: &Kube, p: &Phase, _cx: &Cx) -> Result<Outputs> {
-    Err(unknown(p))
+pub fn apply(k: &Kube, p: &Phase, cx: &Cx) -> Result<Outputs> {
+    match p.id {
+        "crds" => crds_apply(k, cx),
+        "operator" => operator_apply(k, cx),
+        "secrets" => secrets::apply(k, cx),
+        "mounts" => mounts_apply(k, cx),
+        "cluster" => cluster_apply(k, cx),
+        "ready" => ready(k, cx),
+        "jobs" => jobs::phase(k, cx),
+        _ => Err(unknown(p)),
+    }
 }
 
-pub fn preview(_k: &Kube, _p: &Phase) -> Vec<String> {
-    vec![]
+pub fn preview(k: &Kube, p: &Phase) -> Vec<String> {
+    let d = &k.s.d;
+    let dir = k.s.rendered_dir();
+    match p.id {
+        "crds" => vec![format!("{} | {}", show_crds(k).display(), live::apply_cmd(k, true).display())],
+        "operator" => vec![operator_cmd(k, &dir.join(OPERATOR_VALUES)).display()],
+        "secrets" => secrets::preview(k),
+        "mounts" => match k.s.rendered.files.get(MOUNTS) {
+            Some(_) => vec![format!("{}  # {MOUNTS}", live::apply_cmd(k, true).display())],
+            None => vec![],
+        },
+        "cluster" => vec![
+            format!("# {IMAGE_VALUES}: every group's image pinned to the digest image-push recorded"),
+            cluster_cmd(k, &dir.join(RAY_CLUSTER_VALUES), &dir.join(IMAGE_VALUES)).display(),
+        ],
+        "ready" => vec![
+            format!(
+                "{}  # until .status.state is ready",
+                k.kubectl()
+                    .args(["get", "raycluster", &d.cluster.name, "-n", &d.cluster.namespace, "-o", "json"])
+                    .display()
+            ),
+            format!(
+                "{}  # until the head pod is Ready",
+                k.kubectl()
+                    .args(["get", "pods", "-l", &format!("{RAY_CLUSTER_LABEL}={}", d.cluster.name)])
+                    .args(["-n", &d.cluster.namespace, "-o", "json"])
+                    .display()
+            ),
+        ],
+        "jobs" => jobs::preview(k),
+        _ => vec![],
+    }
 }
 
-pub fn destroy(_k: &Kube, _o: &DestroyOptions) -> Result<()> {
-    anyhow::bail!("destroy is not built yet")
+// ---------------------------------------------------------------------------------------------
+// rendered files
+
+const MOUNTS: &str = "manifests/mounts.yaml";
+
+fn rendered_text<'a>(k: &'a Kube, path: &str) -> Result<&'a str> {
+    k.s.rendered.files.get(path).map(String::as_str).with_context(|| format!("{path} was not rendered"))
 }
 
-pub fn status(_k: &Kube) -> Result<(String, serde_json::Value)> {
-    Ok((String::new(), serde_json::Value::Null))
+fn rendered_values(k: &Kube, path: &str) -> Result<Value> {
+    let v: Value =
+        serde_saphyr::from_str(rendered_text(k, path)?).with_context(|| format!("reading the rendered {path}"))?;
+    Ok(if v.is_null() { Value::Object(Default::default()) } else { v })
 }
 
-pub fn job_submit(_k: &Kube, _name: &str, _follow: bool) -> Result<u8> {
-    anyhow::bail!("job submit is not built yet")
+/// Writes one file of the rendered tree (or a file beside it) for a tool to read; unchanged
+/// files are not rewritten.
+fn write_for_tool(k: &Kube, rel: &str, text: &str) -> Result<PathBuf> {
+    let path = k.s.rendered_dir().join(rel);
+    if std::fs::read_to_string(&path).ok().as_deref() == Some(text) {
+        return Ok(path);
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    crate::run::state::write_atomic(&path, text.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
 }
 
-pub fn job_logs(_k: &Kube, _name: &str) -> Result<u8> {
-    anyhow::bail!("job logs is not built yet")
+// ---------------------------------------------------------------------------------------------
+// crds
+
+fn show_crds(k: &Kube) -> Cmd {
+    k.helm()
+        .args(["show", "crds", "kuberay-operator", "--repo", KUBERAY_REPO, "--version", &k.s.d.operator.version])
+        .timeout(Duration::from_secs(120))
+        .idempotent(live::READ_ATTEMPTS)
+        .quiet()
 }
 
-pub fn job_list(_k: &Kube) -> Result<(String, serde_json::Value)> {
-    anyhow::bail!("job list is not built yet")
+fn crds_outputs(k: &Kube) -> Outputs {
+    Outputs::from([("version".to_string(), k.s.d.operator.version.clone())])
 }
 
-pub fn job_delete(_k: &Kube, _name: &str) -> Result<()> {
-    anyhow::bail!("job delete is not built yet")
+fn crds_probe(k: &Kube, cx: &Cx) -> Result<Option<Outputs>> {
+    let mut what = vec!["crd"];
+    what.extend(REQUIRED_CRDS);
+    let found = live::items(live::get(k, &cx.runner, &what, None)?);
+    let v = &k.s.d.operator.version;
+    let current = REQUIRED_CRDS
+        .iter()
+        .all(|n| found.iter().any(|c| live::name(c) == *n && live::label(c, CRD_VERSION_LABEL) == Some(v.as_str())));
+    Ok(current.then(|| crds_outputs(k)))
 }
 
-pub fn dashboard(_k: &Kube) -> Result<()> {
-    anyhow::bail!("dashboard is not built yet")
+fn crds_apply(k: &Kube, cx: &Cx) -> Result<Outputs> {
+    let r = &cx.runner;
+    let text = r.run(&show_crds(k))?.stdout;
+    let mut docs = live::yaml_docs(&text).context("reading the CRDs of the kuberay-operator chart")?;
+    docs.retain(|d| live::kind(d) == "CustomResourceDefinition");
+    for n in REQUIRED_CRDS {
+        if !docs.iter().any(|d| live::name(d) == n) {
+            bail!("the kuberay-operator chart {} has no CRD {n}", k.s.d.operator.version);
+        }
+    }
+    for d in &mut docs {
+        live::set_label(d, CRD_VERSION_LABEL, &k.s.d.operator.version);
+    }
+    live::apply(k, r, &docs, true)?;
+    Ok(crds_outputs(k))
+}
+
+// ---------------------------------------------------------------------------------------------
+// operator
+
+fn operator_cmd(k: &Kube, values: &std::path::Path) -> Cmd {
+    let o = &k.s.d.operator;
+    k.helm()
+        .args(["upgrade", "--install", &o.release, "kuberay-operator", "--repo", KUBERAY_REPO])
+        .args(["--version", &o.version, "-n", &o.namespace, "--create-namespace"])
+        .args(["-f", &values.to_string_lossy()])
+        .args(["--skip-crds", "--wait", "--timeout", live::HELM_WAIT])
+        .timeout(live::HELM_TIMEOUT)
+}
+
+fn operator_outputs(k: &Kube) -> Outputs {
+    let o = &k.s.d.operator;
+    Outputs::from([("release".to_string(), o.release.clone()), ("version".to_string(), o.version.clone())])
+}
+
+fn operator_apply(k: &Kube, cx: &Cx) -> Result<Outputs> {
+    let path = write_for_tool(k, OPERATOR_VALUES, rendered_text(k, OPERATOR_VALUES)?)?;
+    cx.runner.run(&operator_cmd(k, &path))?;
+    Ok(operator_outputs(k))
+}
+
+// ---------------------------------------------------------------------------------------------
+// mounts
+
+fn mount_objects(k: &Kube) -> Result<Vec<Value>> {
+    let Some(text) = k.s.rendered.files.get(MOUNTS) else { return Ok(vec![]) };
+    let mut docs = live::yaml_docs(text)?;
+    for d in &mut docs {
+        let h = live::short_hash([live::canonical(d).as_bytes()]);
+        live::set_label(d, MANIFEST_HASH_LABEL, &h);
+    }
+    Ok(docs)
+}
+
+fn object_ref(o: &Value) -> String {
+    format!("{}/{}", live::kind(o).to_ascii_lowercase(), live::name(o))
+}
+
+fn mounts_outputs(objects: &[Value]) -> Outputs {
+    let names: Vec<String> = objects.iter().map(object_ref).collect();
+    Outputs::from([("objects".to_string(), names.join(","))])
+}
+
+fn mounts_probe(k: &Kube, cx: &Cx) -> Result<Option<Outputs>> {
+    let objects = mount_objects(k)?;
+    if objects.is_empty() {
+        return Ok(Some(mounts_outputs(&objects)));
+    }
+    let refs: Vec<String> = objects.iter().map(object_ref).collect();
+    let what: Vec<&str> = refs.iter().map(String::as_str).collect();
+    let found = live::items(live::get(k, &cx.runner, &what, Some(&k.s.d.cluster.namespace))?);
+    let current = objects.iter().all(|o| {
+        found.iter().any(|f| {
+            live::kind(f) == live::kind(o)
+                && live::name(f) == live::name(o)
+                && live::label(f, MANIFEST_HASH_LABEL) == live::label(o, MANIFEST_HASH_LABEL)
+        })
+    });
+    Ok(current.then(|| mounts_outputs(&objects)))
+}
+
+fn mounts_apply(k: &Kube, cx: &Cx) -> Result<Outputs> {
+    let objects = mount_objects(k)?;
+    if !objects.is_empty() {
+        live::ensure_namespace(k, &cx.runner, &k.s.d.cluster.namespace)?;
+        live::apply(k, &cx.runner, &objects, true)?;
+    }
+    Ok(mounts_outputs(&objects))
+}
+
+// ---------------------------------------------------------------------------------------------
+// cluster
+
+/// The second values file of the ray-cluster release: every group's image pinned by digest.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageValues {
+    /// The chart's default image (the head's unless `head.image` is set).
+    pub image: Image,
+    pub head: GroupImage,
+    /// The first worker group (none when there is no worker group: it is switched off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker: Option<GroupImage>,
+    /// The other worker groups, by name.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub additional_worker_groups: BTreeMap<String, GroupImage>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupImage {
+    pub image: Image,
+}
+
+/// The pinned references image-push recorded: `cpu` and (with a GPU group) `gpu`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Pins {
+    pub cpu: String,
+    pub gpu: Option<String>,
+}
+
+/// `registry/repo:tag@sha256:…` as (repository, `tag@sha256:…`), the chart's two fields.
+pub fn split_pinned(reference: &str) -> Result<(String, String)> {
+    let (name, digest) =
+        reference.split_once('@').with_context(|| format!("image reference {reference} has no @digest"))?;
+    let slash = name.rfind('/').map_or(0, |i| i + 1);
+    let colon = name[slash..].rfind(':').map(|i| slash + i);
+    let Some(colon) = colon else { bail!("image reference {reference} has no tag") };
+    if !digest.starts_with("sha256:") {
+        bail!("image reference {reference} has no sha256 digest");
+    }
+    Ok((name[..colon].to_string(), format!("{}@{digest}", &name[colon + 1..])))
+}
+
+impl ImageValues {
+    /// Each group's image (as the model chose it: CPU or GPU) replaced by its pinned reference.
+    pub fn new(d: &crate::model::Deployment, pins: &Pins) -> Result<Self> {
+        let pin = |img: &ImageRef| -> Result<Image> {
+            let reference = if d.image.gpu.as_ref() == Some(img) {
+                pins.gpu.as_deref().context("image-push recorded no gpu_image but a GPU group exists")?
+            } else {
+                pins.cpu.as_str()
+            };
+            let (repository, tag) = split_pinned(reference)?;
+            Ok(Image { repository, tag, pull_policy: None })
+        };
+        let group = |g: &RayGroup| -> Result<GroupImage> { Ok(GroupImage { image: pin(&g.image)? }) };
+        let c = &d.cluster;
+        let cpu = d.image.cpu.as_ref().unwrap_or(&c.head.image);
+        let mut workers = c.workers.iter();
+        let worker = workers.next().map(group).transpose()?;
+        let additional = workers.map(|g| Ok((g.name.clone(), group(g)?))).collect::<Result<_>>()?;
+        Ok(Self { image: pin(cpu)?, head: group(&c.head)?, worker, additional_worker_groups: additional })
+    }
+}
+
+fn pins(cx: &Cx) -> Result<Pins> {
+    let cpu = cx
+        .output("image-push", "cpu_image")
+        .context("image-push recorded no cpu_image (the pinned image reference): run deploy again")?;
+    Ok(Pins { cpu, gpu: cx.output("image-push", "gpu_image") })
+}
+
+/// The values the ray-cluster release gets (rendered values with the image pins merged), and
+/// the pins.
+fn cluster_values(k: &Kube, cx: &Cx) -> Result<(Value, Pins)> {
+    let pins = pins(cx)?;
+    let mut values = rendered_values(k, RAY_CLUSTER_VALUES)?;
+    live::merge(&mut values, &serde_json::to_value(ImageValues::new(&k.s.d, &pins)?)?);
+    Ok((values, pins))
+}
+
+fn cluster_cmd(k: &Kube, values: &std::path::Path, images: &std::path::Path) -> Cmd {
+    let c = &k.s.d.cluster;
+    k.helm()
+        .args(["upgrade", "--install", &c.name, "ray-cluster", "--repo", KUBERAY_REPO])
+        .args(["--version", &k.s.d.operator.version, "-n", &c.namespace, "--create-namespace"])
+        .args(["-f", &values.to_string_lossy(), "-f", &images.to_string_lossy()])
+        .args(["--wait", "--timeout", live::HELM_WAIT])
+        .timeout(live::HELM_TIMEOUT)
+}
+
+fn cluster_outputs(k: &Kube, pins: &Pins) -> Outputs {
+    let mut o = Outputs::from([
+        ("release".to_string(), k.s.d.cluster.name.clone()),
+        ("cpu_image".to_string(), pins.cpu.clone()),
+    ]);
+    if let Some(g) = &pins.gpu {
+        o.insert("gpu_image".into(), g.clone());
+    }
+    o
+}
+
+fn cluster_apply(k: &Kube, cx: &Cx) -> Result<Outputs> {
+    let pins = pins(cx)?;
+    let images = crate::render::yaml::to_yaml(IMAGE_VALUES, &ImageValues::new(&k.s.d, &pins)?)?;
+    let values = write_for_tool(k, RAY_CLUSTER_VALUES, rendered_text(k, RAY_CLUSTER_VALUES)?)?;
+    let images = write_for_tool(k, IMAGE_VALUES, &images)?;
+    cx.runner.run(&cluster_cmd(k, &values, &images))?;
+    Ok(cluster_outputs(k, &pins))
+}
+
+// ---------------------------------------------------------------------------------------------
+// ready
+
+fn pod_ready(p: &Value) -> bool {
+    p.pointer("/status/conditions").and_then(Value::as_array).is_some_and(|cs| {
+        cs.iter().any(|c| {
+            c.get("type").and_then(Value::as_str) == Some("Ready")
+                && c.get("status").and_then(Value::as_str) == Some("True")
+        })
+    })
+}
+
+fn is_head(p: &Value) -> bool {
+    live::label(p, "ray.io/node-type") == Some("head")
+}
+
+/// The Ray group of a pod: raydeploy's label, else KubeRay's.
+fn pod_group(p: &Value) -> String {
+    live::label(p, GROUP_LABEL)
+        .or_else(|| live::label(p, "ray.io/group"))
+        .map(str::to_string)
+        .unwrap_or_else(|| if is_head(p) { "head".into() } else { "?".into() })
+}
+
+fn pod_phase(p: &Value) -> &str {
+    live::str_at(p, "/status/phase").unwrap_or("Unknown")
+}
+
+/// Why a pod is not ready: failing conditions and waiting containers, one item each.
+fn pod_reasons(p: &Value) -> Vec<String> {
+    let mut out = vec![];
+    for c in p.pointer("/status/conditions").and_then(Value::as_array).into_iter().flatten() {
+        if c.get("status").and_then(Value::as_str) == Some("True") {
+            continue;
+        }
+        let ty = c.get("type").and_then(Value::as_str).unwrap_or("?");
+        let reason = c.get("reason").and_then(Value::as_str).unwrap_or("");
+        let msg = c.get("message").and_then(Value::as_str).unwrap_or("");
+        if reason.is_empty() && msg.is_empty() {
+            continue;
+        }
+        out.push(format!("{ty}=False {reason}: {msg}").trim_end_matches([' ', ':']).to_string());
+    }
+    for key in ["/status/initContainerStatuses", "/status/containerStatuses"] {
+        for cs in p.pointer(key).and_then(Value::as_array).into_iter().flatten() {
+            let name = cs.get("name").and_then(Value::as_str).unwrap_or("?");
+            if let Some(w) = cs.pointer("/state/waiting") {
+                let reason = w.get("reason").and_then(Value::as_str).unwrap_or("waiting");
+                let msg = w.get("message").and_then(Value::as_str).unwrap_or("");
+                out.push(format!("container {name} {reason}: {msg}").trim_end_matches([' ', ':']).to_string());
+            } else if let Some(t) = cs.pointer("/state/terminated") {
+                let reason = t.get("reason").and_then(Value::as_str).unwrap_or("terminated");
+                out.push(format!("container {name} {reason} (exit {})", t.get("exitCode").unwrap_or(&Value::Null)));
+            }
+        }
+    }
+    out
+}
+
+/// Warning events about `pod`, newest last, one line each.
+fn pod_events(events: &[Value], pod: &str) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| live::str_at(e, "/involvedObject/name") == Some(pod))
+        .filter(|e| live::str_at(e, "/type") != Some("Normal"))
+        .map(|e| {
+            let n = e.get("count").and_then(Value::as_u64).unwrap_or(1);
+            format!(
+                "event {}{}: {}",
+                live::str_at(e, "/reason").unwrap_or("?"),
+                if n > 1 { format!(" (x{n})") } else { String::new() },
+                live::str_at(e, "/message").unwrap_or("").trim()
+            )
+        })
+        .collect()
+}
+
+/// The RayCluster and its pods as the ready check sees them.
+struct Snapshot {
+    state: Option<String>,
+    reason: Option<String>,
+    pods: Vec<Value>,
+    exists: bool,
+}
+
+impl Snapshot {
+    fn read(k: &Kube, r: &Runner) -> Result<Self> {
+        let c = &k.s.d.cluster;
+        let rc = live::get(k, r, &["raycluster", &c.name], Some(&c.namespace))?;
+        let pods = pods(k, r)?;
+        Ok(Self {
+            exists: rc.is_some(),
+            state: rc.as_ref().and_then(|v| live::str_at(v, "/status/state")).map(str::to_string),
+            reason: rc.as_ref().and_then(|v| live::str_at(v, "/status/reason")).map(str::to_string),
+            pods,
+        })
+    }
+
+    fn head(&self) -> Option<&Value> {
+        self.pods.iter().find(|p| is_head(p))
+    }
+
+    fn ready(&self) -> bool {
+        self.state.as_deref() == Some("ready") && self.head().is_some_and(pod_ready)
+    }
+
+    fn summary(&self) -> String {
+        let head = match self.head() {
+            Some(p) if pod_ready(p) => "ready".to_string(),
+            Some(p) => pod_phase(p).to_string(),
+            None => "none".into(),
+        };
+        let ready = self.pods.iter().filter(|p| pod_ready(p)).count();
+        format!(
+            "state {}, head pod {head}, {ready}/{} pods ready",
+            self.state.as_deref().filter(|s| !s.is_empty()).unwrap_or("<none>"),
+            self.pods.len()
+        )
+    }
+}
+
+fn pods(k: &Kube, r: &Runner) -> Result<Vec<Value>> {
+    let c = &k.s.d.cluster;
+    let sel = format!("{RAY_CLUSTER_LABEL}={}", c.name);
+    Ok(live::items(live::get(k, r, &["pods", "-l", &sel], Some(&c.namespace))?))
+}
+
+fn ready(k: &Kube, cx: &Cx) -> Result<Outputs> {
+    let r = &cx.runner;
+    let c = &k.s.d.cluster;
+    let timeout = ready_timeout_for(k);
+    let start = Instant::now();
+    let mut last = String::new();
+    loop {
+        let snap = Snapshot::read(k, r)?;
+        let summary = snap.summary();
+        if snap.ready() {
+            r.info(&format!("RayCluster {}/{} is ready ({summary})", c.namespace, c.name));
+            return Ok(Outputs::from([("raycluster".to_string(), c.name.clone())]));
+        }
+        if summary != last {
+            r.info(&format!("waiting for RayCluster {}/{}: {summary}", c.namespace, c.name));
+            last = summary;
+        }
+        if start.elapsed() >= timeout {
+            bail!("{}", not_ready(k, r, &snap, timeout));
+        }
+        sleep_unless_interrupted(live::poll_interval().min(timeout.saturating_sub(start.elapsed())));
+        if signals::interrupted() {
+            bail!("interrupted while waiting for RayCluster {}/{}", c.namespace, c.name);
+        }
+    }
+}
+
+fn ready_timeout_for(_k: &Kube) -> Duration {
+    live::ready_timeout()
+}
+
+/// The message of a ready timeout: the cluster's state, each pod that is not ready and why.
+fn not_ready(k: &Kube, r: &Runner, snap: &Snapshot, timeout: Duration) -> String {
+    let c = &k.s.d.cluster;
+    let ns = &c.namespace;
+    let mut m = format!("RayCluster {ns}/{} is not ready after {}s: {}", c.name, timeout.as_secs(), snap.summary());
+    if let Some(reason) = &snap.reason {
+        m.push_str(&format!(" ({reason})"));
+    }
+    if !snap.exists {
+        m.push_str(&format!(
+            "\nthe RayCluster object does not exist: is the ray-cluster release installed? (helm list -n {ns})"
+        ));
+    } else if snap.pods.is_empty() {
+        m.push_str(&format!(
+            "\nno pod of the RayCluster exists: is the KubeRay operator running and watching {ns}? \
+             (kubectl -n {} logs deploy/{})",
+            k.s.d.operator.namespace, k.s.d.operator.release
+        ));
+    }
+    let events = live::items(live::get(k, r, &["events"], Some(ns)).unwrap_or(None));
+    let waiting: Vec<&Value> = snap.pods.iter().filter(|p| !pod_ready(p)).collect();
+    if !waiting.is_empty() {
+        m.push_str("\npods not ready:");
+        for p in &waiting {
+            let name = live::name(p);
+            m.push_str(&format!("\n  {name} (group {}): {}", pod_group(p), pod_phase(p)));
+            for reason in pod_reasons(p).into_iter().chain(pod_events(&events, name)) {
+                m.push_str(&format!("\n    {reason}"));
+            }
+        }
+        m.push_str(&format!("\nmore: kubectl -n {ns} describe pod {}", live::name(waiting[0])));
+    }
+    m
+}
+
+// ---------------------------------------------------------------------------------------------
+// destroy
+
+/// Removes what the deployment put on the cluster, in reverse order: jobs, the RayCluster
+/// release, secrets, mounts, the operator release. What is already gone counts as removed. The
+/// KubeRay CRDs and the namespaces stay (other deployments may use them; deleting a CRD deletes
+/// every object of its kind in the cluster).
+pub fn destroy(k: &Kube, o: &DestroyOptions) -> Result<()> {
+    let d = &k.s.d;
+    if let Some(kc) = k.kubeconfig().filter(|p| !p.is_file()) {
+        if o.keep_infra {
+            bail!(
+                "no kubeconfig at {}: the cluster cannot be reached (run deploy once to write it) and \
+                 --keep-infra keeps the infrastructure",
+                kc.display()
+            );
+        }
+        eprintln!("no kubeconfig at {}: the cluster-side objects go with the infrastructure", kc.display());
+        return Ok(());
+    }
+    approve(
+        &format!(
+            "Remove `{}` from the Kubernetes cluster (jobs, RayCluster {}/{}, secrets, mounts, operator {}/{})",
+            d.name, d.cluster.namespace, d.cluster.name, d.operator.namespace, d.operator.release
+        ),
+        o.auto_approve,
+    )?;
+    signals::install();
+    let _lock = k.s.lock("destroy")?;
+    let r = live::side_runner(k, "destroy", false)?;
+    let store = k.s.store()?;
+    let c = &d.cluster;
+
+    jobs::destroy(k, &r)?;
+    if live::uninstall(k, &r, &c.name, &c.namespace)? {
+        r.info(&format!("removed the ray-cluster release {}/{}", c.namespace, c.name));
+    } else {
+        r.info(&format!("ray-cluster release {}/{} already gone", c.namespace, c.name));
+    }
+    store.forget(&["cluster", "ready", "jobs"])?;
+    secrets::destroy(k, &r)?;
+    store.forget(&["secrets"])?;
+    mounts_destroy(k, &r)?;
+    store.forget(&["mounts"])?;
+    operator_destroy(k, &r)?;
+    store.forget(&["operator", "crds"])?;
+    r.info("removed from the cluster (the KubeRay CRDs and namespaces stay)");
+    Ok(())
+}
+
+fn mounts_destroy(k: &Kube, r: &Runner) -> Result<()> {
+    let mut objects = mount_objects(k)?;
+    if objects.is_empty() {
+        return Ok(());
+    }
+    // Claims before the volumes they are bound to.
+    objects.sort_by_key(|o| live::kind(o) != "PersistentVolumeClaim");
+    let c = k
+        .kubectl()
+        .arg("delete")
+        .args(objects.iter().map(object_ref))
+        .args(["-n", &k.s.d.cluster.namespace, "--ignore-not-found"])
+        .timeout(live::WRITE_TIMEOUT);
+    match r.run(&c) {
+        Ok(_) => Ok(()),
+        Err(CmdError::Failed { stderr_tail, .. }) if stderr_tail.contains("not found") => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn operator_destroy(k: &Kube, r: &Runner) -> Result<()> {
+    let o = &k.s.d.operator;
+    if live::release(k, r, &o.release, &o.namespace)?.is_some() {
+        // The operator serves the namespaces in its values; keep it for other deployments'.
+        let values = live::release_values(k, r, &o.release, &o.namespace)?;
+        let others: Vec<&str> = values
+            .get("watchNamespace")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .filter(|ns| *ns != k.s.d.cluster.namespace)
+            .collect();
+        if !others.is_empty() {
+            r.info(&format!(
+                "kept the KubeRay operator {}/{}: it also watches {}",
+                o.namespace,
+                o.release,
+                others.join(", ")
+            ));
+            return Ok(());
+        }
+    }
+    if live::uninstall(k, r, &o.release, &o.namespace)? {
+        r.info(&format!("removed the KubeRay operator release {}/{}", o.namespace, o.release));
+    } else {
+        r.info(&format!("KubeRay operator release {}/{} already gone", o.namespace, o.release));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// status
+
+/// Live facts: the Helm releases, the RayCluster's state, pods per group, the dashboard.
+pub fn status(k: &Kube) -> Result<(String, Value)> {
+    let d = &k.s.d;
+    let c = &d.cluster;
+    let o = &d.operator;
+    if let Some(kc) = k.kubeconfig().filter(|p| !p.is_file()) {
+        let text = format!("cluster: not reachable yet (no kubeconfig at {})\n", kc.display());
+        return Ok((text, serde_json::json!({"reachable": false, "kubeconfig": kc.display().to_string()})));
+    }
+    let r = live::side_runner(k, "status", true)?;
+    match live_status(k, &r) {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            let e = k.s.redactor.scrub(&format!("{e:#}"));
+            let text = format!(
+                "cluster: unknown ({})\n  operator {}/{}, RayCluster {}/{}\n",
+                e.lines().next().unwrap_or(""),
+                o.namespace,
+                o.release,
+                c.namespace,
+                c.name
+            );
+            Ok((text, serde_json::json!({"reachable": false, "error": e})))
+        }
+    }
+}
+
+fn live_status(k: &Kube, r: &Runner) -> Result<(String, Value)> {
+    let d = &k.s.d;
+    let c = &d.cluster;
+    let o = &d.operator;
+    let mut text = String::from("cluster:\n");
+    let op = live::release(k, r, &o.release, &o.namespace)?;
+    let rc_rel = live::release(k, r, &c.name, &c.namespace)?;
+    let rel_text = |rel: &Option<live::Release>| match rel {
+        Some(r) => format!("{} (chart {}, revision {})", r.status, r.chart, r.revision),
+        None => "not installed".into(),
+    };
+    text.push_str(&format!("  operator release {}/{}: {}\n", o.namespace, o.release, rel_text(&op)));
+    text.push_str(&format!("  ray-cluster release {}/{}: {}\n", c.namespace, c.name, rel_text(&rc_rel)));
+    let snap = Snapshot::read(k, r)?;
+    let state = snap.state.clone().filter(|s| !s.is_empty());
+    text.push_str(&format!(
+        "  RayCluster {}/{}: {}\n",
+        c.namespace,
+        c.name,
+        if snap.exists { state.as_deref().unwrap_or("<no state yet>") } else { "absent" }
+    ));
+    let mut groups: BTreeMap<String, (usize, usize, BTreeMap<String, usize>)> = BTreeMap::new();
+    for g in c.groups() {
+        groups.entry(g.name.clone()).or_default();
+    }
+    for p in &snap.pods {
+        let e = groups.entry(pod_group(p)).or_default();
+        e.0 += 1;
+        if pod_ready(p) {
+            e.1 += 1;
+        }
+        *e.2.entry(pod_phase(p).to_string()).or_default() += 1;
+    }
+    let mut groups_json = serde_json::Map::new();
+    for (g, (n, ready, phases)) in &groups {
+        let phase_text: Vec<String> = phases.iter().map(|(p, n)| format!("{n} {p}")).collect();
+        let wanted = c.groups().find(|x| &x.name == g).map(|x| x.replicas);
+        text.push_str(&format!(
+            "    {g:<16} {ready}/{n} pods ready{}{}\n",
+            wanted.map(|w| format!(" (replicas {w})")).unwrap_or_default(),
+            if phase_text.is_empty() { String::new() } else { format!(": {}", phase_text.join(", ")) }
+        ));
+        groups_json
+            .insert(g.clone(), serde_json::json!({"pods": n, "ready": ready, "phases": phases, "replicas": wanted}));
+    }
+    let forward = k
+        .kubectl()
+        .args(["port-forward", &format!("svc/{}", c.head_service), &format!("{DASHBOARD_PORT}:{DASHBOARD_PORT}")])
+        .args(["-n", &c.namespace])
+        .display();
+    text.push_str(&format!(
+        "  dashboard: `raydeploy dashboard` (or {forward}, then http://127.0.0.1:{DASHBOARD_PORT})\n"
+    ));
+    let json = serde_json::json!({
+        "reachable": true,
+        "releases": {"operator": op, "cluster": rc_rel},
+        "raycluster": {"name": c.name, "namespace": c.namespace, "exists": snap.exists, "state": state, "reason": snap.reason},
+        "groups": groups_json,
+        "dashboard": {"service": c.head_service, "port": DASHBOARD_PORT, "port_forward": forward},
+    });
+    Ok((text, json))
+}
+
+// ---------------------------------------------------------------------------------------------
+// dashboard
+
+/// A free local port: the dashboard's own when free, else any.
+fn local_port() -> Result<u16> {
+    if std::net::TcpListener::bind(("127.0.0.1", DASHBOARD_PORT)).is_ok() {
+        return Ok(DASHBOARD_PORT);
+    }
+    Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port())
+}
+
+/// Consecutive quick failures after which the dashboard gives up.
+const DASHBOARD_GIVE_UP: u32 = 6;
+
+/// `kubectl port-forward` to the head service, started again whenever it drops, until Ctrl-C.
+pub fn dashboard(k: &Kube) -> Result<()> {
+    let c = &k.s.d.cluster;
+    signals::install();
+    let r = live::side_runner(k, "dashboard", false)?;
+    if live::get(k, &r, &["service", &c.head_service], Some(&c.namespace))?.is_none() {
+        bail!("no service {}/{}: deploy the cluster first (raydeploy deploy)", c.namespace, c.head_service);
+    }
+    let port = local_port()?;
+    println!("Ray dashboard: http://127.0.0.1:{port}  (Ctrl-C to stop)");
+    let cmd = k
+        .kubectl()
+        .args(["port-forward", &format!("svc/{}", c.head_service), &format!("{port}:{DASHBOARD_PORT}")])
+        .args(["-n", &c.namespace, "--address", "127.0.0.1"])
+        .timeout(Duration::from_secs(365 * 24 * 3600))
+        .grace(Duration::from_secs(5));
+    let mut quick_failures = 0;
+    loop {
+        let started = Instant::now();
+        let result = r.run(&cmd);
+        if signals::interrupted() || matches!(&result, Err(e) if e.is_interrupt()) {
+            return Ok(());
+        }
+        let why = match &result {
+            Ok(_) => "the port-forward ended".to_string(),
+            Err(e) => format!("{e}"),
+        };
+        if let Err(CmdError::NotFound { .. }) = &result {
+            bail!("{why}");
+        }
+        quick_failures = if started.elapsed() > Duration::from_secs(30) { 1 } else { quick_failures + 1 };
+        if quick_failures >= DASHBOARD_GIVE_UP {
+            bail!("the port-forward to svc/{} failed {quick_failures} times in a row: {why}", c.head_service);
+        }
+        let wait = Duration::from_millis(500 * 2u64.pow(quick_failures.min(4)));
+        r.info(&format!("{}; reconnecting in {:.1}s", why.lines().next().unwrap_or(""), wait.as_secs_f64()));
+        sleep_unless_interrupted(wait);
+        if signals::interrupted() {
+            return Ok(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pinned_references_split_into_repository_and_tag() {
+        let d = "sha256:".to_string() + &"a".repeat(64);
+        assert_eq!(
+            split_pinned(&format!("localhost:5000/ray/app:2.52.0-py312-abc@{d}")).unwrap(),
+            ("localhost:5000/ray/app".to_string(), format!("2.52.0-py312-abc@{d}"))
+        );
+        assert!(split_pinned(&format!("localhost:5000/ray/app@{d}")).is_err());
+        assert!(split_pinned("ghcr.io/a/b:t").is_err());
+    }
+
+    #[test]
+    fn pod_reasons_name_conditions_and_containers() {
+        let p: Value = serde_json::json!({
+            "metadata": {"name": "x", "labels": {"ray.io/node-type": "head"}},
+            "status": {"phase": "Pending", "conditions": [
+                {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                 "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}],
+                "containerStatuses": [{"name": "ray-head", "state": {"waiting": {"reason": "ImagePullBackOff"}}}]}
+        });
+        let r = pod_reasons(&p);
+        assert_eq!(r[0], "PodScheduled=False Unschedulable: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu.");
+        assert_eq!(r[1], "container ray-head ImagePullBackOff");
+        assert!(is_head(&p) && !pod_ready(&p));
+    }
 }

@@ -1,11 +1,14 @@
 //! Targets `aks` and `kubernetes`: terraform, docker, az, helm and kubectl. Each module carries
 //! out a family of phases: [`infra`] (preflight, infra, credentials), [`image`] (image-build,
 //! image-push), [`cluster`] (crds, operator, secrets, mounts, cluster, ready, jobs) with
-//! [`secrets`] resolving secret values; this file routes phases and commands to them.
+//! [`secrets`] resolving secret values, [`jobs`] for RayJobs and [`live`] for reads and writes of
+//! cluster state; this file routes phases and commands to them.
 
 pub mod cluster;
 pub mod image;
 pub mod infra;
+pub mod jobs;
+pub mod live;
 pub mod secrets;
 
 use std::path::PathBuf;
@@ -107,16 +110,16 @@ impl TargetOps for Kube<'_> {
         Ok((format!("{t1}{t2}"), serde_json::json!({"infra": j1, "cluster": j2})))
     }
     fn job_submit(&self, _s: &Session, name: &str, follow: bool) -> Result<u8> {
-        cluster::job_submit(self, name, follow)
+        jobs::submit(self, name, follow)
     }
     fn job_logs(&self, _s: &Session, name: &str) -> Result<u8> {
-        cluster::job_logs(self, name)
+        jobs::logs(self, name)
     }
     fn job_list(&self, _s: &Session) -> Result<(String, serde_json::Value)> {
-        cluster::job_list(self)
+        jobs::list(self)
     }
     fn job_delete(&self, _s: &Session, name: &str) -> Result<()> {
-        cluster::job_delete(self, name)
+        jobs::delete(self, name)
     }
     fn dashboard(&self, _s: &Session) -> Result<()> {
         cluster::dashboard(self)

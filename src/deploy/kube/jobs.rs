@@ -1,0 +1,341 @@
+//! RayJobs on the deployed RayCluster: the `jobs` phase (`deploy --with-jobs`) and the `job`
+//! commands. A submit deletes the previous RayJob of that name (KubeRay never re-runs a finished
+//! one), applies the rendered manifest, follows the submitter's logs, and waits for
+//! `.status.jobDeploymentStatus` Complete or Failed; the result is `.status.jobStatus`.
+//!
+//! Deleting finished RayJobs: a job whose spec sets `shutdownAfterFinish` carries the annotation
+//! `raydeploy.io/delete-after-finished-seconds`. With 0 the RayJob is deleted as soon as its
+//! result is known; otherwise it is left, and every later `job submit` and `deploy --with-jobs`
+//! first deletes the deployment's RayJobs whose time is up (`.status.endTime` + seconds).
+//! `job list` shows them, marked expired, and deletes nothing.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+use super::{Kube, live};
+use crate::model::{DELETE_AFTER_ANNOTATION, DEPLOYMENT_LABEL, JobModel};
+use crate::run::exec::{Cx, Outputs};
+use crate::run::proc::{CmdError, Runner, sleep_unless_interrupted};
+use crate::run::signals;
+
+/// How a job ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobResult {
+    /// `.status.jobStatus` (SUCCEEDED, FAILED, STOPPED…), or the deployment status when the job
+    /// never ran.
+    pub status: String,
+    pub message: Option<String>,
+}
+
+impl JobResult {
+    pub fn succeeded(&self) -> bool {
+        self.status == "SUCCEEDED"
+    }
+
+    pub fn exit_code(&self) -> u8 {
+        if self.succeeded() { 0 } else { 1 }
+    }
+}
+
+fn job<'a>(k: &'a Kube, name: &str) -> Result<&'a JobModel> {
+    k.s.d.jobs.iter().find(|j| j.name == name).with_context(|| format!("no job `{name}` in the spec"))
+}
+
+fn manifest(k: &Kube, name: &str) -> Result<Value> {
+    let path = format!("manifests/jobs/{name}.yaml");
+    let text = k.s.rendered.files.get(&path).with_context(|| format!("{path} was not rendered"))?;
+    live::yaml_docs(text)?.into_iter().next().with_context(|| format!("{path} is empty"))
+}
+
+fn ns<'a>(k: &'a Kube) -> &'a str {
+    &k.s.d.cluster.namespace
+}
+
+fn selector(k: &Kube) -> String {
+    format!("{DEPLOYMENT_LABEL}={}", k.s.d.name)
+}
+
+/// Terminal state of a RayJob object, if it has one.
+fn terminal(rj: &Value) -> Option<JobResult> {
+    let deployment = live::str_at(rj, "/status/jobDeploymentStatus").unwrap_or("");
+    let job = live::str_at(rj, "/status/jobStatus").unwrap_or("");
+    let message = live::str_at(rj, "/status/message").filter(|m| !m.is_empty()).map(str::to_string);
+    match deployment {
+        "Complete" | "Failed" | "ValidationFailed" => Some(JobResult {
+            status: if job.is_empty() { deployment.to_ascii_uppercase() } else { job.to_string() },
+            message,
+        }),
+        _ if matches!(job, "SUCCEEDED" | "FAILED" | "STOPPED") && deployment != "Running" => {
+            Some(JobResult { status: job.to_string(), message })
+        }
+        _ => None,
+    }
+}
+
+/// The submitter has started once KubeRay reports the job running (or finished).
+fn submitter_started(rj: &Value) -> bool {
+    matches!(live::str_at(rj, "/status/jobDeploymentStatus"), Some("Running" | "Complete" | "Failed"))
+}
+
+fn get_rayjob(k: &Kube, r: &Runner, name: &str) -> Result<Option<Value>> {
+    live::get(k, r, &["rayjob", name], Some(ns(k)))
+}
+
+fn delete_rayjob(k: &Kube, r: &Runner, name: &str, wait: bool) -> Result<()> {
+    let mut c = k.kubectl().args(["delete", "rayjob", name, "-n", ns(k), "--ignore-not-found"]);
+    if wait {
+        // Foreground: the submitter Job and its pod are gone too, so logs are the new run's.
+        c = c.args(["--cascade=foreground", "--wait=true"]);
+    }
+    match r.run(&c.timeout(live::WRITE_TIMEOUT)) {
+        Ok(_) => Ok(()),
+        Err(e) if live::no_such_kind(&e) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Deletes the deployment's finished RayJobs whose delete-after time has passed.
+pub fn cleanup_expired(k: &Kube, r: &Runner) -> Result<()> {
+    let now = crate::run::state::now() as i64;
+    for rj in live::items(live::get(k, r, &["rayjobs", "-l", &selector(k)], Some(ns(k)))?) {
+        if expired(&rj, now) {
+            let name = live::name(&rj).to_string();
+            r.info(&format!("deleting RayJob {name}: finished longer ago than its delete-after time"));
+            delete_rayjob(k, r, &name, false)?;
+        }
+    }
+    Ok(())
+}
+
+/// Finished and past `endTime + delete-after seconds`.
+fn expired(rj: &Value, now: i64) -> bool {
+    let Some(after) = live::annotation(rj, DELETE_AFTER_ANNOTATION).and_then(|a| a.parse::<i64>().ok()) else {
+        return false;
+    };
+    let Some(end) = live::str_at(rj, "/status/endTime").and_then(live::parse_time) else { return false };
+    terminal(rj).is_some() && now >= end + after
+}
+
+/// Runs one job to its end on the deployed cluster. `follow` streams the submitter's logs
+/// through the runner as they come; otherwise they are returned at the end.
+pub fn run_job(k: &Kube, r: &Runner, name: &str, follow: bool) -> Result<(JobResult, Option<String>)> {
+    let j = job(k, name)?;
+    let c = &k.s.d.cluster;
+    let obj = manifest(k, name)?;
+    if live::get(k, r, &["raycluster", &c.name], Some(&c.namespace))?.is_none() {
+        bail!("no RayCluster {}/{} to run job {name} on: deploy first (raydeploy deploy)", c.namespace, c.name);
+    }
+    cleanup_expired(k, r)?;
+    delete_rayjob(k, r, name, true)?;
+    live::apply(k, r, &[obj.clone()], true)?;
+    r.info(&format!("submitted RayJob {}/{name}", ns(k)));
+
+    let deadline = j.active_deadline_seconds.map(|s| std::time::Instant::now() + Duration::from_secs(s as u64 + 300));
+    let mut streamed = false;
+    let result = loop {
+        let rj = get_rayjob(k, r, name)?.with_context(|| format!("RayJob {}/{name} disappeared", ns(k)))?;
+        if let Some(t) = terminal(&rj) {
+            break t;
+        }
+        if follow && !streamed && submitter_started(&rj) {
+            // Ends when the submitter's container ends; an error (pod not started yet) is retried
+            // at the next poll.
+            let logs = k
+                .kubectl()
+                .args(["logs", "-f", &format!("job/{name}"), "-n", ns(k)])
+                .timeout(Duration::from_secs(j.active_deadline_seconds.map_or(7 * 24 * 3600, |s| s as u64 + 300)));
+            match r.run(&logs) {
+                Ok(_) => streamed = true,
+                Err(e) if e.is_interrupt() => return Err(e.into()),
+                Err(e) => r.info(&format!("logs not available yet: {}", e.to_string().lines().next().unwrap_or(""))),
+            }
+            continue;
+        }
+        if deadline.is_some_and(|d| std::time::Instant::now() > d) {
+            bail!("RayJob {}/{name} did not finish within its activeDeadlineSeconds", ns(k));
+        }
+        sleep_unless_interrupted(live::poll_interval());
+        if signals::interrupted() {
+            bail!("interrupted while waiting for RayJob {}/{name} (it keeps running on the cluster)", ns(k));
+        }
+    };
+    let logs = if follow && streamed { None } else { read_logs(k, r, name)? };
+    let after = live::annotation(&obj, DELETE_AFTER_ANNOTATION).and_then(|a| a.parse::<u64>().ok());
+    if after == Some(0) {
+        delete_rayjob(k, r, name, false)?;
+    }
+    Ok((result, logs))
+}
+
+/// The submitter's logs (none when its pod is gone).
+fn read_logs(k: &Kube, r: &Runner, name: &str) -> Result<Option<String>> {
+    let c = k
+        .kubectl()
+        .args(["logs", &format!("job/{name}"), "-n", ns(k)])
+        .timeout(live::READ_TIMEOUT)
+        .idempotent(live::READ_ATTEMPTS)
+        .quiet();
+    match r.run(&c) {
+        Ok(o) => Ok(Some(k.s.redactor.scrub(&o.stdout))),
+        Err(CmdError::Failed { stderr_tail, .. }) if stderr_tail.contains("not found") => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn describe(name: &str, res: &JobResult) -> String {
+    format!(
+        "job {name} {}{}",
+        if res.succeeded() { "succeeded".to_string() } else { format!("failed ({})", res.status) },
+        res.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default()
+    )
+}
+
+/// The `jobs` phase: every job, one after the other; fails when one fails.
+pub fn phase(k: &Kube, cx: &Cx) -> Result<Outputs> {
+    let r = &cx.runner;
+    let mut outputs = Outputs::new();
+    let mut failed = vec![];
+    for j in &k.s.d.jobs {
+        let (res, _) = run_job(k, r, &j.name, true)?;
+        r.info(&describe(&j.name, &res));
+        if !res.succeeded() {
+            failed.push(describe(&j.name, &res));
+        }
+        outputs.insert(j.name.clone(), res.status);
+    }
+    if !failed.is_empty() {
+        bail!("{}", failed.join("; "));
+    }
+    Ok(outputs)
+}
+
+/// Jobs that ran to success with the same inputs are not run again.
+pub fn probe(_k: &Kube, cx: &Cx) -> Result<Option<Outputs>> {
+    Ok(cx.unchanged().filter(|o| o.values().all(|s| s == "SUCCEEDED")))
+}
+
+pub fn preview(k: &Kube) -> Vec<String> {
+    let mut v = vec![];
+    for j in &k.s.d.jobs {
+        v.push(format!("{}  # manifests/jobs/{}.yaml", live::apply_cmd(k, true).display(), j.name));
+        v.push(k.kubectl().args(["logs", "-f", &format!("job/{}", j.name), "-n", ns(k)]).display());
+    }
+    v
+}
+
+/// Deletes every RayJob of the deployment (none, or no RayJob kind, is fine).
+pub fn destroy(k: &Kube, r: &Runner) -> Result<()> {
+    let c = k
+        .kubectl()
+        .args(["delete", "rayjobs", "-l", &selector(k), "-n", ns(k), "--ignore-not-found"])
+        .timeout(live::WRITE_TIMEOUT);
+    match r.run(&c) {
+        Ok(_) => Ok(()),
+        Err(e) if live::no_such_kind(&e) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `job submit NAME [--follow]`: the exit code is the job's result.
+pub fn submit(k: &Kube, name: &str, follow: bool) -> Result<u8> {
+    signals::install();
+    let r = live::side_runner(k, &format!("job-{name}"), false)?;
+    let (res, logs) = run_job(k, &r, name, follow)?;
+    if let Some(l) = logs {
+        print!("{l}");
+    }
+    eprintln!("{}", describe(name, &res));
+    Ok(res.exit_code())
+}
+
+/// `job logs NAME`: the submitter's logs; the exit code is the job's result once it finished.
+pub fn logs(k: &Kube, name: &str) -> Result<u8> {
+    job(k, name)?;
+    let r = live::side_runner(k, &format!("job-{name}"), true)?;
+    let Some(rj) = get_rayjob(k, &r, name)? else {
+        bail!("no RayJob {}/{name}: submit it first (raydeploy job submit {name})", ns(k));
+    };
+    match read_logs(k, &r, name)? {
+        Some(l) => print!("{l}"),
+        None => eprintln!("the submitter of {name} has no logs (yet)"),
+    }
+    Ok(terminal(&rj).map_or(0, |t| t.exit_code()))
+}
+
+/// `job list`: the spec's jobs and the state of their RayJobs.
+pub fn list(k: &Kube) -> Result<(String, Value)> {
+    let r = live::side_runner(k, "job-list", true)?;
+    let found = live::items(live::get(k, &r, &["rayjobs", "-l", &selector(k)], Some(ns(k)))?);
+    let now = crate::run::state::now() as i64;
+    let mut text = format!("{:<24} {:<12} {:<12} {}\n", "JOB", "STATUS", "DEPLOYMENT", "FINISHED");
+    let mut rows = vec![];
+    for j in &k.s.d.jobs {
+        let rj = found.iter().find(|o| live::name(o) == j.name);
+        let s = |p: &str| rj.and_then(|o| live::str_at(o, p)).filter(|s| !s.is_empty()).map(str::to_string);
+        let status = s("/status/jobStatus");
+        let deployment = s("/status/jobDeploymentStatus");
+        let end = s("/status/endTime");
+        let is_expired = rj.is_some_and(|o| expired(o, now));
+        text.push_str(&format!(
+            "{:<24} {:<12} {:<12} {}{}\n",
+            j.name,
+            if rj.is_none() { "not submitted".to_string() } else { status.clone().unwrap_or("-".into()) },
+            deployment.clone().unwrap_or("-".into()),
+            end.clone().unwrap_or("-".into()),
+            if is_expired { " (expired: deleted at the next submit)" } else { "" }
+        ));
+        rows.push(serde_json::json!({
+            "name": j.name,
+            "submitted": rj.is_some(),
+            "job_status": status,
+            "deployment_status": deployment,
+            "start_time": s("/status/startTime"),
+            "end_time": end,
+            "expired": is_expired,
+            "message": s("/status/message"),
+        }));
+    }
+    Ok((text, serde_json::json!({ "jobs": rows })))
+}
+
+/// `job delete NAME`: deletes the RayJob (stopping the job if it runs).
+pub fn delete(k: &Kube, name: &str) -> Result<()> {
+    job(k, name)?;
+    let r = live::side_runner(k, &format!("job-{name}"), false)?;
+    if get_rayjob(k, &r, name)?.is_none() {
+        eprintln!("RayJob {}/{name} is already gone", ns(k));
+        return Ok(());
+    }
+    delete_rayjob(k, &r, name, true)?;
+    eprintln!("deleted RayJob {}/{name}", ns(k));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rj(dep: &str, job: &str) -> Value {
+        serde_json::json!({"metadata": {"name": "j", "annotations": {DELETE_AFTER_ANNOTATION: "60"}},
+            "status": {"jobDeploymentStatus": dep, "jobStatus": job, "endTime": "2024-01-01T00:00:00Z"}})
+    }
+
+    #[test]
+    fn terminal_states() {
+        assert_eq!(terminal(&rj("Complete", "SUCCEEDED")).unwrap().exit_code(), 0);
+        assert_eq!(terminal(&rj("Failed", "FAILED")).unwrap().exit_code(), 1);
+        assert_eq!(terminal(&rj("Failed", "")).unwrap().status, "FAILED");
+        assert!(terminal(&rj("Running", "RUNNING")).is_none());
+        assert!(terminal(&rj("Initializing", "")).is_none());
+    }
+
+    #[test]
+    fn expiry() {
+        let end = live::parse_time("2024-01-01T00:00:00Z").unwrap();
+        assert!(!expired(&rj("Complete", "SUCCEEDED"), end + 59));
+        assert!(expired(&rj("Complete", "SUCCEEDED"), end + 60));
+        assert!(!expired(&rj("Running", "RUNNING"), end + 600));
+    }
+}
