@@ -9,6 +9,7 @@ use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::deploy;
 use crate::model::{self, Deployment};
+use crate::preview;
 use crate::render;
 use crate::run::progress::Style;
 use crate::spec::{self, Report, Target};
@@ -95,6 +96,29 @@ pub enum Command {
         /// Do not ask before changing cloud or cluster resources (required without a terminal).
         #[arg(long)]
         auto_approve: bool,
+        /// Apply exactly this plan (from `plan --out`); refused when anything moved since.
+        #[arg(long, value_name = "PLAN")]
+        plan: Option<PathBuf>,
+        /// Allow changes that replace or delete the cluster, a node pool, the registry or the RayCluster.
+        #[arg(long)]
+        allow_destroy: bool,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Preview every layer (infrastructure, image, operator, cluster, secrets, mounts, jobs).
+    /// Exit code 0: no changes, 2: changes, 1: error.
+    Plan {
+        #[command(flatten)]
+        args: SpecArgs,
+        /// No cloud or cluster access: compare the render with the last applied snapshot.
+        #[arg(long)]
+        offline: bool,
+        /// Compare against this rendered folder instead of the last applied snapshot (implies --offline).
+        #[arg(long, value_name = "DIR")]
+        against: Option<PathBuf>,
+        /// Write the plan to PLAN (and Terraform's saved plan to PLAN.tfplan) for `deploy --plan`.
+        #[arg(long, value_name = "PLAN")]
+        out: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
     },
@@ -196,6 +220,10 @@ fn color() -> bool {
     std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal()
 }
 
+fn stdout_color() -> bool {
+    std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal()
+}
+
 fn env_var(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
@@ -273,10 +301,20 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Deploy { args, dry_run, with_jobs, auto_approve, output } => {
+        Command::Deploy { args, dry_run, with_jobs, auto_approve, plan, allow_destroy, output } => {
+            let Some(mut s) = session(&args, output)? else { return Ok(ExitCode::from(1)) };
+            let opts = deploy::DeployOptions { dry_run, with_jobs, auto_approve, plan, allow_destroy };
+            Ok(ExitCode::from(deploy::deploy(&mut s, &opts)?))
+        }
+        Command::Plan { args, offline, against, out, output } => {
             let Some(s) = session(&args, output)? else { return Ok(ExitCode::from(1)) };
-            let opts = deploy::DeployOptions { dry_run, with_jobs, auto_approve };
-            Ok(ExitCode::from(deploy::deploy(&s, &opts)?))
+            let opts = preview::Options { offline: offline || against.is_some(), against, out };
+            let plan = preview::run(&s, &opts)?;
+            match output {
+                Output::Text => print!("{}", preview::text::render(&plan, stdout_color())),
+                Output::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
+            }
+            Ok(ExitCode::from(plan.exit_code()))
         }
         Command::Destroy { args, auto_approve, keep_infra, output } => {
             let Some(s) = session(&args, output)? else { return Ok(ExitCode::from(1)) };

@@ -10,6 +10,7 @@ pub mod explain;
 pub mod local;
 pub mod model;
 pub mod plan;
+pub mod preview;
 pub mod render;
 pub mod run;
 pub mod spec;

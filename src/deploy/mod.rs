@@ -34,12 +34,26 @@ pub struct Session {
     pub redactor: Redactor,
     pub reporter: Arc<dyn Reporter>,
     pub style: Style,
+    /// Changes that replace or delete the cluster, a node pool, the registry or the RayCluster
+    /// are allowed (`--allow-destroy`).
+    pub allow_destroy: bool,
+    /// Terraform's saved plan to apply instead of planning anew (`deploy --plan`).
+    pub saved_tfplan: Option<PathBuf>,
 }
 
 impl Session {
     pub fn new(d: Deployment, rendered: Rendered, style: Style) -> Self {
         let dir = deployment_dir(&d);
-        Self { d, rendered, dir, redactor: Redactor::new(), reporter: Arc::from(style.reporter()), style }
+        Self {
+            d,
+            rendered,
+            dir,
+            redactor: Redactor::new(),
+            reporter: Arc::from(style.reporter()),
+            style,
+            allow_destroy: false,
+            saved_tfplan: None,
+        }
     }
 
     pub fn env(&self) -> Env {
@@ -116,6 +130,9 @@ pub struct DeployOptions {
     pub dry_run: bool,
     pub with_jobs: bool,
     pub auto_approve: bool,
+    /// A plan file from `plan --out` to apply exactly.
+    pub plan: Option<PathBuf>,
+    pub allow_destroy: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -137,7 +154,15 @@ pub fn graph(s: &Session, opts: &DeployOptions) -> Graph {
 }
 
 /// `deploy`: the phase graph, run (or printed with `--dry-run`).
-pub fn deploy(s: &Session, opts: &DeployOptions) -> Result<u8> {
+pub fn deploy(s: &mut Session, opts: &DeployOptions) -> Result<u8> {
+    s.allow_destroy = opts.allow_destroy;
+    if let Some(plan) = &opts.plan {
+        s.saved_tfplan = check_plan(s, plan)?;
+    }
+    if !opts.dry_run && !s.allow_destroy {
+        guard(s)?;
+    }
+    let s = &*s;
     let g = graph(s, opts);
     let ops = ops(s)?;
     if opts.dry_run {
@@ -151,7 +176,64 @@ pub fn deploy(s: &Session, opts: &DeployOptions) -> Result<u8> {
     let _lock = s.lock("deploy")?;
     let store = s.store()?;
     let report = exec::execute(&g, ops.as_ref(), &store, &s.env());
+    if report.ok() {
+        crate::preview::snapshot::record(&s.d, &s.rendered)
+            .with_context(|| format!("recording the applied snapshot in {}", s.dir.display()))?;
+    }
     finish(s, &report, &store)
+}
+
+/// Refuses destructive changes (against the last applied snapshot) before anything runs; the
+/// infra phase checks Terraform's own plan again before applying it.
+fn guard(s: &Session) -> Result<()> {
+    let snap = crate::preview::snapshot::dir(&s.d);
+    if !snap.is_dir() {
+        return Ok(());
+    }
+    let plan = crate::preview::offline_plan(s, None)?;
+    refuse_destructive(plan.destructive.iter().map(|d| d.reason.as_str()))
+}
+
+/// Fails, listing them, when there are destructive changes.
+pub fn refuse_destructive<'a>(reasons: impl Iterator<Item = &'a str>) -> Result<()> {
+    let list: Vec<&str> = reasons.collect();
+    if list.is_empty() {
+        return Ok(());
+    }
+    bail!(
+        "refusing destructive changes (run `raydeploy plan` to see them; deploy with --allow-destroy to accept):\n{}",
+        list.iter().map(|r| format!("  !! {r}")).collect::<Vec<_>>().join("\n")
+    )
+}
+
+/// `deploy --plan`: the plan must still hold; returns Terraform's saved plan when there is one.
+fn check_plan(s: &Session, path: &std::path::Path) -> Result<Option<PathBuf>> {
+    use crate::preview::{self, planfile};
+    let f = planfile::read(path)?;
+    if f.deployment != s.d.name {
+        bail!("{} is a plan for `{}`, not `{}`", path.display(), f.deployment, s.d.name);
+    }
+    let mut now = preview::Fingerprint {
+        spec: s.d.spec_hash.clone(),
+        rendered: preview::rendered_hash(&s.rendered),
+        live: Default::default(),
+    };
+    if f.mode == preview::Mode::Live {
+        now.live = preview::live::fingerprint(s)?;
+    }
+    let moved = planfile::drift(&f.fingerprint, &now);
+    if !moved.is_empty() {
+        bail!(
+            "{} no longer matches; plan again:\n{}",
+            path.display(),
+            moved.iter().map(|m| format!("  - {m}")).collect::<Vec<_>>().join("\n")
+        );
+    }
+    if !s.allow_destroy {
+        refuse_destructive(f.destructive.iter().map(String::as_str))?;
+    }
+    let tf = planfile::tfplan_path(path);
+    Ok(tf.is_file().then_some(tf))
 }
 
 /// Prints the summary of a run and picks the exit code.

@@ -1,0 +1,319 @@
+//! The live plan: asks Terraform (`plan -out` + `show -json`), the registry (does the content
+//! tag exist), Helm (the releases' values) and the cluster (Secrets, volumes, RayJobs) what a
+//! deploy would change. A layer whose prerequisite does not exist yet (no AKS cluster, operator
+//! not installed) says what creates it instead of failing. Nothing is changed, except that the
+//! deployment's own kubeconfig is fetched when missing, as the credentials phase would.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use base64::Engine;
+use serde_json::Value;
+
+use super::infra::{Action, from_plan_json};
+use super::{Item, ItemAction, Layer, Mode, Plan, Status, diff_files, under};
+use crate::deploy::Session;
+use crate::deploy::kube::{Kube, live, secrets};
+use crate::run::proc::{Cmd, Runner};
+use crate::run::progress::Plain;
+use crate::spec::Target;
+
+fn runner(s: &Session) -> Result<Runner> {
+    Ok(Runner::new("plan", Some(&s.dir.join("logs").join("plan.log")), s.redactor.clone(), Arc::new(Plain::default()))?)
+}
+
+fn terraform(dir: &Path, sub: &str, s: &Session) -> Cmd {
+    let mut c = Cmd::new("terraform")
+        .arg(format!("-chdir={}", dir.display()))
+        .arg(sub)
+        .env("TF_IN_AUTOMATION", "1")
+        .env("TF_INPUT", "0");
+    if let Some(sub) = s.d.azure.as_ref().and_then(|a| a.subscription_id.as_ref()) {
+        c = c.env("ARM_SUBSCRIPTION_ID", sub);
+    }
+    c
+}
+
+/// `terraform plan -out` and `show -json`: the infra layer, the plan's JSON (for the
+/// fingerprint) and whether the AKS cluster exists already.
+fn infra(s: &Session, r: &Runner, tfplan: Option<&Path>) -> Result<(Layer, Value)> {
+    let dir = s.write_rendered()?.join("terraform");
+    let planfile = match tfplan {
+        Some(p) => std::path::absolute(p)?,
+        None => dir.join("preview.tfplan"),
+    };
+    r.run(&terraform(&dir, "init", s).args(["-input=false", "-no-color"]).idempotent(3))?;
+    let plan = terraform(&dir, "plan", s)
+        .args(["-input=false", "-no-color", "-detailed-exitcode", "-lock-timeout=5m"])
+        .arg(format!("-out={}", planfile.display()))
+        .ok_codes(&[0, 2]);
+    r.run(&plan)?;
+    let show =
+        r.run(&terraform(&dir, "show", s).args(["-json", "-no-color"]).arg(planfile.display().to_string()).quiet())?;
+    if tfplan.is_none() {
+        let _ = std::fs::remove_file(&planfile);
+    }
+    let json: Value = serde_json::from_str(&show.stdout).context("terraform show -json did not print JSON")?;
+    let mut l = Layer::new("infra");
+    l.resources = from_plan_json(&json);
+    if !l.resources.is_empty() {
+        l.status = Status::Changes;
+    }
+    Ok((l, json))
+}
+
+/// Whether `reference` exists in its registry (`docker manifest inspect`).
+fn image_exists(r: &Runner, reference: &str) -> Result<bool> {
+    let o =
+        r.run(&Cmd::new("docker").args(["manifest", "inspect", reference]).quiet().ok_codes(&[0, 1]).idempotent(2))?;
+    Ok(o.code == 0)
+}
+
+/// Helm values as canonical YAML text (for a readable diff), image digests dropped (deploy pins
+/// them; the plan compares tags).
+fn values_text(v: &Value) -> String {
+    fn strip(v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                for (k, x) in m.iter_mut() {
+                    if k == "tag"
+                        && let Value::String(s) = x
+                        && let Some((t, _)) = s.split_once('@')
+                    {
+                        *s = t.to_string();
+                    }
+                    strip(x);
+                }
+            }
+            Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut v = v.clone();
+    strip(&mut v);
+    let canon: Value = serde_json::from_str(&live::canonical(&v)).unwrap_or(v);
+    serde_saphyr::to_string(&canon).unwrap_or_default()
+}
+
+/// A Helm release layer: values diff against the live release, or "created after …".
+fn release(
+    k: &Kube,
+    r: &Runner,
+    layer: &'static str,
+    name: &str,
+    ns: &str,
+    file: &str,
+    after: &str,
+    fp: &mut BTreeMap<String, String>,
+) -> Result<Layer> {
+    let mut l = Layer::new(layer);
+    let status =
+        r.run(&k.helm().args(["status", name, "-n", ns, "-o", "json"]).quiet().ok_codes(&[0, 1]).idempotent(2))?;
+    let rendered: Value = serde_saphyr::from_str(k.s.rendered.files.get(file).map(String::as_str).unwrap_or("{}"))
+        .with_context(|| format!("{file} is not YAML"))?;
+    let want = BTreeMap::from([(file.to_string(), values_text(&rendered))]);
+    if status.code != 0 {
+        l.status = Status::Create;
+        l.note = Some(format!("release {name} is not installed: created after {after}"));
+        l.diff = diff_files(&BTreeMap::new(), &want);
+        fp.insert(format!("release {name}"), "absent".into());
+        return Ok(l);
+    }
+    let st: Value = serde_json::from_str(&status.stdout).unwrap_or_default();
+    fp.insert(format!("release {name}"), st["version"].to_string());
+    let got = r.run(&k.helm().args(["get", "values", name, "-n", ns, "-o", "json"]).quiet().idempotent(2))?;
+    let live_values: Value = serde_json::from_str(&got.stdout).unwrap_or(Value::Null);
+    let have = BTreeMap::from([(file.to_string(), values_text(&live_values))]);
+    l.diff = diff_files(&have, &want);
+    if l.diff.is_some() {
+        l.status = Status::Changes;
+    }
+    if st["info"]["status"].as_str().is_some_and(|s| s != "deployed") {
+        l.status = Status::Changes;
+        l.note =
+            Some(format!("release {name} is {}: the upgrade repairs it", st["info"]["status"].as_str().unwrap_or("?")));
+    }
+    Ok(l)
+}
+
+fn secrets_layer(k: &Kube, r: &Runner, fp: &mut BTreeMap<String, String>) -> Result<Layer> {
+    let mut l = Layer::new("secrets");
+    let ns = &k.s.d.cluster.namespace;
+    for s in &k.s.d.secrets {
+        let values = secrets::resolve(k, s)?;
+        let obj = live::get(k, r, &["secret", &s.name], Some(ns))?;
+        let data: BTreeMap<String, String> = obj
+            .as_ref()
+            .and_then(|o| o["data"].as_object())
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string())).collect())
+            .unwrap_or_default();
+        fp.insert(
+            format!("secret {}", s.name),
+            obj.as_ref().map_or("absent".into(), |o| o["metadata"]["resourceVersion"].to_string()),
+        );
+        for (key, value) in &values {
+            let enc = base64::engine::general_purpose::STANDARD.encode(value);
+            match data.get(key) {
+                None => l.items.push(Item::new(
+                    ItemAction::Add,
+                    format!("{}.{key}", s.name),
+                    Some("value (redacted)".into()),
+                )),
+                Some(v) if *v != enc => l.items.push(Item::new(
+                    ItemAction::Change,
+                    format!("{}.{key}", s.name),
+                    Some("value changed (redacted)".into()),
+                )),
+                _ => {}
+            }
+        }
+        for key in data.keys().filter(|k| !values.contains_key(*k)) {
+            l.items.push(Item::new(ItemAction::Remove, format!("{}.{key}", s.name), None));
+        }
+    }
+    if !l.items.is_empty() {
+        l.status = Status::Changes;
+    }
+    Ok(l)
+}
+
+/// Objects of a rendered manifest file that are missing or differ on the cluster.
+fn objects_layer(k: &Kube, r: &Runner, layer: &'static str, prefix: &str) -> Result<Layer> {
+    let mut l = Layer::new(layer);
+    for text in under(&k.s.rendered.files, prefix).values() {
+        for obj in live::yaml_docs(text)? {
+            let kind = live::kind(&obj).to_lowercase();
+            let name = live::name(&obj).to_string();
+            let ns = obj["metadata"]["namespace"].as_str();
+            let got = live::get(k, r, &[&kind, &name], ns)?;
+            let id = format!("{}/{name}", live::kind(&obj));
+            match got {
+                None => l.items.push(Item::new(
+                    ItemAction::Add,
+                    id,
+                    (layer == "jobs").then(|| "submitted by deploy --with-jobs or job submit".to_string()),
+                )),
+                Some(g) if layer == "mounts" && g["spec"] != obj["spec"] && kind != "persistentvolumeclaim" => {
+                    l.items.push(Item::new(ItemAction::Change, id, None))
+                }
+                Some(g) if layer == "jobs" => l.items.push(Item::new(
+                    ItemAction::Change,
+                    id,
+                    Some(format!(
+                        "exists ({}); submitting again replaces it",
+                        g["status"]["jobStatus"].as_str().unwrap_or("unknown")
+                    )),
+                )),
+                Some(_) => {}
+            }
+        }
+    }
+    if !l.items.is_empty() {
+        l.status = Status::Changes;
+    }
+    Ok(l)
+}
+
+fn create_after(layer: &'static str, after: &str) -> Layer {
+    let mut l = Layer::new(layer);
+    l.status = Status::Create;
+    l.note = Some(format!("the cluster does not exist yet: created after {after}"));
+    l
+}
+
+/// The whole live plan; `tfplan` keeps Terraform's saved plan there (for `deploy --plan`).
+pub fn plan(s: &Session, tfplan: Option<&Path>) -> Result<Plan> {
+    let (layers, live) = layers(s, tfplan)?;
+    let mut p = Plan::new(&s.d, &s.rendered, Mode::Live, None, layers);
+    p.fingerprint.live = live;
+    Ok(p)
+}
+
+/// The live facts a plan depends on (for `deploy --plan` to tell whether they moved).
+pub fn fingerprint(s: &Session) -> Result<BTreeMap<String, String>> {
+    Ok(layers(s, None)?.1)
+}
+
+fn layers(s: &Session, tfplan: Option<&Path>) -> Result<(Vec<Layer>, BTreeMap<String, String>)> {
+    let k = Kube::new(s)?;
+    let r = runner(s)?;
+    let d = &s.d;
+    let mut fp = BTreeMap::new();
+    let mut layers = vec![];
+    let mut cluster_exists = true;
+    if d.target == Target::Aks {
+        let (l, json) = infra(s, &r, tfplan)?;
+        cluster_exists = !l
+            .resources
+            .iter()
+            .any(|c| c.rtype == "azurerm_kubernetes_cluster" && matches!(c.action, Action::Create | Action::Replace));
+        let summary: Vec<String> = l.resources.iter().map(|c| format!("{:?} {}", c.action, c.address)).collect();
+        fp.insert(
+            "terraform changes".into(),
+            crate::plan::Inputs::new().value("c", &summary).finish()[..16].to_string(),
+        );
+        let _ = json;
+        layers.push(l);
+        if cluster_exists && !k.kubeconfig().is_some_and(|p| p.is_file()) {
+            let a = d.azure.as_ref().context("aks target without azure settings")?;
+            let path = k.kubeconfig().expect("aks kubeconfig");
+            r.run(
+                &Cmd::new("az")
+                    .args(["aks", "get-credentials", "--resource-group", &a.resource_group, "--name", &a.aks_name])
+                    .args(["--file", &path.display().to_string(), "--overwrite-existing", "--only-show-errors"])
+                    .idempotent(2),
+            )?;
+        }
+    }
+
+    let mut img = Layer::new("image");
+    for i in d.image.cpu.iter().chain(d.image.gpu.iter()) {
+        let reference = i.reference();
+        let exists = image_exists(&r, &reference)?;
+        fp.insert(format!("image {reference}"), exists.to_string());
+        if !exists {
+            img.items.push(Item::new(ItemAction::Build, reference, Some("not in the registry: build and push".into())));
+        }
+    }
+    if !img.items.is_empty() {
+        img.status = Status::Changes;
+    }
+    layers.push(img);
+
+    let kube_root = if d.target == Target::Aks { "credentials" } else { "preflight" };
+    if !cluster_exists {
+        layers.push(create_after("operator", "crds"));
+        layers.push(create_after("cluster", "operator, secrets, mounts and image-push"));
+        layers.push(create_after("secrets", kube_root));
+        layers.push(create_after("mounts", kube_root));
+        layers.push(create_after("jobs", "ready"));
+        return Ok((layers, fp));
+    }
+    let (op, cl) = (&d.operator, &d.cluster);
+    layers.push(release(
+        &k,
+        &r,
+        "operator",
+        &op.release,
+        &op.namespace,
+        "helm/kuberay-operator.values.yaml",
+        "crds",
+        &mut fp,
+    )?);
+    layers.push(release(
+        &k,
+        &r,
+        "cluster",
+        &cl.name,
+        &cl.namespace,
+        "helm/ray-cluster.values.yaml",
+        "operator, secrets, mounts and image-push",
+        &mut fp,
+    )?);
+    layers.push(secrets_layer(&k, &r, &mut fp)?);
+    layers.push(objects_layer(&k, &r, "mounts", "manifests/mounts")?);
+    layers.push(objects_layer(&k, &r, "jobs", "manifests/jobs/")?);
+    Ok((layers, fp))
+}
