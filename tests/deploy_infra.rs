@@ -111,8 +111,14 @@ fn session(env: &KubeEnv) -> Session {
 
 /// Runs preflight, infra and credentials as a deploy would.
 fn run(env: &KubeEnv) -> Report {
+    run_with(env, |_| {})
+}
+
+/// Same, with the session adjusted first (`--allow-destroy`, `--plan`).
+fn run_with(env: &KubeEnv, adjust: impl FnOnce(&mut Session)) -> Report {
     let _g = EnvGuard::new(env);
-    let s = session(env);
+    let mut s = session(env);
+    adjust(&mut s);
     let mut g = raydeploy::deploy::graph(&s, &DeployOptions::default());
     g.phases.retain(|p| PHASES.contains(&p.id));
     let k = Kube::new(&s).unwrap();
@@ -140,7 +146,7 @@ fn first_deploy_plans_applies_that_plan_and_writes_a_private_kubeconfig() {
     // terraform: init, plan saved with -detailed-exitcode, apply of exactly that plan, outputs.
     let tf: Vec<_> = env.calls().into_iter().filter(|c| c.tool == "terraform").collect();
     let subs: Vec<_> = tf.iter().map(|c| c.argv.iter().find(|a| !a.starts_with('-')).cloned().unwrap()).collect();
-    assert_eq!(subs, ["version", "init", "plan", "apply", "output"], "{:#?}", lines(&env, "terraform"));
+    assert_eq!(subs, ["version", "init", "plan", "show", "apply", "output"], "{:#?}", lines(&env, "terraform"));
     for c in &tf[1..] {
         assert_eq!(c.argv[0], chdir, "{}", c.line());
         assert_eq!(c.env.get("TF_IN_AUTOMATION").map(String::as_str), Some("1"), "{}", c.line());
@@ -154,8 +160,13 @@ fn first_deploy_plans_applies_that_plan_and_writes_a_private_kubeconfig() {
     assert!(tf[1].has(&["-input=false", "-no-color"]));
     assert!(tf[2].has(&["-detailed-exitcode", "-out=raydeploy.tfplan", "-input=false"]), "{}", tf[2].line());
     assert_eq!(tf[2].exit, 2);
-    assert_eq!(tf[3].argv.last().unwrap(), "raydeploy.tfplan", "apply applies the saved plan: {}", tf[3].line());
-    assert!(!tf[3].has(&["-auto-approve"]));
+    assert!(
+        tf[3].has(&["-json"]) && tf[3].argv.last().unwrap().ends_with("/raydeploy.tfplan"),
+        "the plan is checked for destructive changes: {}",
+        tf[3].line()
+    );
+    assert_eq!(tf[4].argv.last().unwrap(), "raydeploy.tfplan", "apply applies the saved plan: {}", tf[4].line());
+    assert!(!tf[4].has(&["-auto-approve"]));
     assert!(!tfdir.join("raydeploy.tfplan").exists(), "the saved plan is removed after apply");
     assert_eq!(env.fake_state("terraform")["applies"], 1);
 
@@ -407,4 +418,55 @@ fn dry_run_prints_the_terraform_and_credentials_commands_and_runs_nothing() {
     }
     assert!(env.calls().is_empty(), "{:?}", env.calls());
     assert!(!env.spec_dir.join(".raydeploy").exists());
+}
+
+#[test]
+fn destructive_terraform_changes_are_refused_unless_allowed() {
+    let mut env = sandbox(SPEC);
+    assert!(run(&env).ok());
+    // A change Terraform can only make by replacing the cluster.
+    env.write_spec(&SPEC.replace("count: 1", "count: 3"));
+    env.set("RAYDEPLOY_FAKE_TF_REPLACE", "azurerm_kubernetes_cluster.this");
+    env.clear_calls();
+    let r = run(&env);
+    assert_eq!(outcome(&r, "infra"), Outcome::Failed);
+    let err = r.first_error().unwrap().1;
+    assert!(err.contains("refusing destructive changes") && err.contains("the AKS cluster is replaced"), "{err}");
+    assert!(err.contains("--allow-destroy"), "{err}");
+    assert!(env.find("terraform", &["apply"]).is_empty());
+    assert!(!env.state_dir("tiny").join("rendered/terraform/raydeploy.tfplan").exists());
+    assert_eq!(env.fake_state("terraform")["applies"], 1);
+
+    let r = run_with(&env, |s| s.allow_destroy = true);
+    assert!(r.ok(), "{r:?}");
+    assert_eq!(env.fake_state("terraform")["applies"], 2);
+}
+
+#[test]
+fn deploy_with_a_saved_plan_applies_exactly_that_plan() {
+    let env = sandbox(SPEC);
+    assert!(run(&env).ok());
+    env.write_spec(&SPEC.replace("count: 1", "count: 2"));
+    // `plan --out` saved Terraform's plan beside the raydeploy plan.
+    let saved = env.tmp.path().join("release.plan.tfplan");
+    let tfdir = env.state_dir("tiny").join("rendered/terraform");
+    {
+        let _g = EnvGuard::new(&env);
+        session(&env).write_rendered().unwrap();
+        let out = std::process::Command::new(env.bin.join("terraform"))
+            .arg(format!("-chdir={}", tfdir.display()))
+            .args(["plan", "-detailed-exitcode"])
+            .arg(format!("-out={}", saved.display()))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+    }
+    env.clear_calls();
+    let r = run_with(&env, |s| s.saved_tfplan = Some(saved.clone()));
+    assert!(r.ok(), "{r:?}");
+    assert!(env.find("terraform", &["plan"]).is_empty(), "no new plan: {:#?}", lines(&env, "terraform"));
+    let apply = env.find("terraform", &["apply"]);
+    assert_eq!(apply.len(), 1);
+    assert_eq!(apply[0].argv.last().unwrap(), &saved.display().to_string());
+    assert_eq!(env.fake_state("terraform")["applies"], 2);
 }

@@ -7,6 +7,10 @@
 //! how a fresh checkout (no local state) finds out that nothing needs applying. The outputs
 //! (`terraform output -json`, non-sensitive strings) feed the phases after it: `image-push`
 //! pushes to `acr_login_server`, `credentials` reads `resource_group_name` and `cluster_name`.
+//! Before an apply, `terraform show -json` of the plan is checked for destructive changes (the
+//! cluster, a node pool, the registry or the resource group replaced or deleted), refused unless
+//! `--allow-destroy`; `deploy --plan` applies Terraform's plan saved by `plan --out` instead of
+//! planning anew.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -83,6 +87,10 @@ pub fn preview(k: &Kube, p: &Phase) -> Vec<String> {
         "infra" => vec![
             tf.init().display(),
             tf.plan().display(),
+            format!(
+                "{}   # refuses destructive changes unless --allow-destroy",
+                tf.show(Path::new(PLAN_FILE)).display()
+            ),
             format!("{}   # only when the plan has changes", tf.apply().display()),
             tf.output().display(),
         ],
@@ -344,7 +352,33 @@ impl Terraform {
 
     /// Applies the saved plan, and only it. Never retried.
     fn apply(&self) -> Cmd {
-        self.cmd("apply").args(["-input=false", "-no-color", LOCK_TIMEOUT, PLAN_FILE]).timeout(T_APPLY)
+        self.apply_file(PLAN_FILE)
+    }
+
+    fn apply_file(&self, plan: &str) -> Cmd {
+        self.cmd("apply").args(["-input=false", "-no-color", LOCK_TIMEOUT, plan]).timeout(T_APPLY)
+    }
+
+    fn show(&self, plan: &Path) -> Cmd {
+        self.cmd("show")
+            .args(["-json", "-no-color"])
+            .arg(plan.to_string_lossy())
+            .timeout(T_OUTPUT)
+            .idempotent(3)
+            .quiet()
+    }
+
+    /// Unless `--allow-destroy`: fails, listing them, when the saved plan replaces or deletes
+    /// the cluster, a node pool, the registry or the resource group.
+    fn refuse_destructive(&self, k: &Kube, r: &Runner, plan: &Path) -> Result<()> {
+        if k.s.allow_destroy {
+            return Ok(());
+        }
+        let o = r.run(&self.show(plan))?;
+        let json: serde_json::Value =
+            serde_json::from_str(&o.stdout).context("terraform show -json printed something that is not JSON")?;
+        let changes = crate::preview::infra::from_plan_json(&json);
+        crate::deploy::refuse_destructive(changes.iter().filter_map(|c| c.destructive.as_deref()))
     }
 
     fn output(&self) -> Cmd {
@@ -429,6 +463,10 @@ fn subscription_of(k: &Kube, cx: &Cx) -> Option<String> {
 /// changes means the live infrastructure matches (a fresh checkout of a deployed spec), and a
 /// plan with changes is saved for `apply`.
 fn infra_probe(k: &Kube, cx: &Cx) -> Result<Option<Outputs>> {
+    if k.s.saved_tfplan.is_some() {
+        // `deploy --plan`: that plan is applied as it is (Terraform refuses it when stale).
+        return Ok(None);
+    }
     if let Some(o) = cx.unchanged() {
         return Ok(Some(o));
     }
@@ -444,12 +482,24 @@ fn infra_probe(k: &Kube, cx: &Cx) -> Result<Option<Outputs>> {
 
 fn infra_apply(k: &Kube, cx: &Cx) -> Result<Outputs> {
     let tf = Terraform::prepared(k, subscription_of(k, cx))?;
+    if let Some(saved) = &k.s.saved_tfplan {
+        let saved = std::path::absolute(saved)?;
+        cx.runner.run(&tf.init())?;
+        tf.refuse_destructive(k, &cx.runner, &saved)?;
+        cx.runner.info(&format!("applying the saved plan {}", saved.display()));
+        cx.runner.run(&tf.apply_file(&saved.to_string_lossy()))?;
+        return require_outputs(tf.outputs(&cx.runner)?);
+    }
     let planned = PLANNED.lock().expect("plan set").remove(&tf.plan_key(&cx.hash)) && tf.plan_path().is_file();
     if !planned {
         cx.runner.run(&tf.init())?;
         if !tf.plan_changes(&cx.runner)? {
             return require_outputs(tf.outputs(&cx.runner)?);
         }
+    }
+    if let Err(e) = tf.refuse_destructive(k, &cx.runner, &tf.plan_path()) {
+        tf.drop_plan();
+        return Err(e);
     }
     let applied = cx.runner.run(&tf.apply());
     tf.drop_plan();
