@@ -42,6 +42,8 @@ pub fn record(d: &Deployment, r: &Rendered) -> std::io::Result<()> {
     let out = dir(d);
     let tmp = out.with_file_name("applied.tmp");
     let _ = std::fs::remove_dir_all(&tmp);
+    // A target without artifacts (local) renders no file: the folder still holds the meta.
+    std::fs::create_dir_all(&tmp)?;
     r.write(&tmp)?;
     let meta = Meta {
         format_version: super::FORMAT_VERSION,
