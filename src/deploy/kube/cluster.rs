@@ -523,7 +523,7 @@ fn pods(k: &Kube, r: &Runner) -> Result<Vec<Value>> {
 fn ready(k: &Kube, cx: &Cx) -> Result<Outputs> {
     let r = &cx.runner;
     let c = &k.s.d.cluster;
-    let timeout = ready_timeout_for(k);
+    let timeout = live::ready_timeout();
     let start = Instant::now();
     let mut last = String::new();
     loop {
@@ -545,10 +545,6 @@ fn ready(k: &Kube, cx: &Cx) -> Result<Outputs> {
             bail!("interrupted while waiting for RayCluster {}/{}", c.namespace, c.name);
         }
     }
-}
-
-fn ready_timeout_for(_k: &Kube) -> Duration {
-    live::ready_timeout()
 }
 
 /// The message of a ready timeout: the cluster's state, each pod that is not ready and why.

@@ -129,7 +129,7 @@ pub fn run_job(k: &Kube, r: &Runner, name: &str, follow: bool) -> Result<(JobRes
     }
     cleanup_expired(k, r)?;
     delete_rayjob(k, r, name, true)?;
-    live::apply(k, r, &[obj.clone()], true)?;
+    live::apply(k, r, std::slice::from_ref(&obj), true)?;
     r.info(&format!("submitted RayJob {}/{name}", ns(k)));
 
     let deadline = j.active_deadline_seconds.map(|s| std::time::Instant::now() + Duration::from_secs(s as u64 + 300));

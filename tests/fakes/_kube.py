@@ -1,0 +1,374 @@
+"""Emulated Kubernetes cluster shared by the fake helm and kubectl.
+
+State ($RAYDEPLOY_FAKE_STATE/kube.json):
+  objects   "Kind|namespace|name" -> object (cluster-scoped kinds have namespace "")
+  releases  "namespace/name" -> {name, namespace, chart, version, values, revision, status, objects}
+  counters  anything the fakes count (port-forwards, ...)
+
+Behaviour:
+  - kubeconfig context: none needed; namespaced objects need their namespace to exist.
+  - RayCluster/RayJob need their CRD (rayclusters.ray.io / rayjobs.ray.io) to be applied.
+  - Installing the ray-cluster chart creates the RayCluster, its head service and one pod per
+    replica of every enabled group (label ray.io/cluster, ray.io/group, ray.io/node-type).
+    Every `kubectl get` advances time: once the kuberay-operator release is deployed, the
+    RayCluster becomes ready after two reads and its pods Ready.
+  - $RAYDEPLOY_FAKE_UNSCHEDULABLE="group,..." keeps the pods of those groups Pending
+    (Unschedulable: Insufficient nvidia.com/gpu, with a FailedScheduling event); with "head"
+    the RayCluster never becomes ready.
+  - A RayJob goes Initializing -> Running (its submitter Job exists) -> Complete/SUCCEEDED, or
+    Failed/FAILED when its entrypoint contains "fail", one step per read.
+"""
+
+import base64
+import datetime
+import json
+import random
+import string
+
+CLUSTER_SCOPED = {"Namespace", "CustomResourceDefinition", "PersistentVolume"}
+
+RESOURCES = {
+    "Namespace": ("namespaces", "", ["namespace", "namespaces", "ns"]),
+    "CustomResourceDefinition": (
+        "customresourcedefinitions",
+        "apiextensions.k8s.io",
+        ["crd", "crds", "customresourcedefinition", "customresourcedefinitions"],
+    ),
+    "RayCluster": ("rayclusters", "ray.io", ["raycluster", "rayclusters"]),
+    "RayJob": ("rayjobs", "ray.io", ["rayjob", "rayjobs"]),
+    "Pod": ("pods", "", ["pod", "pods", "po"]),
+    "Secret": ("secrets", "", ["secret", "secrets"]),
+    "Service": ("services", "", ["service", "services", "svc"]),
+    "PersistentVolume": ("persistentvolumes", "", ["persistentvolume", "persistentvolumes", "pv"]),
+    "PersistentVolumeClaim": ("persistentvolumeclaims", "", ["persistentvolumeclaim", "persistentvolumeclaims", "pvc"]),
+    "Job": ("jobs", "batch", ["job", "jobs"]),
+    "Event": ("events", "", ["event", "events", "ev"]),
+    "Deployment": ("deployments", "apps", ["deployment", "deployments", "deploy"]),
+}
+
+CRD_OF = {"RayCluster": "rayclusters.ray.io", "RayJob": "rayjobs.ray.io"}
+
+
+class KubeError(Exception):
+    pass
+
+
+def now():
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def suffix():
+    return "".join(random.choice(string.ascii_lowercase + string.digits) for _ in range(5))
+
+
+def kind_of(word):
+    w = word.lower().split(".")[0]
+    for kind, (_, _, names) in RESOURCES.items():
+        if w in names:
+            return kind
+    raise KubeError(f'error: the server doesn\'t have a resource type "{word}"')
+
+
+def plural(kind):
+    p, g, _ = RESOURCES[kind]
+    return f"{p}.{g}" if g else p
+
+
+def key(kind, ns, name):
+    return f"{kind}|{'' if kind in CLUSTER_SCOPED else ns}|{name}"
+
+
+def labels(obj):
+    return obj.setdefault("metadata", {}).setdefault("labels", {}) or {}
+
+
+def matches(obj, selector):
+    if not selector:
+        return True
+    have = (obj.get("metadata") or {}).get("labels") or {}
+    for part in selector.split(","):
+        k, _, v = part.partition("=")
+        if have.get(k) != v:
+            return False
+    return True
+
+
+class Cluster:
+    def __init__(self, st):
+        self.st = st
+        st.setdefault("objects", {})
+        st.setdefault("releases", {})
+        st.setdefault("counters", {})
+
+    @property
+    def objects(self):
+        return self.st["objects"]
+
+    def get(self, kind, ns, name):
+        return self.objects.get(key(kind, ns, name))
+
+    def require_kind(self, kind):
+        crd = CRD_OF.get(kind)
+        if crd and not self.get("CustomResourceDefinition", "", crd):
+            raise KubeError(f'error: the server doesn\'t have a resource type "{RESOURCES[kind][0]}"')
+
+    def require_ns(self, kind, ns):
+        if kind not in CLUSTER_SCOPED and not self.get("Namespace", "", ns):
+            raise KubeError(f'Error from server (NotFound): namespaces "{ns}" not found')
+
+    def put(self, obj, ns):
+        kind = obj["kind"]
+        meta = obj.setdefault("metadata", {})
+        if kind not in CLUSTER_SCOPED:
+            meta["namespace"] = meta.get("namespace") or ns
+        self.objects[key(kind, meta.get("namespace", ""), meta["name"])] = obj
+        return obj
+
+    def delete(self, kind, ns, name):
+        k = key(kind, ns, name)
+        if k not in self.objects:
+            return False
+        del self.objects[k]
+        if kind == "RayJob":
+            self.objects.pop(key("Job", ns, name), None)
+            for pk in [pk for pk, o in self.objects.items() if o["kind"] == "Pod" and labels(o).get("job-name") == name]:
+                del self.objects[pk]
+        if kind == "RayCluster":
+            for pk in [pk for pk, o in self.objects.items() if o["kind"] == "Pod" and labels(o).get("ray.io/cluster") == name]:
+                del self.objects[pk]
+        return True
+
+    def list(self, kind, ns, selector=None):
+        out = []
+        for o in self.objects.values():
+            if o["kind"] != kind:
+                continue
+            if kind not in CLUSTER_SCOPED and ns is not None and o["metadata"].get("namespace") != ns:
+                continue
+            if matches(o, selector):
+                out.append(o)
+        return sorted(out, key=lambda o: o["metadata"]["name"])
+
+    def event(self, ns, pod, reason, message):
+        name = f"{pod}.{suffix()}"
+        self.put(
+            {
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {"name": name},
+                "involvedObject": {"kind": "Pod", "name": pod, "namespace": ns},
+                "type": "Warning",
+                "reason": reason,
+                "message": message,
+                "count": 1,
+            },
+            ns,
+        )
+
+    # ----------------------------------------------------------------------------------------
+    # apply
+
+    def apply(self, obj, ns):
+        kind = obj.get("kind")
+        if kind not in RESOURCES:
+            raise KubeError(f'error: resource mapping not found for kind "{kind}"')
+        if kind in CRD_OF and not self.get("CustomResourceDefinition", "", CRD_OF[kind]):
+            raise KubeError(
+                f'error: resource mapping not found for name: "{obj["metadata"]["name"]}": '
+                f'no matches for kind "{kind}" in version "{obj.get("apiVersion")}"\nensure CRDs are installed first'
+            )
+        ns = (obj.get("metadata") or {}).get("namespace") or ns
+        self.require_ns(kind, ns)
+        obj = json.loads(json.dumps(obj))
+        old = self.get(kind, ns, obj["metadata"]["name"])
+        if kind == "Secret" and "stringData" in obj:
+            data = obj.setdefault("data", {})
+            for k, v in obj.pop("stringData").items():
+                data[k] = base64.b64encode(v.encode()).decode()
+        if kind == "RayJob":
+            obj["status"] = (old or {}).get("status") or {"jobDeploymentStatus": "Initializing"}
+        elif old and "status" in old:
+            obj["status"] = old["status"]
+        self.put(obj, ns)
+        return "configured" if old else "created"
+
+    # ----------------------------------------------------------------------------------------
+    # helm
+
+    def install_chart(self, release, chart, ns, values):
+        made = []
+        if chart == "kuberay-operator":
+            dep = {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": release, "labels": {"app.kubernetes.io/name": "kuberay-operator"}},
+                "spec": {"template": {"spec": {"containers": [{"name": "kuberay-operator", "image": image_of(values)}]}}},
+                "status": {"availableReplicas": 1},
+            }
+            self.put(dep, ns)
+            made.append(key("Deployment", ns, release))
+        elif chart == "ray-cluster":
+            if not self.get("CustomResourceDefinition", "", "rayclusters.ray.io"):
+                raise KubeError(
+                    "Error: unable to build kubernetes objects from release manifest: resource mapping not found "
+                    f'for name: "{release}" namespace: "{ns}" from "": no matches for kind "RayCluster" in version '
+                    '"ray.io/v1"\nensure CRDs are installed first'
+                )
+            name = values.get("fullnameOverride") or release
+            groups = [("headgroup", "head", 1, image_of(values.get("head") or {}, image_of(values)), values.get("head") or {})]
+            w = values.get("worker") or {}
+            if not w.get("disabled"):
+                groups.append((w.get("groupName", "workergroup"), "worker", w.get("replicas", 1), image_of(w, image_of(values)), w))
+            for gname, g in sorted((values.get("additionalWorkerGroups") or {}).items()):
+                if not g.get("disabled"):
+                    groups.append((gname, "worker", g.get("replicas", 1), image_of(g, image_of(values)), g))
+            old = self.get("RayCluster", ns, name)
+            rc = {
+                "apiVersion": "ray.io/v1",
+                "kind": "RayCluster",
+                "metadata": {"name": name, "labels": {"app.kubernetes.io/instance": release}},
+                "spec": {"groups": [{"name": g[0], "image": g[3], "replicas": g[2]} for g in groups]},
+                "status": (old or {}).get("status") or {},
+            }
+            self.put(rc, ns)
+            made.append(key("RayCluster", ns, name))
+            svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": f"{name}-head-svc"},
+                   "spec": {"ports": [{"name": "dashboard", "port": 8265}]}}
+            self.put(svc, ns)
+            made.append(key("Service", ns, f"{name}-head-svc"))
+            for pk in [pk for pk, o in self.objects.items() if o["kind"] == "Pod" and labels(o).get("ray.io/cluster") == name]:
+                del self.objects[pk]
+            for gname, node_type, replicas, image, g in groups:
+                group_label = ((g.get("labels") or {}).get("raydeploy.io/group")) or ("head" if node_type == "head" else gname)
+                for _ in range(int(replicas or 0) if node_type == "worker" else 1):
+                    pod = {
+                        "apiVersion": "v1",
+                        "kind": "Pod",
+                        "metadata": {
+                            "name": f"{name}-{'head' if node_type == 'head' else gname + '-worker'}-{suffix()}",
+                            "labels": {
+                                "ray.io/cluster": name,
+                                "ray.io/group": gname,
+                                "ray.io/node-type": node_type,
+                                "raydeploy.io/group": group_label,
+                            },
+                        },
+                        "spec": {"containers": [{"name": f"ray-{node_type}", "image": image}]},
+                        "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "True"}]},
+                    }
+                    self.put(pod, ns)
+        return made
+
+    # ----------------------------------------------------------------------------------------
+    # time
+
+    def tick(self, unschedulable):
+        operator = any(o["kind"] == "Deployment" and labels(o).get("app.kubernetes.io/name") == "kuberay-operator"
+                       for o in self.objects.values())
+        for rc in [o for o in self.objects.values() if o["kind"] == "RayCluster"]:
+            ns = rc["metadata"]["namespace"]
+            name = rc["metadata"]["name"]
+            pods = [o for o in self.objects.values() if o["kind"] == "Pod" and labels(o).get("ray.io/cluster") == name]
+            head_stuck = False
+            for p in pods:
+                group = labels(p).get("raydeploy.io/group")
+                if group in unschedulable or labels(p).get("ray.io/group") in unschedulable:
+                    if p["status"]["phase"] == "Pending" and p["status"]["conditions"][0]["status"] == "True":
+                        msg = "0/3 nodes are available: 3 Insufficient nvidia.com/gpu. preemption: 0/3 nodes are available."
+                        p["status"]["conditions"] = [
+                            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": msg}
+                        ]
+                        self.event(ns, p["metadata"]["name"], "FailedScheduling", msg)
+                    if labels(p).get("ray.io/node-type") == "head":
+                        head_stuck = True
+            if not operator or head_stuck:
+                continue
+            st = rc.setdefault("status", {})
+            st["reads"] = st.get("reads", 0) + 1
+            if st["reads"] >= 2 and st.get("state") != "ready":
+                st["state"] = "ready"
+            if st.get("state") == "ready":
+                for p in pods:
+                    if p["status"]["phase"] == "Pending" and p["status"]["conditions"][0]["status"] == "True":
+                        p["status"] = {
+                            "phase": "Running",
+                            "conditions": [{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "True"}],
+                        }
+        for rj in [o for o in self.objects.values() if o["kind"] == "RayJob"]:
+            self.tick_job(rj)
+
+    def tick_job(self, rj):
+        ns = rj["metadata"]["namespace"]
+        name = rj["metadata"]["name"]
+        st = rj.setdefault("status", {"jobDeploymentStatus": "Initializing"})
+        sel = ((rj.get("spec") or {}).get("clusterSelector") or {}).get("ray.io/cluster")
+        rc = self.get("RayCluster", ns, sel) if sel else None
+        if st.get("jobDeploymentStatus") == "Initializing":
+            if not rc or (rc.get("status") or {}).get("state") != "ready":
+                return
+            st.update({"jobDeploymentStatus": "Running", "jobStatus": "RUNNING", "startTime": now(),
+                       "jobId": f"{name}-{suffix()}"})
+            fail = "fail" in rj["spec"].get("entrypoint", "")
+            logs = [f"Job submission server address: http://{sel}-head-svc.{ns}.svc.cluster.local:8265",
+                    f"Job '{st['jobId']}' submitted successfully",
+                    f"running: {rj['spec'].get('entrypoint', '')}"]
+            if fail:
+                logs += ["Traceback (most recent call last):", "RuntimeError: the job failed on purpose",
+                         f"Job '{st['jobId']}' failed"]
+            else:
+                logs += ["result: 42", f"Job '{st['jobId']}' succeeded"]
+            self.put({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name, "labels": {"job-name": name}},
+                      "logs": logs}, ns)
+        elif st.get("jobDeploymentStatus") == "Running":
+            fail = "fail" in rj["spec"].get("entrypoint", "")
+            st.update({"jobDeploymentStatus": "Failed" if fail else "Complete",
+                       "jobStatus": "FAILED" if fail else "SUCCEEDED", "endTime": now()})
+            if fail:
+                st["message"] = "Job entrypoint command failed with exit code 1"
+
+
+def image_of(values, default=None):
+    img = values.get("image") if isinstance(values, dict) else None
+    if not img or not img.get("repository"):
+        return default
+    return f"{img['repository']}:{img.get('tag', 'latest')}"
+
+
+def load_docs(text):
+    """JSON (one object or a List) or a YAML stream, flattened."""
+    text = text.strip()
+    if not text:
+        return []
+    try:
+        docs = [json.loads(text)]
+    except ValueError:
+        import yaml
+
+        docs = [d for d in yaml.safe_load_all(text) if d]
+    out = []
+    for d in docs:
+        if d.get("kind") == "List" or (d.get("kind", "").endswith("List") and "items" in d):
+            out.extend(d.get("items") or [])
+        else:
+            out.append(d)
+    return out
+
+
+def load_values(path):
+    with open(path) as f:
+        text = f.read()
+    try:
+        return json.loads(text)
+    except ValueError:
+        import yaml
+
+        return yaml.safe_load(text) or {}
+
+
+def merge(base, over):
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            merge(base[k], v)
+        else:
+            base[k] = json.loads(json.dumps(v))
+    return base
