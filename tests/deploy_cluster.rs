@@ -13,6 +13,7 @@ use serde_json::Value;
 
 const SECRET_VALUE: &str = "tok-3f9a7c1e55d2";
 const FILE_SECRET: &str = "postgres://u:pw-8d7e6f@db/x";
+const KV_SECRET: &str = "kv-5b2e90aa41";
 
 const SPEC: &str = r#"apiVersion: raydeploy/v1
 kind: RayDeployment
@@ -49,6 +50,7 @@ secrets:
     data:
       token: { fromEnv: CLU_TOKEN }
       db: { fromFile: ./db.txt }
+      key: { fromKeyVault: { vault: kv-clu, secret: api-key } }
 
 jobs:
   - name: ok
@@ -77,10 +79,11 @@ case "$1" in
 esac"#;
 
 fn sandbox() -> KubeEnv {
-    let mut env = KubeEnv::new(SPEC, &["helm", "kubectl"]);
+    let mut env = KubeEnv::new(SPEC, &["helm", "kubectl", "az"]);
     env.add_script("docker", DOCKER);
     std::fs::write(env.spec_dir.join("db.txt"), FILE_SECRET).unwrap();
     env.set("CLU_TOKEN", SECRET_VALUE);
+    env.set("RAYDEPLOY_FAKE_KV_KV_CLU_API_KEY", KV_SECRET);
     env.set("RAYDEPLOY_POLL_SECONDS", "0.05");
     env.set("RAYDEPLOY_READY_TIMEOUT", "60");
     env
@@ -178,14 +181,18 @@ fn deploy_orders_phases_pins_digests_and_pipes_secrets_on_stdin() {
 
     // The secret went on stdin only: in the cluster with a salted hash label, nowhere on disk.
     let stdin = &calls[secret].stdin;
-    assert!(stdin.contains(SECRET_VALUE) && stdin.contains(FILE_SECRET));
+    assert!(stdin.contains(SECRET_VALUE) && stdin.contains(FILE_SECRET) && stdin.contains(KV_SECRET));
+    let kv = env.find("az", &["keyvault", "secret", "show", "--vault-name", "kv-clu", "--name", "api-key"]);
+    assert!(!kv.is_empty() && kv[0].has(&["--query", "value", "-o", "tsv"]));
     let s = object(&st, "Secret", "rayns", "api").expect("secret applied");
     let hash = s["metadata"]["labels"]["raydeploy.io/secret-hash"].as_str().unwrap();
     assert_eq!(hash.len(), 32);
     assert!(s["metadata"]["annotations"]["raydeploy.io/secret-salt"].as_str().is_some());
     let disk = all_text(&env.spec_dir.join(".raydeploy"));
-    assert!(!disk.contains(SECRET_VALUE) && !disk.contains(FILE_SECRET), "a secret reached .raydeploy/");
-    assert!(!out.contains(SECRET_VALUE) && !out.contains(FILE_SECRET));
+    for v in [SECRET_VALUE, FILE_SECRET, KV_SECRET] {
+        assert!(!disk.contains(v), "a secret reached .raydeploy/");
+        assert!(!out.contains(v), "a secret reached the output");
+    }
     for c in calls.iter().filter(|c| c.tool != "kubectl" || !c.has(&["apply"])) {
         assert!(!c.argv.join(" ").contains(SECRET_VALUE), "{}", c.line());
     }

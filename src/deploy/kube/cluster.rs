@@ -113,10 +113,10 @@ pub fn preview(k: &Kube, p: &Phase) -> Vec<String> {
             Some(_) => vec![format!("{}  # {MOUNTS}", live::apply_cmd(k, true).display())],
             None => vec![],
         },
-        "cluster" => vec![
-            format!("# {IMAGE_VALUES}: every group's image pinned to the digest image-push recorded"),
-            cluster_cmd(k, &dir.join(RAY_CLUSTER_VALUES), &dir.join(IMAGE_VALUES)).display(),
-        ],
+        "cluster" => vec![format!(
+            "{}  # {IMAGE_VALUES} pins every group's image to the digest image-push records",
+            cluster_cmd(k, &dir.join(RAY_CLUSTER_VALUES), &dir.join(IMAGE_VALUES)).display()
+        )],
         "ready" => vec![
             format!(
                 "{}  # until .status.state is ready",

@@ -54,13 +54,17 @@ pub fn no_such_kind(e: &CmdError) -> bool {
 }
 
 /// `kubectl get WHAT... [-n NS] -o json --ignore-not-found`: the object (or `List`), `None` when
-/// absent (or when its kind is not installed). Retried: a read.
+/// absent (or when its kind is not installed). Retried: a read. The output of a Secret read is
+/// not logged.
 pub fn get(k: &Kube, r: &Runner, what: &[&str], ns: Option<&str>) -> Result<Option<Value>> {
     let mut c = k.kubectl().arg("get").args(what.iter().copied());
     if let Some(ns) = ns {
         c = c.args(["-n", ns]);
     }
     let c = c.args(["-o", "json", "--ignore-not-found"]).timeout(READ_TIMEOUT).idempotent(READ_ATTEMPTS).quiet();
+    // A Secret read returns its data (base64, which the redactor cannot recognise): never logged.
+    let c =
+        if what.first().is_some_and(|w| w.to_ascii_lowercase().starts_with("secret")) { c.secret_output() } else { c };
     match r.run(&c) {
         Ok(o) if o.stdout.trim().is_empty() => Ok(None),
         Ok(o) => Ok(Some(
