@@ -15,7 +15,7 @@ use serde_json::Value;
 use super::infra::{Action, from_plan_json};
 use super::{Item, ItemAction, Layer, Mode, Plan, Status, diff_files, under};
 use crate::deploy::Session;
-use crate::deploy::kube::{Kube, live, secrets};
+use crate::deploy::kube::{Kube, cluster, live, secrets};
 use crate::run::proc::{Cmd, Runner};
 use crate::run::progress::Plain;
 use crate::spec::Target;
@@ -64,11 +64,9 @@ fn infra(s: &Session, r: &Runner, tfplan: Option<&Path>) -> Result<(Layer, Value
     Ok((l, json))
 }
 
-/// Whether `reference` exists in its registry (`docker manifest inspect`).
+/// Whether `reference` exists in its registry (the image phase's own registry probe).
 fn image_exists(r: &Runner, reference: &str) -> Result<bool> {
-    let o =
-        r.run(&Cmd::new("docker").args(["manifest", "inspect", reference]).quiet().ok_codes(&[0, 1]).idempotent(2))?;
-    Ok(o.code == 0)
+    Ok(crate::deploy::kube::image::registry_digest(r, reference)?.is_some())
 }
 
 /// Helm values as canonical YAML text (for a readable diff), image digests dropped (deploy pins
@@ -93,8 +91,18 @@ fn values_text(v: &Value) -> String {
     }
     let mut v = v.clone();
     strip(&mut v);
-    let canon: Value = serde_json::from_str(&live::canonical(&v)).unwrap_or(v);
-    serde_saphyr::to_string(&canon).unwrap_or_default()
+    fn sorted(v: &Value) -> Value {
+        match v {
+            Value::Object(m) => {
+                let mut keys: Vec<&String> = m.keys().collect();
+                keys.sort();
+                Value::Object(keys.into_iter().map(|k| (k.clone(), sorted(&m[k]))).collect())
+            }
+            Value::Array(a) => Value::Array(a.iter().map(sorted).collect()),
+            other => other.clone(),
+        }
+    }
+    serde_saphyr::to_string(&sorted(&v)).unwrap_or_default()
 }
 
 /// A Helm release layer: values diff against the live release, or "created after …".
@@ -111,8 +119,20 @@ fn release(
     let mut l = Layer::new(layer);
     let status =
         r.run(&k.helm().args(["status", name, "-n", ns, "-o", "json"]).quiet().ok_codes(&[0, 1]).idempotent(2))?;
-    let rendered: Value = serde_saphyr::from_str(k.s.rendered.files.get(file).map(String::as_str).unwrap_or("{}"))
+    let mut rendered: Value = serde_saphyr::from_str(k.s.rendered.files.get(file).map(String::as_str).unwrap_or("{}"))
         .with_context(|| format!("{file} is not YAML"))?;
+    if layer == "cluster" {
+        // Deploy adds every group's image pinned by digest; digests are dropped from both sides.
+        let d = &k.s.d;
+        let pin = |i: &crate::model::ImageRef| format!("{}@sha256:0", i.reference());
+        let pins = cluster::Pins {
+            cpu: d.image.cpu.as_ref().map(pin).unwrap_or_default(),
+            gpu: d.image.gpu.as_ref().map(pin),
+        };
+        if !pins.cpu.is_empty() {
+            live::merge(&mut rendered, &serde_json::to_value(cluster::ImageValues::new(d, &pins)?)?);
+        }
+    }
     let want = BTreeMap::from([(file.to_string(), values_text(&rendered))]);
     if status.code != 0 {
         l.status = Status::Create;
