@@ -204,6 +204,9 @@ pub enum JobCommand {
     },
 }
 
+/// Version of the JSON document `status --output json` prints.
+pub const STATUS_FORMAT_VERSION: u32 = 1;
+
 /// Entry point used by `main`.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
@@ -324,7 +327,17 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Status { args, output } => {
             let Some(s) = session(&args, output)? else { return Ok(ExitCode::from(1)) };
-            let (text, json) = deploy::ops(&s)?.status(&s)?;
+            let (text, live) = deploy::ops(&s)?.status(&s)?;
+            let mut json = serde_json::json!({
+                "format_version": STATUS_FORMAT_VERSION,
+                "deployment": s.d.name,
+                "target": s.d.target.as_str(),
+            });
+            if let (Some(out), Some(live)) = (json.as_object_mut(), live.as_object()) {
+                for (k, v) in live {
+                    out.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+            }
             print_either(output, &text, &json)?;
             Ok(ExitCode::SUCCESS)
         }
