@@ -92,6 +92,8 @@ impl Drop for EnvGuard {
 }
 
 fn sandbox(spec: &str) -> KubeEnv {
+    // Looks up python3 on PATH: not while another test has PATH pointing into its sandbox.
+    let _lock = ENV_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let env = KubeEnv::new(spec, &["terraform", "az", "kubelogin"]);
     env.add_script("docker", r#"[ "$1" = version ] && echo 27.5.1 && exit 0; echo "docker stand-in: $*" >&2; exit 1"#);
     env.add_script("helm", r#"[ "$1" = version ] && echo v3.16.2+g13654a5 && exit 0; exit 1"#);
@@ -207,7 +209,8 @@ fn first_deploy_plans_applies_that_plan_and_writes_a_private_kubeconfig() {
 #[test]
 fn unchanged_inputs_skip_and_a_fresh_checkout_asks_terraform_instead_of_applying() {
     let mut env = sandbox(SPEC);
-    assert!(run(&env).ok());
+    let r = run(&env);
+    assert!(r.ok(), "{r:?}");
 
     // Same checkout, nothing changed: skipped from local state without calling Terraform.
     env.clear_calls();
@@ -286,7 +289,8 @@ fn an_apply_that_hangs_past_its_timeout_gets_sigint_and_the_run_fails_cleanly() 
     assert_eq!(env.fake_state("terraform").get("applies"), None);
 
     env.unset("RAYDEPLOY_FAKE_FAULTS");
-    assert!(run(&env).ok());
+    let r = run(&env);
+    assert!(r.ok(), "{r:?}");
     assert_eq!(env.fake_state("terraform")["applies"], 1);
 }
 
@@ -321,7 +325,8 @@ fn the_spec_subscription_goes_to_terraform_and_az() {
     let sub = "99999999-8888-7777-6666-555555555555";
     let spec = SPEC.replace("  location: eastus\n", &format!("  location: eastus\n  subscriptionId: \"{sub}\"\n"));
     let env = sandbox(&spec);
-    assert!(run(&env).ok());
+    let r = run(&env);
+    assert!(r.ok(), "{r:?}");
     for c in env.find("terraform", &[]).iter().skip(1) {
         assert_eq!(c.env.get("ARM_SUBSCRIPTION_ID").map(String::as_str), Some(sub), "{}", c.line());
     }
@@ -356,7 +361,8 @@ fn entra_id_clusters_get_a_kubeconfig_converted_for_the_azure_cli() {
 #[test]
 fn destroy_is_confirmed_idempotent_and_forgets_the_infrastructure() {
     let env = sandbox(SPEC);
-    assert!(run(&env).ok());
+    let r = run(&env);
+    assert!(r.ok(), "{r:?}");
     let _g = EnvGuard::new(&env);
     let s = session(&env);
     let k = Kube::new(&s).unwrap();
@@ -385,7 +391,8 @@ fn destroy_is_confirmed_idempotent_and_forgets_the_infrastructure() {
 #[test]
 fn status_shows_phases_and_live_outputs() {
     let env = sandbox(SPEC);
-    assert!(run(&env).ok());
+    let r = run(&env);
+    assert!(r.ok(), "{r:?}");
     env.clear_calls();
     let _g = EnvGuard::new(&env);
     let s = session(&env);
@@ -423,7 +430,8 @@ fn dry_run_prints_the_terraform_and_credentials_commands_and_runs_nothing() {
 #[test]
 fn destructive_terraform_changes_are_refused_unless_allowed() {
     let mut env = sandbox(SPEC);
-    assert!(run(&env).ok());
+    let r = run(&env);
+    assert!(r.ok(), "{r:?}");
     // A change Terraform can only make by replacing the cluster.
     env.write_spec(&SPEC.replace("count: 1", "count: 3"));
     env.set("RAYDEPLOY_FAKE_TF_REPLACE", "azurerm_kubernetes_cluster.this");
@@ -445,7 +453,8 @@ fn destructive_terraform_changes_are_refused_unless_allowed() {
 #[test]
 fn deploy_with_a_saved_plan_applies_exactly_that_plan() {
     let env = sandbox(SPEC);
-    assert!(run(&env).ok());
+    let r = run(&env);
+    assert!(r.ok(), "{r:?}");
     env.write_spec(&SPEC.replace("count: 1", "count: 2"));
     // `plan --out` saved Terraform's plan beside the raydeploy plan.
     let saved = env.tmp.path().join("release.plan.tfplan");

@@ -69,8 +69,13 @@ pub struct KubeEnv {
     pub vars: BTreeMap<String, String>,
 }
 
-/// The python3 the fakes run with (resolved past shims).
+/// The python3 the fakes run with (resolved past shims; looked up once).
 fn python() -> PathBuf {
+    static PYTHON: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PYTHON.get_or_init(find_python).clone()
+}
+
+fn find_python() -> PathBuf {
     let out = std::process::Command::new("python3")
         .args(["-c", "import os, sys; print(os.path.realpath(sys.executable))"])
         .output()
