@@ -6,7 +6,9 @@ Emulated state lives in $RAYDEPLOY_FAKE_STATE/<tool>.json (created on first use)
 
 Faults and latency, for ordering, failure, timeout and benchmark tests:
   RAYDEPLOY_FAKE_FAULTS   "tool:word word=action,..." where every word must appear in argv and
-                          action is fail (exit 1), hang (wait for a signal; SIGINT exits 130),
+                          (`stdin:TEXT` matches a call whose stdin contains TEXT, e.g. which
+                          objects a `kubectl apply -f -` applies); action is fail (exit 1),
+                          hang (wait for a signal; SIGINT exits 130),
                           or failN (fail the first N matching calls, then behave).
   RAYDEPLOY_FAKE_LATENCY  "tool:word word=units,..." sleep units x RAYDEPLOY_FAKE_UNIT_MS
                           (default 100 ms) before answering.
@@ -43,7 +45,8 @@ class Fake:
         self._latency()
 
     def matches(self, words):
-        return all(w in self.argv for w in words)
+        """Every word is an argument; a word `stdin:TEXT` matches when stdin contains TEXT."""
+        return all(w[6:] in self.stdin if w.startswith("stdin:") else w in self.argv for w in words)
 
     def flag(self, name, default=None):
         """Value of `--name value` or `--name=value`."""
