@@ -10,19 +10,24 @@
 //! an empty engine (a fresh checkout on another machine) skips both again from the registry alone
 //! and builds nothing; a tag missing from the registry is pushed again from the local engine
 //! without a rebuild; a changed `pipPackages` changes the tag and builds and pushes anew.
+//! On AKS (fake terraform and az from tests/fakes, real docker): the image goes to the registry
+//! infra reports, after `az acr login`, and a fresh checkout skips build and push.
 //!
 //! Needs root (dockerd) and docker.io, busybox-static and docker-registry (installed with apt-get
 //! when missing). Run alone with `cargo test --test deploy_image`: about 30 s with a warm cargo
-//! cache (engine start, four small builds, pushes).
+//! cache (two engine starts, five small builds, pushes).
 
 #[path = "support/docker_env.rs"]
 mod docker_env;
+#[path = "support/kube_env.rs"]
+mod kube_env;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use docker_env::DockerEnv;
+use kube_env::KubeEnv;
 use raydeploy::deploy::Session;
 use raydeploy::deploy::kube::Kube;
 use raydeploy::plan::{self, Graph};
@@ -31,6 +36,44 @@ use raydeploy::run::progress::{Collect, Event, Style};
 
 /// The repository path inside the registry.
 const REPO: &str = "acme/ray-imgtest";
+
+/// The phases run in this process and their commands inherit its environment: one test at a
+/// time sets it.
+static ENV_LOCK: Mutex<()> = Mutex::new(());
+
+/// Sets variables of this process until dropped (then restores them), holding [`ENV_LOCK`].
+struct EnvGuard {
+    _lock: MutexGuard<'static, ()>,
+    saved: Vec<(String, Option<std::ffi::OsString>)>,
+}
+
+impl EnvGuard {
+    fn set<'a>(vars: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        let lock = ENV_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let mut saved = vec![];
+        for (k, v) in vars {
+            saved.push((k.to_string(), std::env::var_os(k)));
+            // SAFETY: every test of this binary holds ENV_LOCK while it changes or uses the
+            // environment.
+            unsafe { std::env::set_var(k, v) };
+        }
+        EnvGuard { _lock: lock, saved }
+    }
+}
+
+impl Drop for EnvGuard {
+    fn drop(&mut self) {
+        for (k, v) in self.saved.drain(..).rev() {
+            // SAFETY: ENV_LOCK is still held.
+            unsafe {
+                match v {
+                    Some(v) => std::env::set_var(&k, v),
+                    None => std::env::remove_var(&k),
+                }
+            }
+        }
+    }
+}
 
 fn spec_text(registry: &str, pip: &str) -> String {
     format!(
@@ -93,36 +136,36 @@ fn session(spec: &Path) -> (Session, Arc<Collect>) {
     (s, events)
 }
 
-/// The deploy graph cut down to the image phases (preflight belongs to the whole deploy).
-fn image_graph(s: &Session) -> Graph {
+/// The deploy graph cut down to `phases` (the cluster phases need a cluster).
+fn sub_graph(s: &Session, phases: &[&str]) -> Graph {
     let mut g = plan::graph(&s.d, &s.rendered, plan::Options::default());
-    g.phases.retain(|p| p.id == "image-build" || p.id == "image-push");
+    g.phases.retain(|p| phases.contains(&p.id));
     for p in &mut g.phases {
-        p.deps.retain(|d| *d == "image-build");
+        p.deps.retain(|d| phases.contains(d));
     }
-    assert_eq!(g.phases.len(), 2, "the kubernetes graph has image-build and image-push");
+    assert_eq!(g.phases.len(), phases.len(), "the graph has {phases:?}");
     g
 }
 
 /// A run of the image phases: the report and each phase's recorded outputs.
 fn run(s: &Session) -> (Report, BTreeMap<String, BTreeMap<String, String>>) {
-    let g = image_graph(s);
+    run_phases(s, &["image-build", "image-push"])
+}
+
+fn run_phases(s: &Session, phases: &[&str]) -> (Report, BTreeMap<String, BTreeMap<String, String>>) {
+    let g = sub_graph(s, phases);
     let kube = Kube::new(s).unwrap();
     let store = s.store().unwrap();
     let report = exec::execute(&g, &kube, &store, &s.env());
     if !report.ok() {
         let log = |p: &str| std::fs::read_to_string(s.dir.join("logs").join(format!("{p}.log"))).unwrap_or_default();
         panic!(
-            "image phases failed: {:?}\nimage-build log:\n{}\nimage-push log:\n{}",
+            "phases failed: {:?}\n{}",
             report.first_error(),
-            log("image-build"),
-            log("image-push")
+            phases.iter().map(|p| format!("{p} log:\n{}", log(p))).collect::<String>()
         );
     }
-    let outputs = ["image-build", "image-push"]
-        .iter()
-        .map(|p| (p.to_string(), store.phase(p).expect("recorded").outputs))
-        .collect();
+    let outputs = phases.iter().map(|p| (p.to_string(), store.phase(p).expect("recorded").outputs)).collect();
     (report, outputs)
 }
 
@@ -143,9 +186,8 @@ fn infos(events: &Collect) -> Vec<String> {
 #[test]
 fn image_phases_build_push_pin_and_skip_from_the_registry() {
     let env = DockerEnv::start();
-    // Every docker command raydeploy runs inherits DOCKER_HOST: the private engine. This is the
-    // only test of this binary, so no other thread reads the environment meanwhile.
-    unsafe { std::env::set_var("DOCKER_HOST", &env.engine.host) };
+    // Every docker command raydeploy runs inherits DOCKER_HOST: the private engine.
+    let _g = EnvGuard::set([("DOCKER_HOST", env.engine.host.as_str())]);
     let reg = &env.registry;
 
     let dir = tempfile::tempdir().unwrap();
@@ -244,4 +286,106 @@ fn image_phases_build_push_pin_and_skip_from_the_registry() {
     );
     assert!(reg.digest(REPO, &cpu.tag).is_some(), "the previous tag stays in the registry");
     drop(env);
+}
+
+const AKS_SPEC: &str = r#"apiVersion: raydeploy/v1
+kind: RayDeployment
+name: imgaks
+target: aks
+azure:
+  location: eastus
+  systemPool: { vmSize: Standard_D2s_v5, count: 1 }
+image:
+  rayVersion: "2.52.0"
+  python: "3.11"
+  pipPackages: ["requests==2.32.3"]
+cluster:
+  namespace: ray
+  head: { vmSize: Standard_D4s_v5, cpu: 1, memory: 4Gi }
+  workerGroups:
+    - { name: cpu, vmSize: Standard_D4s_v5, cpu: 2, memory: 4Gi, replicas: 1 }
+"#;
+
+/// `az` for the AKS test: `acr repository show` answers from the private registry (as the ACR
+/// would: the tag's digest, or an error when it is missing) and is logged to SHOWN; every other
+/// command goes to the fake az.
+const AZ: &str = r#"if [ "$1 $2 $3" = "acr repository show" ]; then
+  image=""
+  while [ $# -gt 0 ]; do [ "$1" = --image ] && image=$2; shift; done
+  echo "$image" >> "SHOWN"
+  out=$(docker manifest inspect --insecure --verbose "REGISTRY/$image" 2>/dev/null) \
+    || { echo "ERROR: manifest tagged by \"${image#*:}\" is not found" >&2; exit 1; }
+  printf '%s' "$out" | python3 -c 'import json, sys; print(json.dumps({"name": sys.argv[1], "digest": json.load(sys.stdin)["Descriptor"]["digest"]}))' "${image#*:}"
+  exit 0
+fi
+exec FAKE_AZ "$@""#;
+
+#[test]
+fn aks_pushes_to_the_registry_infra_reports() {
+    let docker = DockerEnv::start();
+    let reg = &docker.registry;
+    let mut env = KubeEnv::new(AKS_SPEC, &["terraform", "az"]);
+    env.add_real("docker");
+    env.add_script("helm", r#"[ "$1" = version ] && echo v3.16.2+g13654a5 && exit 0; exit 1"#);
+    env.add_script(
+        "kubectl",
+        r#"[ "$1" = version ] && echo '{"clientVersion":{"gitVersion":"v1.31.2"}}' && exit 0; exit 1"#,
+    );
+    let shown = env.tmp.path().join("acr-repository-show.log");
+    let fake_az = kube_env::root().join("tests/fakes/az");
+    env.add_script(
+        "az",
+        &AZ.replace("SHOWN", &shown.display().to_string())
+            .replace("REGISTRY", &reg.addr)
+            .replace("FAKE_AZ", &fake_az.display().to_string()),
+    );
+    // Terraform's fake reports the private registry as the ACR's login server.
+    env.set("RAYDEPLOY_FAKE_ACR", reg.addr.clone()).set("DOCKER_HOST", docker.engine.host.clone());
+
+    let phases = ["preflight", "infra", "image-build", "image-push"];
+    let deploy = |env: &KubeEnv| {
+        let _g = EnvGuard::set(env.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let (s, events) = session(&env.spec());
+        let (report, out) = run_phases(&s, &phases);
+        (report, out, infos(&events), s.d.image.cpu.clone().unwrap(), s.d.azure.clone().unwrap())
+    };
+
+    let d = session(&env.spec()).0.d;
+    docker.engine.build_base(&d.image.base, &d.image.base_tag);
+    assert!(d.image.gpu.is_none(), "no GPU group, no GPU image");
+
+    let (report, out, messages, cpu, azure) = deploy(&env);
+    assert_eq!(report.with(Outcome::Ran), phases.to_vec());
+    assert_eq!(registry_host_of(&cpu.repository), azure.acr_login_server, "the model names the ACR");
+    // Pushed to the registry infra reported, under the model's repository path.
+    let path = cpu.repository.split_once('/').unwrap().1;
+    let digest = reg.digest(path, &cpu.tag).expect("pushed to the registry infra reported");
+    let pushed = format!("{}/{path}:{}@{digest}", reg.addr, cpu.tag);
+    assert_eq!(out["image-push"]["cpu_image"], pushed);
+    assert_eq!(out["image-push"]["registry"], reg.addr);
+    assert!(!out["image-push"].contains_key("gpu_image"));
+    assert!(
+        messages.iter().any(|m| m.contains("reported by infra") && m.contains(&azure.acr_login_server)),
+        "{messages:?}"
+    );
+    let logins = env.find("az", &["acr", "login"]);
+    assert!(
+        !logins.is_empty() && logins.iter().all(|c| c.has(&["--name", &azure.acr_name])),
+        "az acr login --name <acr>"
+    );
+
+    // A fresh checkout on a machine whose engine lacks the image: image-build asks the ACR by
+    // name (infra has not reported yet, or has) and image-push the registry: nothing is built,
+    // nothing is pushed, the same pinned reference.
+    env.fresh_checkout();
+    docker.engine.remove_image(&cpu.reference());
+    docker.engine.remove_image(&format!("{}/{path}:{}", reg.addr, cpu.tag));
+    let (report, again, _, _, _) = deploy(&env);
+    assert_eq!(report.with(Outcome::Skipped), vec!["infra", "image-build", "image-push"]);
+    assert_eq!(again["image-push"], out["image-push"]);
+    assert!(!docker.engine.has_image(&cpu.reference()), "nothing was built or pulled");
+}
+
+fn registry_host_of(repository: &str) -> &str {
+    repository.split_once('/').map_or("", |(h, _)| h)
 }

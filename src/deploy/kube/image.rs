@@ -6,7 +6,9 @@
 //! both phases ask the world before doing anything, which also holds from a fresh checkout with
 //! no state: image-push is skipped when every tag is already in the registry (its outputs are the
 //! registry's digests); image-build is skipped when the local engine already has every tag, or
-//! when the registry has them.
+//! when the registry has them. On AKS image-build runs beside infra, before the registry's address
+//! is reported, so it asks the ACR the spec names with `az acr repository show` (by name, no
+//! docker login); once infra has reported, both phases read the registry through docker.
 //!
 //! How the registry is read: `docker manifest inspect --verbose <ref>` (part of the docker CLI
 //! since 20.10, Debian's `docker.io` included; no pull, no buildx). It runs with `--insecure` for
@@ -138,6 +140,34 @@ fn acr_login(k: &Kube, cx: &Cx) -> Result<()> {
     Ok(())
 }
 
+/// Whether the deployment's ACR holds every tag, asked with `az acr repository show` (by the
+/// registry's name, which the spec fixes; no docker login needed). Only an optimization of
+/// image-build: any failure (no such registry yet, no such tag, az unable) means "build"; the
+/// push phase asks the registry again before pushing.
+fn acr_has_tags(k: &Kube, cx: &Cx, imgs: &[Image]) -> Result<bool> {
+    let Some(name) = k.s.d.azure.as_ref().map(|a| a.acr_name.clone()) else { return Ok(false) };
+    for i in imgs {
+        let image = format!("{}:{}", repository_path(&i.r.repository), i.r.tag);
+        let cmd = Cmd::new("az")
+            .args(["acr", "repository", "show", "--name", &name, "--image", &image, "--output", "json"])
+            .timeout(READ_TIMEOUT)
+            .quiet();
+        let found = match cx.runner.run(&cmd) {
+            Ok(o) => serde_json::from_str::<serde_json::Value>(&o.stdout)
+                .ok()
+                .and_then(|v| v.get("digest").and_then(|d| d.as_str()).map(|d| d.starts_with("sha256:")))
+                .unwrap_or(false),
+            Err(e) if e.is_interrupt() => return Err(e.into()),
+            Err(_) => false,
+        };
+        if !found {
+            return Ok(false);
+        }
+    }
+    cx.runner.info(&format!("every image tag is already in the registry {name}: nothing to build"));
+    Ok(true)
+}
+
 /// Whether the local engine has `reference`.
 fn local_has(runner: &Runner, reference: &str) -> Result<bool> {
     let cmd = docker()
@@ -159,7 +189,7 @@ fn local_has(runner: &Runner, reference: &str) -> Result<bool> {
 
 /// The digest of `reference` in its registry, or `None` when the tag is not there. Retried with
 /// backoff on anything but a clear answer.
-fn registry_digest(runner: &Runner, reference: &str) -> Result<Option<String>> {
+pub fn registry_digest(runner: &Runner, reference: &str) -> Result<Option<String>> {
     let mut cmd = docker().args(["manifest", "inspect", "--verbose"]);
     let host = registry_host(reference.rsplit_once(':').map_or(reference, |(r, _)| r));
     if loopback(host) {
@@ -228,19 +258,23 @@ pub fn probe(k: &Kube, p: &Phase, cx: &Cx) -> Result<Option<Outputs>> {
                 cx.runner.info("the local engine already has every image tag: nothing to build");
                 return Ok(Some(build_outputs(&imgs)));
             }
-            // On AKS the registry is known once infra has reported it; until then, build.
-            let known = !k.aks() || cx.output("infra", "acr_login_server").is_some();
-            if known && let Some(registry) = push_registry(k, cx) {
-                acr_login(k, cx)?;
-                for i in &imgs {
-                    if registry_digest(&cx.runner, &target_ref(i, &registry))?.is_none() {
-                        return Ok(None);
-                    }
+            // On AKS image-build runs beside infra, so the registry infra reports is usually not
+            // known yet: ask the ACR the spec names through az instead.
+            if k.aks() && cx.output("infra", "acr_login_server").is_none() {
+                if acr_has_tags(k, cx, &imgs)? {
+                    return Ok(Some(build_outputs(&imgs)));
                 }
-                cx.runner.info(&format!("every image tag is already in {registry}: nothing to build"));
-                return Ok(Some(build_outputs(&imgs)));
+                return Ok(None);
             }
-            Ok(None)
+            let registry = push_registry(k, cx).ok_or_else(|| anyhow!("the registry is unknown"))?;
+            acr_login(k, cx)?;
+            for i in &imgs {
+                if registry_digest(&cx.runner, &target_ref(i, &registry))?.is_none() {
+                    return Ok(None);
+                }
+            }
+            cx.runner.info(&format!("every image tag is already in {registry}: nothing to build"));
+            Ok(Some(build_outputs(&imgs)))
         }
         "image-push" => {
             let registry = push_registry(k, cx).ok_or_else(|| anyhow!("the registry is unknown"))?;
