@@ -75,6 +75,7 @@ pub struct Local<'a> {
     /// `.raydeploy/<deployment>/venv`: a link to the cached environment.
     venv: PathBuf,
     temp_dir: PathBuf,
+    machine: Machine,
     sizing: Sizing,
 }
 
@@ -90,8 +91,9 @@ impl<'a> Local<'a> {
         std::fs::create_dir_all(&s.dir).with_context(|| format!("creating {}", s.dir.display()))?;
         let dir = s.dir.canonicalize().with_context(|| format!("resolving {}", s.dir.display()))?;
         let temp_dir = temp_dir_for(&dir);
-        let sizing = sizing::plan(&s.d, Machine::detect());
-        Ok(Self { s, venv: dir.join("venv"), dir, temp_dir, sizing })
+        let machine = Machine::detect();
+        let sizing = sizing::plan(&s.d, machine);
+        Ok(Self { s, venv: dir.join("venv"), dir, temp_dir, machine, sizing })
     }
 
     fn venv(&self) -> PathBuf {
@@ -263,36 +265,50 @@ impl<'a> Local<'a> {
             cx.runner.info(&format!("running as wanted: {}", keep.join(", ")));
         }
         let ctx = self.ctx();
-        let errors: Vec<String> = std::thread::scope(|scope| {
-            let handles: Vec<_> = todo
-                .iter()
-                .map(|plan| {
-                    let (runner, ctx, gcs, hash) = (cx.runner.clone(), &ctx, gcs.as_str(), cx.hash.as_str());
-                    scope.spawn(move || -> Result<()> {
-                        let rec = ctx.start(&runner, plan, &Self::fingerprint(hash, plan), Some(gcs))?;
-                        runner.info(&format!(
-                            "{}: {} CPU, {} GPU, {} memory + {} object store",
-                            plan.name,
-                            plan.num_cpus,
-                            plan.num_gpus,
-                            sizing::gib(plan.memory),
-                            sizing::gib(plan.object_store_memory)
-                        ));
-                        LocalState::update(cx.store, |l| {
-                            l.nodes.insert(plan.name.clone(), rec);
+        // Starting a node is CPU-heavy (Ray waits at most 30 s for a raylet to register): at
+        // most one start per two CPUs at a time, and one more try for a start that failed.
+        let width = (self.machine.cpus as usize / 2).max(1);
+        let mut errors: Vec<String> = vec![];
+        for batch in todo.chunks(width) {
+            let results: Vec<Result<()>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = batch
+                    .iter()
+                    .map(|plan| {
+                        let (runner, ctx, gcs, hash) = (cx.runner.clone(), &ctx, gcs.as_str(), cx.hash.as_str());
+                        scope.spawn(move || -> Result<()> {
+                            let fp = Self::fingerprint(hash, plan);
+                            let rec = match ctx.start(&runner, plan, &fp, Some(gcs)) {
+                                Ok(r) => r,
+                                Err(e) if !signals::interrupted() => {
+                                    runner.info(&format!("{} did not start ({e:#}); trying once more", plan.name));
+                                    ctx.start(&runner, plan, &fp, Some(gcs))?
+                                }
+                                Err(e) => return Err(e),
+                            };
+                            runner.info(&format!(
+                                "{}: {} CPU, {} GPU, {} memory + {} object store",
+                                plan.name,
+                                plan.num_cpus,
+                                plan.num_gpus,
+                                sizing::gib(plan.memory),
+                                sizing::gib(plan.object_store_memory)
+                            ));
+                            LocalState::update(cx.store, |l| {
+                                l.nodes.insert(plan.name.clone(), rec);
+                            })
                         })
                     })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .filter_map(|h| match h.join() {
-                    Ok(Ok(())) => None,
-                    Ok(Err(e)) => Some(format!("{e:#}")),
-                    Err(_) => Some("a worker start panicked".into()),
-                })
-                .collect()
-        });
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a node start panicked"))))
+                    .collect()
+            });
+            errors.extend(results.into_iter().filter_map(|r| r.err().map(|e| format!("{e:#}"))));
+            if !errors.is_empty() || signals::interrupted() {
+                break;
+            }
+        }
         if !errors.is_empty() {
             bail!("{}", errors.join("\n"));
         }
@@ -323,12 +339,24 @@ impl<'a> Local<'a> {
                         })
                         .map(|r| r.plan.name.as_str())
                         .collect();
-                    if missing.is_empty() {
-                        let alive = list.iter().filter(|n| n.alive).count();
-                        cx.runner.info(&format!("{} nodes alive ({alive} in the cluster)", want.len()));
+                    let ours = |id: &String| want.iter().any(|r| r.node_id.as_ref() == Some(id));
+                    let stale = list.iter().filter(|n| n.alive && !ours(&n.node_id)).count();
+                    if missing.is_empty() && stale == 0 {
+                        cx.runner.info(&format!("{} nodes alive", want.len()));
                         return Ok(BTreeMap::from([("nodes".to_string(), want.len().to_string())]));
                     }
-                    format!("not alive yet: {}", missing.join(", "))
+                    if missing.is_empty() && t0.elapsed() > limit {
+                        cx.runner.info(&format!(
+                            "warning: {} nodes alive, and {stale} other node(s) the GCS still lists as alive",
+                            want.len()
+                        ));
+                        return Ok(BTreeMap::from([("nodes".to_string(), want.len().to_string())]));
+                    }
+                    if missing.is_empty() {
+                        format!("{stale} node(s) that were stopped are still listed as alive")
+                    } else {
+                        format!("not alive yet: {}", missing.join(", "))
+                    }
                 }
                 Err(e) => format!("{e:#}"),
             };
@@ -539,7 +567,7 @@ impl TargetOps for Local<'_> {
         ));
         for n in &statuses {
             let mut line = format!(
-                "  {:<14} {:<8} {} CPU, {} GPU, {} + {} object store",
+                "  {:<14} {:<11} {} CPU, {} GPU, {} + {} object store",
                 n.name,
                 n.state,
                 n.num_cpus,

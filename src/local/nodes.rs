@@ -23,6 +23,13 @@ pub const NODE_PORTS: &[&str] = &[
     "runtime-env-agent-port",
 ];
 
+/// Ray system settings of the GCS on target local.
+pub const HEALTH_CHECK: &[(&str, &str)] = &[
+    ("RAY_health_check_period_ms", "1000"),
+    ("RAY_health_check_timeout_ms", "2000"),
+    ("RAY_health_check_failure_threshold", "5"),
+];
+
 /// The custom resource every node of a group carries (`{"group:<name>": 1}`), so a task can
 /// ask for a group: `@ray.remote(resources={"group:workers": 0.01})`.
 pub fn group_resource(group: &str) -> String {
@@ -115,6 +122,12 @@ impl Ctx<'_> {
         let mut c = self.cmd(Some(&plan.name)).arg("start");
         let port = |name: &str| ports.get(name).cloned().unwrap_or_else(|| "<free port>".into());
         if plan.head {
+            // The GCS notices a dead node after a few seconds instead of tens (loopback: a
+            // missed health check means the node is gone), so a restored node's predecessor
+            // stops receiving work quickly.
+            for (k, v) in HEALTH_CHECK {
+                c = c.env(*k, *v);
+            }
             c = c
                 .arg("--head")
                 .args(["--port", &port("port")])

@@ -306,3 +306,87 @@ fn whole_cpus(cpu_m: u64) -> u32 {
 pub fn gib(b: u64) -> String {
     format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GI: u64 = 1 << 30;
+
+    fn machine(cpus: u32, mem_gib: u64, gpus: u32) -> Machine {
+        Machine { cpus, memory_bytes: mem_gib * GI, gpus }
+    }
+
+    fn shape(s: &Sizing) -> Vec<(String, u32, u64)> {
+        s.nodes().map(|n| (n.name.clone(), n.num_cpus, n.total_memory())).collect()
+    }
+
+    #[test]
+    fn fits_as_written_on_a_big_machine() {
+        let d = crate::local::example_deployment();
+        let s = plan(&d, machine(8, 32, 0));
+        assert_eq!(shape(&s), vec![("head".into(), 1, GI), ("workers-0".into(), 1, GI), ("workers-1".into(), 1, GI)]);
+        assert!(s.notes.is_empty(), "{:?}", s.notes);
+        assert_eq!(s.head.object_store_memory, 307 * MIB);
+        assert_eq!(s.head.memory + s.head.object_store_memory, GI);
+        assert!(s.head.head && !s.workers[0].head);
+        assert_eq!(s.workers[0].group, "workers");
+    }
+
+    #[test]
+    fn the_head_gives_its_cpus_up_first() {
+        let d = crate::local::example_deployment();
+        let s = plan(&d, machine(2, 24, 0));
+        assert_eq!(shape(&s), vec![("head".into(), 0, GI), ("workers-0".into(), 1, GI), ("workers-1".into(), 1, GI)]);
+        assert_eq!(s.notes.len(), 1, "{:?}", s.notes);
+    }
+
+    #[test]
+    fn workers_shrink_then_replicas_drop_but_one_per_group_stays() {
+        let mut d = crate::local::example_deployment();
+        d.cluster.workers[0].cpu_m = 4000;
+        d.cluster.workers[0].replicas = 3;
+        let s = plan(&d, machine(6, 24, 0));
+        // 12 worker CPUs into 6: 2 each.
+        assert!(s.workers.iter().all(|w| w.num_cpus == 2), "{:?}", shape(&s));
+        assert_eq!(s.workers.len(), 3);
+        let s = plan(&d, machine(2, 24, 0));
+        assert_eq!(shape(&s).iter().map(|n| n.1).collect::<Vec<_>>(), vec![0, 1, 1]);
+        let s = plan(&d, machine(1, 24, 0));
+        assert_eq!(s.workers.len(), 1, "{:?}", s.notes);
+        assert!(s.notes.iter().any(|n| n.contains("1 replicas instead of 3")), "{:?}", s.notes);
+    }
+
+    #[test]
+    fn memory_is_capped_at_three_quarters() {
+        let d = crate::local::example_deployment();
+        let s = plan(&d, machine(8, 2, 0));
+        let total: u64 = s.nodes().map(NodePlan::total_memory).sum();
+        assert!(total <= 2 * GI / 4 * 3, "{total}");
+        assert!(s.nodes().all(|n| n.total_memory() >= MIN_NODE_MEMORY));
+        assert_eq!(s.workers.len(), 2);
+        let s = plan(&d, machine(8, 1, 0));
+        assert_eq!(s.workers.len(), 1, "{:?}", s.notes);
+    }
+
+    #[test]
+    fn gpus_are_handed_out_in_group_order() {
+        let mut d = crate::local::example_deployment();
+        d.cluster.workers[0].gpus = 1;
+        let s = plan(&d, machine(8, 32, 1));
+        assert_eq!(s.workers.iter().map(|w| w.num_gpus).collect::<Vec<_>>(), vec![1, 0]);
+        assert!(s.notes.iter().any(|n| n.contains("GPU")));
+    }
+
+    #[test]
+    fn owned_start_params_are_not_passed_on() {
+        let mut d = crate::local::example_deployment();
+        d.cluster.workers[0].ray_start_params.insert("num-cpus".into(), "9".into());
+        d.cluster.workers[0].ray_start_params.insert("system-config".into(), "{}".into());
+        let s = plan(&d, machine(8, 32, 0));
+        assert_eq!(s.workers[0].num_cpus, 1);
+        assert_eq!(s.workers[0].params.keys().collect::<Vec<_>>(), vec!["system-config"]);
+        assert!(!s.head.params.contains_key("dashboard-host"));
+        assert!(s.notes.iter().any(|n| n.contains("num-cpus")));
+    }
+}
