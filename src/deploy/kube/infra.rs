@@ -316,7 +316,8 @@ struct Terraform {
 
 impl Terraform {
     fn at(k: &Kube, subscription: Option<String>) -> Self {
-        Self { dir: k.s.rendered_dir().join("terraform"), subscription }
+        let dir = k.s.rendered_dir().join("terraform");
+        Self { dir: std::path::absolute(&dir).unwrap_or(dir), subscription }
     }
 
     /// Writes the rendered tree and points at it.
@@ -368,7 +369,8 @@ impl Terraform {
             .quiet()
     }
 
-    /// Unless `--allow-destroy`: fails, listing them, when the saved plan replaces or deletes
+    /// `plan` is relative to the Terraform folder (as for Terraform itself under `-chdir`), or
+    /// absolute. Unless `--allow-destroy`: fails, listing them, when the saved plan replaces or deletes
     /// the cluster, a node pool, the registry or the resource group.
     fn refuse_destructive(&self, k: &Kube, r: &Runner, plan: &Path) -> Result<()> {
         if k.s.allow_destroy {
@@ -497,7 +499,7 @@ fn infra_apply(k: &Kube, cx: &Cx) -> Result<Outputs> {
             return require_outputs(tf.outputs(&cx.runner)?);
         }
     }
-    if let Err(e) = tf.refuse_destructive(k, &cx.runner, &tf.plan_path()) {
+    if let Err(e) = tf.refuse_destructive(k, &cx.runner, Path::new(PLAN_FILE)) {
         tf.drop_plan();
         return Err(e);
     }
