@@ -40,34 +40,35 @@ use raydeploy::run::progress::{Collect, Event, Style};
 /// The repository path inside the registry.
 const REPO: &str = "acme/ray-imgtest";
 
-/// The phases run in this process and their commands inherit its environment: one test at a
-/// time sets it.
+/// The phases run in this process and their commands inherit its environment, and the test
+/// support looks programs up on its PATH: each test holds this lock from start to end.
 static ENV_LOCK: Mutex<()> = Mutex::new(());
 
-/// Sets variables of this process until dropped (then restores them), holding [`ENV_LOCK`].
-struct EnvGuard {
-    _lock: MutexGuard<'static, ()>,
+fn env_lock() -> MutexGuard<'static, ()> {
+    ENV_LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Variables of this process, set until dropped (then restored); only under [`ENV_LOCK`].
+struct EnvVars {
     saved: Vec<(String, Option<std::ffi::OsString>)>,
 }
 
-impl EnvGuard {
-    fn set<'a>(vars: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
-        let lock = ENV_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+impl EnvVars {
+    fn set<'a>(_lock: &MutexGuard<'static, ()>, vars: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
         let mut saved = vec![];
         for (k, v) in vars {
             saved.push((k.to_string(), std::env::var_os(k)));
-            // SAFETY: every test of this binary holds ENV_LOCK while it changes or uses the
-            // environment.
+            // SAFETY: the caller holds ENV_LOCK, which every test of this binary holds.
             unsafe { std::env::set_var(k, v) };
         }
-        EnvGuard { _lock: lock, saved }
+        EnvVars { saved }
     }
 }
 
-impl Drop for EnvGuard {
+impl Drop for EnvVars {
     fn drop(&mut self) {
         for (k, v) in self.saved.drain(..).rev() {
-            // SAFETY: ENV_LOCK is still held.
+            // SAFETY: the lock passed to `set` outlives this value.
             unsafe {
                 match v {
                     Some(v) => std::env::set_var(&k, v),
@@ -188,9 +189,10 @@ fn infos(events: &Collect) -> Vec<String> {
 
 #[test]
 fn image_phases_build_push_pin_and_skip_from_the_registry() {
+    let lock = env_lock();
     let env = DockerEnv::start();
     // Every docker command raydeploy runs inherits DOCKER_HOST: the private engine.
-    let _g = EnvGuard::set([("DOCKER_HOST", env.engine.host.as_str())]);
+    let _vars = EnvVars::set(&lock, [("DOCKER_HOST", env.engine.host.as_str())]);
     let reg = &env.registry;
 
     let dir = tempfile::tempdir().unwrap();
@@ -325,6 +327,7 @@ exec FAKE_AZ "$@""#;
 
 #[test]
 fn aks_pushes_to_the_registry_infra_reports() {
+    let lock = env_lock();
     let docker = DockerEnv::start();
     let reg = &docker.registry;
     let mut env = KubeEnv::new(AKS_SPEC, &["terraform", "az"]);
@@ -347,7 +350,7 @@ fn aks_pushes_to_the_registry_infra_reports() {
 
     let phases = ["preflight", "infra", "image-build", "image-push"];
     let deploy = |env: &KubeEnv| {
-        let _g = EnvGuard::set(env.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let _vars = EnvVars::set(&lock, env.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let (s, events) = session(&env.spec());
         let (report, out) = run_phases(&s, &phases);
         (report, out, infos(&events), s.d.image.cpu.clone().unwrap(), s.d.azure.clone().unwrap())
@@ -435,8 +438,7 @@ fn released_head_image(env: &KubeEnv) -> String {
 /// and image-push skipped; a changed pipPackages builds, pushes and pins a new tag.
 #[test]
 fn deploy_binary_pins_the_registry_digest() {
-    // The sandbox looks programs up on this process's PATH, which the other tests change.
-    let _g = EnvGuard::set([]);
+    let _lock = env_lock();
     let docker = DockerEnv::start();
     let reg = &docker.registry;
     let text = spec_text(&reg.addr, "pandas==2.2.3").replace("ray-imgtest", "ray-bin");
