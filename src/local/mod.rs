@@ -552,6 +552,14 @@ impl TargetOps for Local<'_> {
         let down: Vec<&str> = statuses.iter().filter(|n| n.state == "down").map(|n| n.name).collect();
         let phases: BTreeMap<&String, String> =
             st.phases.iter().map(|(k, v)| (k, format!("{:?}", v.status).to_lowercase())).collect();
+        let phases_json: BTreeMap<&String, serde_json::Value> = st
+            .phases
+            .iter()
+            .map(|(k, v)| {
+                let status = format!("{:?}", v.status).to_lowercase();
+                (k, serde_json::json!({"status": status, "at": v.finished_at, "error": v.error, "outputs": v.outputs}))
+            })
+            .collect();
 
         let mut t = format!("deployment `{}` (target local), state {}\n", s.d.name, store.path().display());
         for (k, v) in &phases {
@@ -596,7 +604,7 @@ impl TargetOps for Local<'_> {
         let json = serde_json::json!({
             "deployment": s.d.name,
             "target": "local",
-            "phases": phases,
+            "phases": phases_json,
             "dashboard_url": ls.dashboard_url,
             "gcs_address": ls.gcs_address,
             "nodes": statuses,
