@@ -425,7 +425,9 @@ fn fault_cell(phase: &str, fault: Fault) {
     // Nothing after the faulted phase started.
     let completed: Vec<String> =
         MUTATING.iter().filter(|p| f.status(p) == "completed").map(|p| p.to_string()).collect();
-    assert!(r.with("not_run").contains("ready"), "{label}: {:?}", r.outcomes);
+    if phase != "jobs" {
+        assert!(r.with("not_run").contains("ready"), "{label}: nothing after the fault started: {:?}", r.outcomes);
+    }
 
     f.k.unset("RAYDEPLOY_FAKE_FAULTS").unset("RAYDEPLOY_COMMAND_TIMEOUT");
     f.k.clear_calls();
