@@ -711,6 +711,8 @@ pub fn destroy(k: &Kube, o: &DestroyOptions) -> Result<()> {
         ),
         o.auto_approve,
     )?;
+    crate::run::signals::install();
+    let _lock = k.s.lock("destroy")?;
     let r = side_runner(k, "destroy-infra")?;
     let sub = subscription_now(k, &r)?;
     let tf = Terraform::prepared(k, Some(sub))?;
