@@ -163,7 +163,7 @@ fn first_deploy_plans_applies_that_plan_and_writes_a_private_kubeconfig() {
     assert!(tf[2].has(&["-detailed-exitcode", "-out=raydeploy.tfplan", "-input=false"]), "{}", tf[2].line());
     assert_eq!(tf[2].exit, 2);
     assert!(
-        tf[3].has(&["-json"]) && tf[3].argv.last().unwrap().ends_with("/raydeploy.tfplan"),
+        tf[3].has(&["-json"]) && tf[3].argv.last().unwrap() == "raydeploy.tfplan",
         "the plan is checked for destructive changes: {}",
         tf[3].line()
     );
@@ -478,4 +478,34 @@ fn deploy_with_a_saved_plan_applies_exactly_that_plan() {
     assert_eq!(apply.len(), 1);
     assert_eq!(apply[0].argv.last().unwrap(), &saved.display().to_string());
     assert_eq!(env.fake_state("terraform")["applies"], 2);
+}
+
+#[test]
+fn deploy_sh_runs_raydeploy_deploy_with_the_arguments() {
+    let env = sandbox(SPEC);
+    let bin = assert_cmd::cargo::cargo_bin("raydeploy");
+    let out = std::process::Command::new("/bin/bash")
+        .arg(kube_env::root().join("deploy.sh"))
+        .args(["--dry-run"])
+        .current_dir(&env.spec_dir)
+        .env("RAYDEPLOY_BIN", &bin)
+        .env("PATH", format!("{}:/usr/bin:/bin", env.vars["PATH"]))
+        .env("CI", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.starts_with("step 1: preflight"), "{stdout}");
+    assert!(env.calls().is_empty());
+    // Arguments pass through: a deploy without a terminal needs --auto-approve.
+    let out = std::process::Command::new("/bin/bash")
+        .arg(kube_env::root().join("deploy.sh"))
+        .current_dir(&env.spec_dir)
+        .env("RAYDEPLOY_BIN", &bin)
+        .env("PATH", format!("{}:/usr/bin:/bin", env.vars["PATH"]))
+        .env("CI", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--auto-approve"), "{out:?}");
 }
