@@ -97,11 +97,22 @@ impl Phases for Kube<'_> {
 
 impl TargetOps for Kube<'_> {
     fn destroy(&self, s: &Session, o: &DestroyOptions) -> Result<()> {
-        cluster::destroy(self, o)?;
-        if self.aks() && !o.keep_infra {
-            infra::destroy(self, o)?;
+        // One question for everything that goes, then no more.
+        let infra = self.aks() && !o.keep_infra;
+        let what = if infra {
+            format!(
+                "Destroy `{}`: its Ray cluster, operator, secrets and the Azure infrastructure (AKS, registry)",
+                s.d.name
+            )
+        } else {
+            format!("Remove `{}` (Ray cluster, operator, secrets, volumes) from the cluster", s.d.name)
+        };
+        crate::deploy::approve(&what, o.auto_approve)?;
+        let o = DestroyOptions { auto_approve: true, ..o.clone() };
+        cluster::destroy(self, &o)?;
+        if infra {
+            infra::destroy(self, &o)?;
         }
-        let _ = s;
         Ok(())
     }
     fn status(&self, _s: &Session) -> Result<(String, serde_json::Value)> {
