@@ -128,7 +128,7 @@ pub fn build_cmds(py: &Path, venv: &Path, img: &ImageModel) -> Vec<Cmd> {
             .arg(venv.to_string_lossy())
             .timeout(Duration::from_secs(300)),
         Cmd::new(vpy.to_string_lossy())
-            .args(["-m", "pip", "install", "--disable-pip-version-check", "--no-input", "--progress-bar", "off"])
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-input"])
             .args(requirements(img))
             .timeout(Duration::from_secs(1800)),
     ]
