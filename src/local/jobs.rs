@@ -89,8 +89,28 @@ pub fn exit_code(j: &JobInfo) -> u8 {
 }
 
 /// Submits `job`. With `stream`, the job's logs are streamed through `runner` while it runs;
-/// either way this returns once the job has finished.
+/// either way this returns once the job has finished. A submission whose supervisor died
+/// before the entrypoint ran (a Ray-internal failure: nothing of the job ran) is submitted once
+/// more.
 pub fn submit(runner: &Runner, ctx: &Ctx, api: &Api, job: &JobModel, stream: bool) -> Result<JobInfo> {
+    let first = submit_once(runner, ctx, api, job, stream)?;
+    if !never_ran(&first) {
+        return Ok(first);
+    }
+    runner.info(&format!(
+        "job {}: Ray lost the job's supervisor before the entrypoint ran ({}); submitting once more",
+        job.name,
+        first.message.lines().next().unwrap_or_default()
+    ));
+    submit_once(runner, ctx, api, job, stream)
+}
+
+/// A failed submission whose entrypoint never started.
+pub fn never_ran(j: &JobInfo) -> bool {
+    j.status == "FAILED" && j.driver_exit_code.is_none() && j.message.starts_with("Job supervisor actor died")
+}
+
+fn submit_once(runner: &Runner, ctx: &Ctx, api: &Api, job: &JobModel, stream: bool) -> Result<JobInfo> {
     let id = submission_id(&job.name);
     runner.run(&submit_cmd(ctx, api.base(), job, &id))?;
     if stream {
@@ -125,4 +145,53 @@ pub fn wait(api: &Api, id: &str) -> Result<JobInfo> {
 /// The newest submission of the spec's job `name`.
 pub fn latest(api: &Api, name: &str) -> Result<JobInfo> {
     api.submissions(name)?.into_iter().next().with_context(|| format!("job {name} was never submitted to this cluster"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(status: &str, code: Option<i64>, message: &str) -> JobInfo {
+        JobInfo {
+            submission_id: "s-1".into(),
+            status: status.into(),
+            message: message.into(),
+            job: Some("s".into()),
+            start_time: 1,
+            end_time: Some(2),
+            driver_exit_code: code,
+        }
+    }
+
+    #[test]
+    fn exit_codes_follow_the_job() {
+        assert_eq!(exit_code(&info("SUCCEEDED", Some(0), "")), 0);
+        assert_eq!(exit_code(&info("FAILED", Some(3), "")), 3);
+        assert_eq!(exit_code(&info("FAILED", None, "")), 1);
+        assert_eq!(exit_code(&info("STOPPED", None, "")), 1);
+        assert_eq!(exit_code(&info("FAILED", Some(-9), "")), 1);
+    }
+
+    #[test]
+    fn only_a_lost_supervisor_is_submitted_again() {
+        assert!(never_ran(&info("FAILED", None, "Job supervisor actor died: The actor died unexpectedly")));
+        assert!(!never_ran(&info("FAILED", Some(3), "Job entrypoint command failed with exit code 3")));
+        assert!(!never_ran(&info("STOPPED", None, "Job supervisor actor died")));
+    }
+
+    #[test]
+    fn the_sdk_gets_the_runtime_env() {
+        let d = crate::local::example_deployment();
+        let mut job = d.jobs[0].clone();
+        job.pip = vec!["numpy".into()];
+        job.env_vars.insert("A".into(), "1".into());
+        job.entrypoint_num_cpus = Some(0.5);
+        let a = submit_args(&job, "sample-1");
+        assert_eq!(a["entrypoint"], "python sample.py");
+        assert_eq!(a["runtime_env"]["pip"], serde_json::json!(["numpy"]));
+        assert_eq!(a["runtime_env"]["env_vars"]["A"], "1");
+        assert!(a["runtime_env"]["working_dir"].as_str().unwrap().ends_with("jobs/sample"));
+        assert_eq!(a["metadata"][JOB_METADATA_KEY], "sample");
+        assert_eq!(a["entrypoint_num_cpus"], 0.5);
+    }
 }
