@@ -68,13 +68,11 @@ fn short_name(pid: u32) -> String {
         // `python -u .../dashboard.py`, `python -m ray.util.client.server`, workers (`ray::IDLE`
         // rename their cmdline).
         let mut it = args.iter().skip(1).filter(|a| !a.starts_with('-') || a.as_str() == "-m");
-        while let Some(a) = it.next() {
-            if a == "-m" {
-                return it.next().cloned().unwrap_or(prog);
-            }
-            return base(a);
+        match it.next() {
+            Some(a) if a == "-m" => it.next().cloned().unwrap_or(prog),
+            Some(a) => base(a),
+            None => prog,
         }
-        prog
     } else {
         // Ray workers rename themselves (`ray::IDLE`, `ray::square`): keep the first word.
         first.split_whitespace().next().map(base).unwrap_or(prog)
