@@ -15,6 +15,7 @@ use serde_json::Value;
 use super::infra::{Action, from_plan_json};
 use super::{Item, ItemAction, Layer, Mode, Plan, Status, diff_files, under};
 use crate::deploy::Session;
+use crate::deploy::kube::infra::Terraform;
 use crate::deploy::kube::{Kube, cluster, live, secrets};
 use crate::run::proc::{Cmd, Runner};
 use crate::run::progress::Plain;
@@ -24,34 +25,17 @@ fn runner(s: &Session) -> Result<Runner> {
     Ok(Runner::new("plan", Some(&s.dir.join("logs").join("plan.log")), s.redactor.clone(), Arc::new(Plain::default()))?)
 }
 
-fn terraform(dir: &Path, sub: &str, s: &Session) -> Cmd {
-    let mut c = Cmd::new("terraform")
-        .arg(format!("-chdir={}", dir.display()))
-        .arg(sub)
-        .env("TF_IN_AUTOMATION", "1")
-        .env("TF_INPUT", "0");
-    if let Some(sub) = s.d.azure.as_ref().and_then(|a| a.subscription_id.as_ref()) {
-        c = c.env("ARM_SUBSCRIPTION_ID", sub);
-    }
-    c
-}
-
 /// `terraform plan -out` and `show -json`: the infra layer, the plan's JSON (for the
 /// fingerprint) and whether the AKS cluster exists already.
-fn infra(s: &Session, r: &Runner, tfplan: Option<&Path>) -> Result<(Layer, Value)> {
-    let dir = s.write_rendered()?.join("terraform");
+fn infra(k: &Kube, r: &Runner, tfplan: Option<&Path>) -> Result<(Layer, Value)> {
+    let tf = Terraform::for_preview(k)?;
     let planfile = match tfplan {
         Some(p) => std::path::absolute(p)?,
-        None => dir.join("preview.tfplan"),
+        None => tf.plan_path().with_file_name("preview.tfplan"),
     };
-    r.run(&terraform(&dir, "init", s).args(["-input=false", "-no-color"]).idempotent(3))?;
-    let plan = terraform(&dir, "plan", s)
-        .args(["-input=false", "-no-color", "-detailed-exitcode", "-lock-timeout=5m"])
-        .arg(format!("-out={}", planfile.display()))
-        .ok_codes(&[0, 2]);
-    r.run(&plan)?;
-    let show =
-        r.run(&terraform(&dir, "show", s).args(["-json", "-no-color"]).arg(planfile.display().to_string()).quiet())?;
+    r.run(&tf.init())?;
+    r.run(&tf.plan_to(&planfile))?;
+    let show = r.run(&tf.show(&planfile))?;
     if tfplan.is_none() {
         let _ = std::fs::remove_file(&planfile);
     }
@@ -264,7 +248,7 @@ fn layers(s: &Session, tfplan: Option<&Path>) -> Result<(Vec<Layer>, BTreeMap<St
     let mut layers = vec![];
     let mut cluster_exists = true;
     if d.target == Target::Aks {
-        let (l, json) = infra(s, &r, tfplan)?;
+        let (l, json) = infra(&k, &r, tfplan)?;
         cluster_exists = !l
             .resources
             .iter()

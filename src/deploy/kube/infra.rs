@@ -308,8 +308,8 @@ fn context_problem(k: &Kube) -> Option<String> {
 // ---------------------------------------------------------------------------------------------
 // infra
 
-/// Terraform commands in the deployment's rendered `terraform/` folder.
-struct Terraform {
+/// Terraform commands in the deployment's rendered `terraform/` folder (also `plan`'s).
+pub(crate) struct Terraform {
     dir: PathBuf,
     subscription: Option<String>,
 }
@@ -326,6 +326,12 @@ impl Terraform {
         Ok(Self::at(k, subscription))
     }
 
+    /// For `raydeploy plan`: the rendered tree written, the subscription the spec or the
+    /// environment names.
+    pub(crate) fn for_preview(k: &Kube) -> Result<Self> {
+        Self::prepared(k, wanted_subscription(k))
+    }
+
     fn cmd(&self, sub: &str) -> Cmd {
         let mut c = Cmd::new("terraform")
             .arg(format!("-chdir={}", self.dir.display()))
@@ -338,14 +344,20 @@ impl Terraform {
         c
     }
 
-    fn init(&self) -> Cmd {
+    pub(crate) fn init(&self) -> Cmd {
         self.cmd("init").args(["-input=false", "-no-color"]).timeout(T_INIT).idempotent(3)
     }
 
     fn plan(&self) -> Cmd {
+        self.plan_to(Path::new(PLAN_FILE))
+    }
+
+    /// `plan -detailed-exitcode` saving the plan to `out` (relative to the Terraform folder, or
+    /// absolute); exit 0 (no changes) and 2 (changes) are success.
+    pub(crate) fn plan_to(&self, out: &Path) -> Cmd {
         self.cmd("plan")
             .args(["-input=false", "-no-color", "-detailed-exitcode", LOCK_TIMEOUT])
-            .arg(format!("-out={PLAN_FILE}"))
+            .arg(format!("-out={}", out.display()))
             .timeout(T_PLAN)
             .idempotent(2)
             .ok_codes(&[0, 2])
@@ -360,7 +372,7 @@ impl Terraform {
         self.cmd("apply").args(["-input=false", "-no-color", LOCK_TIMEOUT, plan]).timeout(T_APPLY)
     }
 
-    fn show(&self, plan: &Path) -> Cmd {
+    pub(crate) fn show(&self, plan: &Path) -> Cmd {
         self.cmd("show")
             .args(["-json", "-no-color"])
             .arg(plan.to_string_lossy())
@@ -395,7 +407,7 @@ impl Terraform {
         format!("{}:{hash}", self.dir.display())
     }
 
-    fn plan_path(&self) -> PathBuf {
+    pub(crate) fn plan_path(&self) -> PathBuf {
         self.dir.join(PLAN_FILE)
     }
 
