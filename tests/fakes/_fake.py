@@ -75,14 +75,15 @@ class Fake:
                     sys.stderr.write(f"{self.tool}: injected failure {n + 1}\n")
                     sys.exit(1)
             if action == "hang":
-                self.log(exit="hang")
 
                 def stop(sig, _frame):
                     self.log(exit=f"signal {sig}")
                     sys.exit(128 + sig)
 
+                # The handlers first: a test sends its signal as soon as it reads "hang".
                 signal.signal(signal.SIGINT, stop)
                 signal.signal(signal.SIGTERM, stop)
+                self.log(exit="hang")
                 while True:
                     time.sleep(0.05)
 
