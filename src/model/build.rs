@@ -162,6 +162,7 @@ impl Builder<'_> {
                 version: s.kuberay.version.clone(),
                 namespace: s.kuberay.namespace.clone(),
                 release: "kuberay-operator".into(),
+                charts: self.chart_source(),
             },
             cluster,
             secrets,
@@ -169,6 +170,54 @@ impl Builder<'_> {
             warnings: vec![],
             spec: s.clone(),
         }
+    }
+
+    /// `kuberay.charts`: a repository URL, an OCI path, or a folder inside the spec's folder
+    /// holding `kuberay-operator/` and `ray-cluster/` at `kuberay.version`.
+    fn chart_source(&mut self) -> ChartSource {
+        let k = &self.spec.kuberay;
+        let Some(at) = k.charts.as_deref() else { return ChartSource::Repo(KUBERAY_REPO.into()) };
+        if at.starts_with("https://") || at.starts_with("http://") {
+            return ChartSource::Repo(at.into());
+        }
+        if let Some(rest) = at.strip_prefix("oci://") {
+            if rest.is_empty() || rest.contains(char::is_whitespace) {
+                self.err("kuberay.charts", format!("`{at}` is not an OCI reference"), Some("e.g. oci://myregistry.azurecr.io/helm".into()));
+            }
+            return ChartSource::Oci(at.into());
+        }
+        let rel = FsPath::new(at);
+        let dir = self.dir.join(rel);
+        let inside = self.dir.canonicalize().ok().zip(dir.canonicalize().ok()).is_some_and(|(root, d)| d.starts_with(root));
+        if rel.is_absolute() || !inside {
+            self.err(
+                "kuberay.charts",
+                format!("`{at}` is not a folder inside the spec's folder"),
+                Some("give a Helm repository URL (https://…), an OCI path (oci://…) or a relative folder holding kuberay-operator/ and ray-cluster/".into()),
+            );
+            return ChartSource::Dir(dir);
+        }
+        for chart in ["kuberay-operator", "ray-cluster"] {
+            let file = dir.join(chart).join("Chart.yaml");
+            let meta = std::fs::symlink_metadata(&file);
+            let text = match meta {
+                Ok(m) if m.is_file() && m.len() <= 1 << 20 => std::fs::read_to_string(&file).ok(),
+                _ => None,
+            };
+            let Some(text) = text else {
+                self.err("kuberay.charts", format!("`{at}` has no chart {chart} ({chart}/Chart.yaml)"), None);
+                continue;
+            };
+            let version = text.lines().find_map(|l| l.strip_prefix("version:")).map(|v| v.trim().trim_matches(['"', '\''])).unwrap_or("");
+            if version.trim_start_matches('v') != k.version.trim_start_matches('v') {
+                self.err(
+                    "kuberay.charts",
+                    format!("chart {chart} in `{at}` is version {version}, kuberay.version is {}", k.version),
+                    Some("use the charts of kuberay.version, or set kuberay.version to theirs".into()),
+                );
+            }
+        }
+        ChartSource::Dir(dir.canonicalize().unwrap_or(dir))
     }
 
     fn versions(&mut self) {

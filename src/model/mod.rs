@@ -214,6 +214,48 @@ pub struct OperatorModel {
     pub version: String,
     pub namespace: String,
     pub release: String,
+    /// Where the `kuberay-operator` and `ray-cluster` charts come from.
+    pub charts: ChartSource,
+}
+
+/// KubeRay's own Helm repository, the default source of its charts.
+pub const KUBERAY_REPO: &str = "https://ray-project.github.io/kuberay-helm/";
+
+/// Where Helm charts come from (`kuberay.charts`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", content = "at", rename_all = "lowercase")]
+pub enum ChartSource {
+    /// A Helm repository URL: `helm … CHART --repo URL --version V`.
+    Repo(String),
+    /// An OCI registry path: `helm … oci://PATH/CHART --version V`.
+    Oci(String),
+    /// A local folder (absolute) holding one folder per chart: `helm … DIR/CHART`.
+    Dir(PathBuf),
+}
+
+impl ChartSource {
+    /// The chart reference and source arguments for `helm upgrade|show|template`, with the
+    /// version where the source is versioned (a local chart is the version it holds).
+    pub fn chart_args(&self, chart: &str, version: &str) -> Vec<String> {
+        match self {
+            Self::Repo(url) => {
+                vec![chart.into(), "--repo".into(), url.clone(), "--version".into(), version.into()]
+            }
+            Self::Oci(path) => {
+                vec![format!("{}/{chart}", path.trim_end_matches('/')), "--version".into(), version.into()]
+            }
+            Self::Dir(dir) => vec![dir.join(chart).to_string_lossy().into_owned()],
+        }
+    }
+
+    /// For messages: where the charts come from.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Repo(url) => url.clone(),
+            Self::Oci(path) => path.clone(),
+            Self::Dir(dir) => dir.display().to_string(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -303,6 +303,13 @@ pub struct Kuberay {
     /// Namespace of the operator.
     #[serde(default = "default_kuberay_ns")]
     pub namespace: String,
+    /// Where the `kuberay-operator` and `ray-cluster` charts come from: a Helm repository URL
+    /// (`https://…`, default KubeRay's), an OCI registry path (`oci://host/path`, the charts are
+    /// `<path>/kuberay-operator` and `<path>/ray-cluster`), or a folder inside the spec's folder
+    /// that holds both chart folders (air-gapped installs; each chart's version must equal
+    /// `version`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub charts: Option<String>,
 }
 
 fn default_kuberay_version() -> String {
@@ -314,7 +321,7 @@ fn default_kuberay_ns() -> String {
 
 impl Default for Kuberay {
     fn default() -> Self {
-        Self { version: default_kuberay_version(), namespace: default_kuberay_ns() }
+        Self { version: default_kuberay_version(), namespace: default_kuberay_ns(), charts: None }
     }
 }
 

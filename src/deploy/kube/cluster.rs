@@ -25,7 +25,7 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::live::{self, KUBERAY_REPO};
+use super::live;
 use super::{Kube, jobs, secrets, unknown};
 use crate::deploy::{DestroyOptions, approve};
 use crate::model::{GROUP_LABEL, ImageRef, RayGroup};
@@ -171,7 +171,8 @@ fn write_for_tool(k: &Kube, rel: &str, text: &str) -> Result<PathBuf> {
 
 fn show_crds(k: &Kube) -> Cmd {
     k.helm()
-        .args(["show", "crds", "kuberay-operator", "--repo", KUBERAY_REPO, "--version", &k.s.d.operator.version])
+        .args(["show", "crds"])
+        .args(k.s.d.operator.charts.chart_args("kuberay-operator", &k.s.d.operator.version))
         .timeout(Duration::from_secs(120))
         .idempotent(live::READ_ATTEMPTS)
         .quiet()
@@ -215,8 +216,9 @@ fn crds_apply(k: &Kube, cx: &Cx) -> Result<Outputs> {
 fn operator_cmd(k: &Kube, values: &std::path::Path) -> Cmd {
     let o = &k.s.d.operator;
     k.helm()
-        .args(["upgrade", "--install", &o.release, "kuberay-operator", "--repo", KUBERAY_REPO])
-        .args(["--version", &o.version, "-n", &o.namespace, "--create-namespace"])
+        .args(["upgrade", "--install", &o.release])
+        .args(o.charts.chart_args("kuberay-operator", &o.version))
+        .args(["-n", &o.namespace, "--create-namespace"])
         .args(["-f", &values.to_string_lossy()])
         .args(["--skip-crds", "--wait", "--timeout", live::HELM_WAIT])
         .timeout(live::HELM_TIMEOUT)
@@ -366,8 +368,9 @@ fn cluster_values(k: &Kube, cx: &Cx) -> Result<(Value, Pins)> {
 fn cluster_cmd(k: &Kube, values: &std::path::Path, images: &std::path::Path) -> Cmd {
     let c = &k.s.d.cluster;
     k.helm()
-        .args(["upgrade", "--install", &c.name, "ray-cluster", "--repo", KUBERAY_REPO])
-        .args(["--version", &k.s.d.operator.version, "-n", &c.namespace, "--create-namespace"])
+        .args(["upgrade", "--install", &c.name])
+        .args(k.s.d.operator.charts.chart_args("ray-cluster", &k.s.d.operator.version))
+        .args(["-n", &c.namespace, "--create-namespace"])
         .args(["-f", &values.to_string_lossy(), "-f", &images.to_string_lossy()])
         .args(["--wait", "--timeout", live::HELM_WAIT])
         .timeout(live::HELM_TIMEOUT)
