@@ -207,9 +207,20 @@ pub enum JobCommand {
 /// Version of the JSON document `status --output json` prints.
 pub const STATUS_FORMAT_VERSION: u32 = 1;
 
+/// Exit code of a command-line usage error (unknown flag, missing argument, bad value). It is
+/// 1, like any other error: clap's own 2 would read as "changes" to `plan`'s callers.
+pub const USAGE_ERROR: u8 = 1;
+
 /// Entry point used by `main`.
 pub fn run() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // `--help` and `--version` are "errors" clap prints on stdout: they succeed.
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(USAGE_ERROR) } else { ExitCode::SUCCESS };
+        }
+    };
     match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -169,6 +169,30 @@ fn template_override_next_to_the_spec_is_used() {
     assert_eq!(df, "FROM rayproject/ray:2.52.0-py312\n# custom template\n");
 }
 
+#[test]
+fn usage_errors_exit_1_and_help_and_version_exit_0() {
+    // 2 means "changes" to `plan` callers: a usage error must never look like that.
+    for args in [
+        &["plan", "--bogus"][..],
+        &["plan", "--detailed-exitcode", "--bogus"],
+        &["plan", "--output", "yaml"],
+        &["nonsense"],
+        &[],
+        &["completions", "no-such-shell"],
+        &["job", "submit"],
+    ] {
+        let out = raydeploy().args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "raydeploy {args:?}: {err}");
+        assert!(!err.trim().is_empty(), "raydeploy {args:?} explains the usage error");
+    }
+    for args in [&["--help"][..], &["--version"], &["plan", "--help"], &["help", "deploy"], &["-V"]] {
+        let out = raydeploy().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "raydeploy {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(!out.stdout.is_empty(), "raydeploy {args:?} prints on stdout");
+    }
+}
+
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut out = vec![];
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
