@@ -193,6 +193,48 @@ fn usage_errors_exit_1_and_help_and_version_exit_0() {
     }
 }
 
+/// A spec without `image.rayVersion` (and, second, without `image` at all) in a temp folder.
+fn spec_without_ray_version(dir: &Path, with_image: bool) -> std::path::PathBuf {
+    let image = if with_image { "image:\n  python: \"3.11\"\n" } else { "" };
+    let spec = dir.join("raydeploy.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "apiVersion: raydeploy/v1\nkind: RayDeployment\nname: norv\ntarget: local\n{image}cluster:\n  head: {{ cpu: 1, memory: 1Gi }}\n"
+        ),
+    )
+    .unwrap();
+    spec
+}
+
+#[test]
+fn a_defaulted_ray_version_is_announced_where_image_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec_without_ray_version(dir.path(), true);
+    let want = format!("warning: {}:5:1: image.rayVersion is not set: using Ray 2.52.0", spec.display());
+    let out = dir.path().join("out");
+    for args in [
+        vec!["validate"],
+        vec!["render", "--out", out.to_str().unwrap()],
+        vec!["plan", "--offline"],
+        vec!["deploy", "--dry-run"],
+    ] {
+        let o = raydeploy().args(&args).arg(&spec).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(&want), "raydeploy {args:?}: {err}");
+        assert!(err.contains("set image.rayVersion: \"2.52.0\" to pin it"), "{err}");
+    }
+    // No image section: the warning points at the top of the spec.
+    let spec = spec_without_ray_version(dir.path(), false);
+    let o = raydeploy().arg("validate").arg(&spec).output().unwrap();
+    assert!(o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(&format!("{}:1:1: image.rayVersion is not set", spec.display())), "{err}");
+    // Set: no warning.
+    let o = raydeploy().args(["validate", "examples/local/raydeploy.yaml"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("rayVersion"));
+}
+
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut out = vec![];
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {

@@ -27,9 +27,34 @@ const LOCAL_DEFAULT_MEM: u64 = 2 * GI;
 /// Builds the model; `target` overrides the spec's target (`--target`).
 pub fn build(loaded: &Loaded, target: Option<Target>) -> Result<Deployment, Problems> {
     let mut b = Builder { spec: &loaded.spec, dir: &loaded.dir, problems: Problems::default(), warnings: vec![] };
+    b.warnings.extend(default_ray_version_warning(loaded));
     let target = target.unwrap_or(loaded.spec.target);
     let d = b.deployment(&loaded.deployment, loaded.env.clone(), target);
     if b.problems.is_empty() { Ok(Deployment { warnings: b.warnings, ..d }) } else { Err(b.problems) }
+}
+
+/// `image.rayVersion` left out: the default is this raydeploy's, so an upgrade of raydeploy
+/// could change the cluster's Ray version. It stays optional (SPEC.md's contract does not require
+/// it, and specs without it keep working), but every command says which version it chose, at the
+/// `image` section (or the top of the spec).
+fn default_ray_version_warning(loaded: &Loaded) -> Option<String> {
+    let image = loaded.doc.get("image");
+    if image.and_then(|i| i.get("rayVersion")).is_some() {
+        return None;
+    }
+    let loc = match image {
+        Some(_) => loaded.doc.locate_key(&spec::Path::parse("image")),
+        None => loaded.doc.loc,
+    };
+    Some(format!(
+        "{}:{}:{}: image.rayVersion is not set: using Ray {} (this raydeploy's default, which a raydeploy upgrade \
+         may change); set image.rayVersion: \"{}\" to pin it",
+        loaded.sources.name(loc.source),
+        loc.line,
+        loc.col,
+        loaded.spec.image.ray_version,
+        loaded.spec.image.ray_version
+    ))
 }
 
 struct Builder<'a> {

@@ -253,6 +253,8 @@ pub struct KubernetesTarget {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Image {
+    /// Ray version (`X.Y.Z`) of the image, the cluster and the autoscaler. Pin it: when left out,
+    /// this raydeploy's default is used and every command warns with the version chosen.
     #[serde(default = "default_ray_version")]
     pub ray_version: String,
     /// Python version of the base image, `3.X`.
