@@ -235,6 +235,63 @@ fn a_defaulted_ray_version_is_announced_where_image_is() {
     assert!(!String::from_utf8_lossy(&o.stderr).contains("rayVersion"));
 }
 
+/// `MemTotal` of this machine, or its cgroup limit when lower (what the local target caps at).
+fn machine_memory() -> u64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let kb: u64 = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let limit = std::fs::read_to_string("/sys/fs/cgroup/memory.max").ok().and_then(|t| t.trim().parse::<u64>().ok());
+    limit.map_or(kb * 1024, |l| l.min(kb * 1024))
+}
+
+#[test]
+fn local_sizing_of_huge_quantities_stays_within_the_machine() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("raydeploy.yaml");
+    std::fs::write(
+        &spec,
+        r#"apiVersion: raydeploy/v1
+kind: RayDeployment
+name: huge
+target: local
+image: { rayVersion: "2.52.0" }
+cluster:
+  head: { cpu: 1, memory: 1Gi }
+  workerGroups:
+    - { name: a, cpu: 4294967297, memory: 8388607Ti, replicas: 2147483647 }
+    - { name: b, cpu: 1, memory: 8388607Ti, replicas: 2147483647 }
+    - { name: c, cpu: 1, memory: 1Gi, replicas: 2147483647 }
+"#,
+    )
+    .unwrap();
+    let out = raydeploy().args(["deploy", "--dry-run"]).arg(&spec).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    let starts: Vec<&str> =
+        text.lines().filter(|l| l.trim_start().starts_with("$ ") && l.contains("/ray start")).collect();
+    let flag = |line: &str, name: &str| -> u64 {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let i = words.iter().position(|w| *w == name).unwrap_or_else(|| panic!("no {name} in {line}"));
+        words[i + 1].parse().unwrap_or_else(|_| panic!("{name} {} in {line}", words[i + 1]))
+    };
+    let cpus = std::thread::available_parallelism().unwrap().get() as u64;
+    let mut memory = 0;
+    for l in &starts {
+        assert!(flag(l, "--num-cpus") <= cpus, "{l}");
+        memory += flag(l, "--memory") + flag(l, "--object-store-memory");
+    }
+    assert!(memory <= machine_memory() / 4 * 3, "{memory} bytes over 3/4 of the machine:\n{text}");
+    // One node per group at least, and never more than the machine's CPUs allow.
+    assert!(starts.len() >= 4 && starts.len() as u64 <= cpus + 4, "{} nodes:\n{text}", starts.len());
+}
+
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut out = vec![];
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {

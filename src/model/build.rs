@@ -18,6 +18,8 @@ pub const KUBERAY_SUPPORT: &[(&str, &str)] = &[("1.6", "2.9.0"), ("1.7", "2.9.0"
 pub const PYTHON_VERSIONS: &[&str] = &["3.9", "3.10", "3.11", "3.12", "3.13"];
 /// Max deployment name length (it prefixes every derived name).
 pub const MAX_NAME: usize = 40;
+/// Nodes an AKS node pool can have.
+pub const AKS_MAX_POOL_NODES: u32 = 1000;
 /// Where job folders are copied inside the image.
 pub const JOBS_DIR: &str = "/home/ray/jobs";
 /// Default for `cpu/memory: auto` when there is no VM to size for (target local).
@@ -592,7 +594,7 @@ impl Builder<'_> {
         // The head shares its node with the autoscaler sidecar when the autoscaler is on.
         let sidecar = g.role == Role::Head && self.spec.cluster.autoscaler.enabled;
         let (res_cpu, res_mem) = if sidecar {
-            (res_cpu + super::AUTOSCALER_CPU_M, res_mem + super::AUTOSCALER_MEMORY_BYTES)
+            (res_cpu.saturating_add(super::AUTOSCALER_CPU_M), res_mem.saturating_add(super::AUTOSCALER_MEMORY_BYTES))
         } else {
             (res_cpu, res_mem)
         };
@@ -602,7 +604,7 @@ impl Builder<'_> {
             self.warnings.push(format!(
                 "{path}.vmSize: AKS does not document the CPU reservation for {} cores; {vm_size} uses an interpolated {}m",
                 vm.vcpus,
-                vm.vcpus as u64 * 1000 - alloc.cpu_m
+                (u64::from(vm.vcpus) * 1000).saturating_sub(alloc.cpu_m)
             ));
         }
         if vm.gpus > 0 && g.gpus == 0 && g.role == Role::Worker {
@@ -683,9 +685,10 @@ impl Builder<'_> {
         let per_node = |have: u64, want: u64| if want == 0 { u64::MAX } else { have / want };
         let mut ppn = per_node(avail_cpu, cpu_m).min(per_node(avail_mem, memory_bytes));
         if g.gpus > 0 {
-            ppn = ppn.min((vm.gpus / g.gpus) as u64);
+            ppn = ppn.min(u64::from(vm.gpus / g.gpus));
         }
-        let ppn = ppn.clamp(1, max_pods as u64) as u32;
+        // At most max_pods, a u32.
+        let ppn = u32::try_from(ppn.clamp(1, u64::from(max_pods))).unwrap_or(max_pods);
         g.cpu_m = cpu_m;
         g.memory_bytes = memory_bytes;
         g.fit = Some(Fit {
@@ -693,8 +696,8 @@ impl Builder<'_> {
             available_cpu_m: avail_cpu,
             available_memory_bytes: avail_mem,
             pods_per_node: ppn,
-            cpu_utilisation_pct: pct(cpu_m * ppn as u64, alloc.cpu_m),
-            memory_utilisation_pct: pct(memory_bytes * ppn as u64, alloc.memory_bytes),
+            cpu_utilisation_pct: pct(cpu_m.saturating_mul(u64::from(ppn)), alloc.cpu_m),
+            memory_utilisation_pct: pct(memory_bytes.saturating_mul(u64::from(ppn)), alloc.memory_bytes),
         });
     }
 
@@ -859,6 +862,18 @@ impl Builder<'_> {
             });
             let nodes = |pods: u32| pods.div_ceil(fit.pods_per_node);
             let (min_count, max_count, node_count) = (nodes(g.min_replicas), nodes(g.max_replicas), nodes(g.replicas));
+            if max_count > AKS_MAX_POOL_NODES {
+                let sets_max =
+                    idx > 0 && self.spec.cluster.worker_groups.get(idx - 1).is_some_and(|w| w.max_replicas.is_some());
+                self.err(
+                    format!("{}.{}", g.spec_path, if sets_max { "maxReplicas" } else { "replicas" }),
+                    format!(
+                        "{} pods at {} per {vm_size} node need {max_count} nodes; an AKS node pool has at most {AKS_MAX_POOL_NODES}",
+                        g.max_replicas, fit.pods_per_node
+                    ),
+                    Some("lower the replicas or use a larger vmSize (more pods per node)".into()),
+                );
+            }
             let mut labels = BTreeMap::from([
                 (DEPLOYMENT_LABEL.to_string(), name.to_string()),
                 (GROUP_LABEL.to_string(), g.name.clone()),
@@ -1178,7 +1193,8 @@ impl Builder<'_> {
                 }
             }
             if let Some(c) = j.entrypoint_num_cpus {
-                if c > 0.0 && (c * 1000.0) as u64 > max_cpu {
+                // Compared in CPUs (f64): no cast of an unbounded float to an integer.
+                if c > 0.0 && c * 1000.0 > max_cpu as f64 {
                     self.err(
                         format!("{path}.entrypointNumCpus"),
                         format!("the entrypoint needs {c} CPU but the largest Ray pod has {}", format_cpu(max_cpu)),
@@ -1187,7 +1203,7 @@ impl Builder<'_> {
                 }
             }
             if let Some(gp) = j.entrypoint_num_gpus {
-                if gp > 0.0 && gp > max_gpu as f64 {
+                if gp > 0.0 && gp > f64::from(max_gpu) {
                     self.err(
                         format!("{path}.entrypointNumGpus"),
                         format!(
