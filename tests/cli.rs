@@ -292,6 +292,39 @@ cluster:
     assert!(starts.len() >= 4 && starts.len() as u64 <= cpus + 4, "{} nodes:\n{text}", starts.len());
 }
 
+#[test]
+fn start_params_and_mount_paths_render_normalized() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("raydeploy.yaml");
+    std::fs::write(
+        &spec,
+        r#"apiVersion: raydeploy/v1
+kind: RayDeployment
+name: norm
+target: kubernetes
+kubernetes: { registry: docker.io/acme/ray }
+image: { rayVersion: "2.52.0" }
+cluster:
+  head:
+    cpu: 1
+    memory: 2Gi
+    rayStartParams: { num-cpus: "0", resources: '"{"accel_x": 1}"' }
+  mounts:
+    - { name: data, type: pvc, claimName: data, path: "/data//in/" }
+"#,
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    raydeploy().arg("render").arg(&spec).arg("--out").arg(&out).assert().success();
+    let values: serde_json::Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(out.join("helm/ray-cluster.values.yaml")).unwrap()).unwrap();
+    let params = &values["head"]["rayStartParams"];
+    assert_eq!(params["resources"], r#"'{"accel_x":1}'"#, "{params}");
+    assert_eq!(params["num-cpus"], "0");
+    let text = values.to_string();
+    assert!(text.contains(r#""mountPath":"/data/in""#) && !text.contains("/data//in"), "{text}");
+}
+
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut out = vec![];
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {

@@ -369,7 +369,7 @@ impl Builder<'_> {
     ) -> RayGroup {
         let h = &self.spec.cluster.head;
         let mut params = BTreeMap::from([("dashboard-host".to_string(), "0.0.0.0".to_string())]);
-        params.extend(h.ray_start_params.clone());
+        params.extend(self.start_params("cluster.head", &h.ray_start_params));
         let mut g = RayGroup {
             name: "head".into(),
             role: Role::Head,
@@ -486,7 +486,7 @@ impl Builder<'_> {
             let mut g = RayGroup {
                 name: w.name.clone(),
                 role: Role::Worker,
-                spec_path: path,
+                spec_path: path.clone(),
                 cpu_m: 0,
                 memory_bytes: 0,
                 gpus: w.gpus,
@@ -498,12 +498,52 @@ impl Builder<'_> {
                 vm_size: w.vm_size.clone(),
                 fit: None,
                 image: image_ref,
-                ray_start_params: w.ray_start_params.clone(),
+                ray_start_params: self.start_params(&path, &w.ray_start_params),
                 node_selector: BTreeMap::new(),
                 tolerations,
             };
             self.size(&mut g, w.cpu, w.memory, target, max_pods, k8s);
             out.push(g);
+        }
+        out
+    }
+
+    /// `rayStartParams`: KubeRay joins them unquoted into the pod's shell command (`--key=value`),
+    /// so keys are flag names and values keep to a conservative charset; anything else is a
+    /// located error naming the key. `resources` is the exception Ray documents: a JSON object of
+    /// resource names to amounts, re-serialized here and single-quoted for the shell.
+    fn start_params(&mut self, group: &str, params: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for (k, v) in params {
+            let path = format!("{group}.rayStartParams.{k}");
+            if let Err(e) = start_param_key(k) {
+                self.err(&path, format!("`{k}` {e}"), Some("use the flag's name without --, e.g. num-cpus".into()));
+                continue;
+            }
+            if k == "resources" {
+                match resources_param(v) {
+                    Ok(q) => {
+                        out.insert(k.clone(), q);
+                    }
+                    Err(e) => self.err(
+                        &path,
+                        format!("rayStartParams `resources` {e}"),
+                        Some("e.g. resources: '{\"accelerator_x\": 1}'".into()),
+                    ),
+                }
+                continue;
+            }
+            if let Some(c) = v.chars().find(|c| !start_param_char(*c)) {
+                self.err(
+                    &path,
+                    format!(
+                        "rayStartParams `{k}` holds {c:?}: KubeRay puts the value unquoted into the pod's shell command"
+                    ),
+                    Some("values are letters, digits and _ . , : / = + @ % - only".into()),
+                );
+                continue;
+            }
+            out.insert(k.clone(), v.clone());
         }
         out
     }
@@ -551,6 +591,28 @@ impl Builder<'_> {
         k8s: Option<(u32, u32)>,
     ) {
         let path = g.spec_path.clone();
+        // Explicit zeros are refused on every target: a pod (or a local node) with no CPU or no
+        // memory cannot run Ray.
+        let mut zero = false;
+        if cpu == CpuRequest::Millis(0) {
+            zero = true;
+            self.err(
+                format!("{path}.cpu"),
+                "cpu is 0: a Ray pod needs some CPU",
+                Some(if g.role == Role::Head {
+                    "e.g. cpu: 1; to keep tasks off the head, set rayStartParams: { num-cpus: \"0\" }".into()
+                } else {
+                    "e.g. cpu: 1".into()
+                }),
+            );
+        }
+        if mem == MemoryRequest::Bytes(0) {
+            zero = true;
+            self.err(format!("{path}.memory"), "memory is 0: a Ray pod needs memory", Some("e.g. memory: 4Gi".into()));
+        }
+        if zero {
+            return;
+        }
         let Some(vm_size) = g.vm_size.clone() else {
             // No VM to size for: explicit values, or local defaults.
             match (target, cpu, mem) {
@@ -574,9 +636,6 @@ impl Builder<'_> {
                 MemoryRequest::Bytes(b) => b,
                 MemoryRequest::Auto => LOCAL_DEFAULT_MEM,
             };
-            if g.cpu_m == 0 && g.role == Role::Worker {
-                self.err(format!("{path}.cpu"), "a worker needs at least some CPU", Some("e.g. cpu: 1".into()));
-            }
             return;
         };
         let Some(vm) = self.vm(&format!("{path}.vmSize"), &vm_size) else { return };
@@ -951,8 +1010,28 @@ impl Builder<'_> {
     fn secrets(&mut self) -> Vec<SecretModel> {
         let mut seen = BTreeSet::new();
         let mut out = vec![];
+        // Environment variables of the Ray containers, and who sets them: `cluster.env`, then
+        // each exposed secret's keys (envFrom). One name set twice is ambiguous: refused.
+        let mut env_owner: BTreeMap<String, String> =
+            self.spec.cluster.env.keys().map(|k| (k.clone(), "cluster.env".to_string())).collect();
         for (i, s) in self.spec.secrets.iter().enumerate() {
             let path = format!("secrets[{i}]");
+            if s.expose_as_env {
+                for k in s.data.keys() {
+                    if let Some(owner) = env_owner.get(k) {
+                        self.err(
+                            format!("{path}.data.{k}"),
+                            format!(
+                                "`{k}` is also set by {owner}: secret `{}` exposes it as an environment variable of the Ray containers too",
+                                s.name
+                            ),
+                            Some("rename one of them, or set exposeAsEnv: false on this secret".into()),
+                        );
+                    } else {
+                        env_owner.insert(k.clone(), format!("secret `{}` ({path})", s.name));
+                    }
+                }
+            }
             self.check_name(&format!("{path}.name"), &s.name, names::dns1123_subdomain, "Secret name (DNS-1123)");
             if !seen.insert(s.name.clone()) {
                 self.err(
@@ -1038,17 +1117,24 @@ impl Builder<'_> {
                     Some("mount names must be unique: rename one".into()),
                 );
             }
-            if !m.path.starts_with('/') {
+            let mount_path = match normalize_mount_path(&m.path) {
+                Ok(p) => p,
+                Err((e, help)) => {
+                    self.err(format!("{path}.path"), format!("`{}` {e}", m.path), Some(help.into()));
+                    m.path.clone()
+                }
+            };
+            if mount_path.starts_with('/') && overlaps(&mount_path, JOBS_DIR) {
                 self.err(
                     format!("{path}.path"),
-                    format!("`{}` is not an absolute path", m.path),
-                    Some("mount paths start with /".into()),
+                    format!("`{}` would cover {JOBS_DIR}, where the image holds the jobs' folders", m.path),
+                    Some("mount it elsewhere, e.g. /data".into()),
                 );
             }
-            if !paths.insert(m.path.clone()) {
+            if !paths.insert(mount_path.clone()) {
                 self.err(
                     format!("{path}.path"),
-                    format!("`{}` is already a mount path", m.path),
+                    format!("`{mount_path}` is already a mount path"),
                     Some("give each mount its own path".into()),
                 );
             }
@@ -1143,7 +1229,7 @@ impl Builder<'_> {
                 container: m.container.clone(),
                 share: m.share.clone(),
                 storage_account: m.storage_account.clone(),
-                path: m.path.clone(),
+                path: mount_path,
                 read_only: m.read_only,
                 size,
                 secret: m.secret.clone(),
@@ -1255,6 +1341,61 @@ impl Builder<'_> {
         }
         out
     }
+}
+
+/// Characters a `rayStartParams` value may hold: none of them means anything to a shell.
+fn start_param_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "_.,:/=+@%-".contains(c)
+}
+
+/// A `ray start` flag name: lowercase letters, digits, `-` and `_`, starting with a letter.
+fn start_param_key(k: &str) -> Result<(), String> {
+    let ok = k.starts_with(|c: char| c.is_ascii_lowercase())
+        && k.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if ok { Ok(()) } else { Err("is not a `ray start` flag name (lowercase letters, digits, - and _)".into()) }
+}
+
+/// `resources`: a JSON object (optionally already quoted) of resource names to non-negative
+/// amounts, returned as compact JSON in single quotes (one shell word, nothing expanded).
+fn resources_param(v: &str) -> Result<String, String> {
+    let inner = v.trim().trim_matches(['\'', '"'].as_ref()).replace("\\\"", "\"");
+    let obj: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&inner).map_err(|_| "is not a JSON object of resource names to amounts".to_string())?;
+    for (name, amount) in &obj {
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "_.:/-".contains(c)) {
+            return Err(format!("names `{name}`: resource names are letters, digits and _ . : / -"));
+        }
+        if !amount.as_f64().is_some_and(|a| a >= 0.0) {
+            return Err(format!("gives `{name}` the amount {amount}: amounts are numbers, 0 or more"));
+        }
+    }
+    Ok(format!("'{}'", serde_json::Value::Object(obj)))
+}
+
+/// A mount path, normalized (`//` and `.` dropped, no trailing `/`); `..` and `/` are refused.
+/// The error is (what is wrong, how to fix it).
+fn normalize_mount_path(p: &str) -> Result<String, (&'static str, &'static str)> {
+    if !p.starts_with('/') {
+        return Err(("is not an absolute path", "mount paths start with /"));
+    }
+    let mut parts = vec![];
+    for seg in p.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => return Err(("contains `..`", "write the folder itself, e.g. /data/in")),
+            s => parts.push(s),
+        }
+    }
+    if parts.is_empty() {
+        return Err(("is the root folder", "mount a folder such as /data"));
+    }
+    Ok(format!("/{}", parts.join("/")))
+}
+
+/// `a` is `b` or a folder above or below it.
+fn overlaps(a: &str, b: &str) -> bool {
+    let under = |x: &str, y: &str| x == y || x.strip_prefix(y).is_some_and(|rest| rest.starts_with('/'));
+    under(a, b) || under(b, a)
 }
 
 fn local_image(image: &ImageModel) -> ImageRef {
