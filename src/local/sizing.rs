@@ -289,7 +289,7 @@ fn shrink_memory(nodes: &mut [(u64, u64)], cap: u64) {
                 continue;
             }
             // ≤ asked[i]: the quotient fits in u64.
-            let share = if rest == 0 { 0 } else { (u128::from(asked[i]) * left / rest) as u64 / MIB * MIB };
+            let share = (u128::from(asked[i]) * left).checked_div(rest).map_or(0, |q| q as u64 / MIB * MIB);
             if share < MIN_NODE_MEMORY {
                 floored[i] = true;
                 changed = true;
