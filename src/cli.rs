@@ -119,6 +119,10 @@ pub enum Command {
         /// Write the plan to PLAN (and Terraform's saved plan to PLAN.tfplan) for `deploy --plan`.
         #[arg(long, value_name = "PLAN")]
         out: Option<PathBuf>,
+        /// Count the jobs `deploy --with-jobs` would submit as changes (without it, jobs are
+        /// listed for information only: a deploy without --with-jobs does not run them).
+        #[arg(long)]
+        with_jobs: bool,
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
     },
@@ -207,9 +211,20 @@ pub enum JobCommand {
 /// Version of the JSON document `status --output json` prints.
 pub const STATUS_FORMAT_VERSION: u32 = 1;
 
+/// Exit code of a command-line usage error (unknown flag, missing argument, bad value). It is
+/// 1, like any other error: clap's own 2 would read as "changes" to `plan`'s callers.
+pub const USAGE_ERROR: u8 = 1;
+
 /// Entry point used by `main`.
 pub fn run() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // `--help` and `--version` are "errors" clap prints on stdout: they succeed.
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(USAGE_ERROR) } else { ExitCode::SUCCESS };
+        }
+    };
     match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -309,9 +324,9 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             let opts = deploy::DeployOptions { dry_run, with_jobs, auto_approve, plan, allow_destroy };
             Ok(ExitCode::from(deploy::deploy(&mut s, &opts)?))
         }
-        Command::Plan { args, offline, against, out, output } => {
+        Command::Plan { args, offline, against, out, with_jobs, output } => {
             let Some(s) = session(&args, output)? else { return Ok(ExitCode::from(1)) };
-            let opts = preview::Options { offline: offline || against.is_some(), against, out };
+            let opts = preview::Options { offline: offline || against.is_some(), against, out, with_jobs };
             let plan = preview::run(&s, &opts)?;
             match output {
                 Output::Text => print!("{}", preview::text::render(&plan, stdout_color())),

@@ -169,6 +169,162 @@ fn template_override_next_to_the_spec_is_used() {
     assert_eq!(df, "FROM rayproject/ray:2.52.0-py312\n# custom template\n");
 }
 
+#[test]
+fn usage_errors_exit_1_and_help_and_version_exit_0() {
+    // 2 means "changes" to `plan` callers: a usage error must never look like that.
+    for args in [
+        &["plan", "--bogus"][..],
+        &["plan", "--detailed-exitcode", "--bogus"],
+        &["plan", "--output", "yaml"],
+        &["nonsense"],
+        &[],
+        &["completions", "no-such-shell"],
+        &["job", "submit"],
+    ] {
+        let out = raydeploy().args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "raydeploy {args:?}: {err}");
+        assert!(!err.trim().is_empty(), "raydeploy {args:?} explains the usage error");
+    }
+    for args in [&["--help"][..], &["--version"], &["plan", "--help"], &["help", "deploy"], &["-V"]] {
+        let out = raydeploy().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "raydeploy {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(!out.stdout.is_empty(), "raydeploy {args:?} prints on stdout");
+    }
+}
+
+/// A spec without `image.rayVersion` (and, second, without `image` at all) in a temp folder.
+fn spec_without_ray_version(dir: &Path, with_image: bool) -> std::path::PathBuf {
+    let image = if with_image { "image:\n  python: \"3.11\"\n" } else { "" };
+    let spec = dir.join("raydeploy.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "apiVersion: raydeploy/v1\nkind: RayDeployment\nname: norv\ntarget: local\n{image}cluster:\n  head: {{ cpu: 1, memory: 1Gi }}\n"
+        ),
+    )
+    .unwrap();
+    spec
+}
+
+#[test]
+fn a_defaulted_ray_version_is_announced_where_image_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec_without_ray_version(dir.path(), true);
+    let want = format!("warning: {}:5:1: image.rayVersion is not set: using Ray 2.52.0", spec.display());
+    let out = dir.path().join("out");
+    for args in [
+        vec!["validate"],
+        vec!["render", "--out", out.to_str().unwrap()],
+        vec!["plan", "--offline"],
+        vec!["deploy", "--dry-run"],
+    ] {
+        let o = raydeploy().args(&args).arg(&spec).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(&want), "raydeploy {args:?}: {err}");
+        assert!(err.contains("set image.rayVersion: \"2.52.0\" to pin it"), "{err}");
+    }
+    // No image section: the warning points at the top of the spec.
+    let spec = spec_without_ray_version(dir.path(), false);
+    let o = raydeploy().arg("validate").arg(&spec).output().unwrap();
+    assert!(o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(&format!("{}:1:1: image.rayVersion is not set", spec.display())), "{err}");
+    // Set: no warning.
+    let o = raydeploy().args(["validate", "examples/local/raydeploy.yaml"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("rayVersion"));
+}
+
+/// `MemTotal` of this machine, or its cgroup limit when lower (what the local target caps at).
+fn machine_memory() -> u64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let kb: u64 = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let limit = std::fs::read_to_string("/sys/fs/cgroup/memory.max").ok().and_then(|t| t.trim().parse::<u64>().ok());
+    limit.map_or(kb * 1024, |l| l.min(kb * 1024))
+}
+
+#[test]
+fn local_sizing_of_huge_quantities_stays_within_the_machine() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("raydeploy.yaml");
+    std::fs::write(
+        &spec,
+        r#"apiVersion: raydeploy/v1
+kind: RayDeployment
+name: huge
+target: local
+image: { rayVersion: "2.52.0" }
+cluster:
+  head: { cpu: 1, memory: 1Gi }
+  workerGroups:
+    - { name: a, cpu: 4294967297, memory: 8388607Ti, replicas: 2147483647 }
+    - { name: b, cpu: 1, memory: 8388607Ti, replicas: 2147483647 }
+    - { name: c, cpu: 1, memory: 1Gi, replicas: 2147483647 }
+"#,
+    )
+    .unwrap();
+    let out = raydeploy().args(["deploy", "--dry-run"]).arg(&spec).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    let starts: Vec<&str> =
+        text.lines().filter(|l| l.trim_start().starts_with("$ ") && l.contains("/ray start")).collect();
+    let flag = |line: &str, name: &str| -> u64 {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let i = words.iter().position(|w| *w == name).unwrap_or_else(|| panic!("no {name} in {line}"));
+        words[i + 1].parse().unwrap_or_else(|_| panic!("{name} {} in {line}", words[i + 1]))
+    };
+    let cpus = std::thread::available_parallelism().unwrap().get() as u64;
+    let mut memory = 0;
+    for l in &starts {
+        assert!(flag(l, "--num-cpus") <= cpus, "{l}");
+        memory += flag(l, "--memory") + flag(l, "--object-store-memory");
+    }
+    assert!(memory <= machine_memory() / 4 * 3, "{memory} bytes over 3/4 of the machine:\n{text}");
+    // One node per group at least, and never more than the machine's CPUs allow.
+    assert!(starts.len() >= 4 && starts.len() as u64 <= cpus + 4, "{} nodes:\n{text}", starts.len());
+}
+
+#[test]
+fn start_params_and_mount_paths_render_normalized() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("raydeploy.yaml");
+    std::fs::write(
+        &spec,
+        r#"apiVersion: raydeploy/v1
+kind: RayDeployment
+name: norm
+target: kubernetes
+kubernetes: { registry: docker.io/acme/ray }
+image: { rayVersion: "2.52.0" }
+cluster:
+  head:
+    cpu: 1
+    memory: 2Gi
+    rayStartParams: { num-cpus: "0", resources: '"{"accel_x": 1}"' }
+  mounts:
+    - { name: data, type: pvc, claimName: data, path: "/data//in/" }
+"#,
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    raydeploy().arg("render").arg(&spec).arg("--out").arg(&out).assert().success();
+    let values: serde_json::Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(out.join("helm/ray-cluster.values.yaml")).unwrap()).unwrap();
+    let params = &values["head"]["rayStartParams"];
+    assert_eq!(params["resources"], r#"'{"accel_x":1}'"#, "{params}");
+    assert_eq!(params["num-cpus"], "0");
+    let text = values.to_string();
+    assert!(text.contains(r#""mountPath":"/data/in""#) && !text.contains("/data//in"), "{text}");
+}
+
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut out = vec![];
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {

@@ -239,8 +239,10 @@ fn rule(phase: &str) -> &'static str {
 #[test]
 fn first_deploy_runs_in_order_and_in_parallel_and_redeploys_change_nothing() {
     let mut f = Flow::new("order");
-    // Terraform's apply takes a while, so the image build visibly runs beside it.
-    f.k.set("RAYDEPLOY_FAKE_LATENCY", "terraform:apply=10");
+    // Terraform's apply answers only once the image has been built: with infra ∥ image-build
+    // that happens during the apply; run one after the other, the gate would time out and the
+    // ordering assertions below fail.
+    f.k.set("RAYDEPLOY_FAKE_WAIT", "terraform:apply=call:docker build").set("RAYDEPLOY_FAKE_WAIT_SECONDS", "60");
     let r = f.deploy(&[]);
     r.ok();
     assert_eq!(
@@ -305,7 +307,7 @@ fn first_deploy_runs_in_order_and_in_parallel_and_redeploys_change_nothing() {
     assert!(f.state()["phases"].as_object().unwrap().values().all(|p| p["status"] == "completed"));
 
     // Nothing changed: everything but the checks is skipped, and nothing mutates.
-    f.k.unset("RAYDEPLOY_FAKE_LATENCY");
+    f.k.unset("RAYDEPLOY_FAKE_WAIT");
     f.k.clear_calls();
     let r = f.deploy(&[]);
     r.ok();
@@ -378,11 +380,23 @@ fn fault_cell(phase: &str, fault: Fault) {
         Fault::Hang | Fault::Sigint => "hang",
     };
     f.k.set("RAYDEPLOY_FAKE_FAULTS", format!("{}={action}", rule(phase)));
-    if let Fault::Hang = fault {
-        f.k.set("RAYDEPLOY_COMMAND_TIMEOUT", "4");
-    }
+    let hung = |f: &Flow| f.k.calls().iter().any(|c| c.tool == tool && c.exit == "hang");
     let r = match fault {
-        Fault::Fail | Fault::Hang => f.deploy(&[]),
+        Fault::Fail => f.deploy(&[]),
+        Fault::Hang => {
+            // The command timeout is what is tested, so it is a duration; the faulted command
+            // must have reached its hang before it fires. A run where the timeout came first
+            // says nothing: run again with a longer timeout, a bounded number of times.
+            let mut timeout = 4;
+            loop {
+                f.k.set("RAYDEPLOY_COMMAND_TIMEOUT", timeout.to_string());
+                let r = f.deploy(&[]);
+                if hung(&f) || timeout >= 32 {
+                    break r;
+                }
+                timeout *= 2;
+            }
+        }
         Fault::Sigint => {
             let mut child =
                 f.k.raydeploy_std()
@@ -392,7 +406,7 @@ fn fault_cell(phase: &str, fault: Fault) {
                     .spawn()
                     .unwrap();
             let end = Instant::now() + Duration::from_secs(120);
-            while !f.k.calls().iter().any(|c| c.tool == tool && c.exit == "hang") {
+            while !hung(&f) {
                 assert!(Instant::now() < end, "{phase}: the fault never hit:\n{}", lines(&f.k.calls()));
                 if let Ok(Some(s)) = child.try_wait() {
                     panic!("{phase}: deploy ended ({s}) before the fault:\n{}", lines(&f.k.calls()));
@@ -467,7 +481,9 @@ fn fault_matrix_sigint() {
 #[test]
 fn a_second_concurrent_deploy_fails_fast_naming_the_holder() {
     let mut f = Flow::new("concurrent");
-    f.k.set("RAYDEPLOY_FAKE_LATENCY", "terraform:apply=30");
+    // The first deploy's apply waits until this test opens the gate: it holds the lock for as
+    // long as the second deploy needs, however slow the machine.
+    f.k.set("RAYDEPLOY_FAKE_WAIT", "terraform:apply=file:apply-gate");
     let mut first =
         f.k.raydeploy_std()
             .args(["deploy", "--auto-approve", "--output", "json"])
@@ -489,6 +505,7 @@ fn a_second_concurrent_deploy_fails_fast_naming_the_holder() {
     assert!(second.stderr.contains("`deploy`"), "{}", second.stderr);
     let during: Vec<Call> = f.k.calls().into_iter().skip(before).collect();
     assert!(during.iter().all(|c| !(c.tool == "terraform" && c.has(&["version"]))), "the second run ran nothing");
+    std::fs::write(f.k.fake_state_dir().join("apply-gate"), "").unwrap();
     let r = parse_run(first.wait_with_output().unwrap());
     r.ok();
     assert!(f.state()["phases"].as_object().unwrap().values().all(|p| p["status"] == "completed"));

@@ -279,8 +279,20 @@ fn a_failed_apply_is_resumed_with_a_new_plan_and_nothing_after_it_ran() {
 #[test]
 fn an_apply_that_hangs_past_its_timeout_gets_sigint_and_the_run_fails_cleanly() {
     let mut env = sandbox(SPEC);
-    env.set("RAYDEPLOY_FAKE_FAULTS", "terraform:apply=hang").set("RAYDEPLOY_COMMAND_TIMEOUT", "1");
-    let r = run(&env);
+    env.set("RAYDEPLOY_FAKE_FAULTS", "terraform:apply=hang");
+    // The command timeout is what is tested, so it is a duration; the fake apply must have
+    // reached its hang (logged "hang", its SIGINT handler set) before it fires. A run where the
+    // timeout came first says nothing: it is run again with a longer timeout, a bounded number of
+    // times.
+    let mut timeout = 1;
+    let r = loop {
+        env.set("RAYDEPLOY_COMMAND_TIMEOUT", timeout.to_string());
+        let r = run(&env);
+        if !env.find("terraform", &["apply"]).is_empty() || timeout >= 32 {
+            break r;
+        }
+        timeout *= 2;
+    };
     assert_eq!(outcome(&r, "infra"), Outcome::Failed);
     assert!(r.first_error().unwrap().1.contains("timed out"), "{r:?}");
     let apply = env.find("terraform", &["apply"]);
@@ -288,7 +300,7 @@ fn an_apply_that_hangs_past_its_timeout_gets_sigint_and_the_run_fails_cleanly() 
     assert_eq!(env.phase_status("tiny", "infra"), "failed");
     assert_eq!(env.fake_state("terraform").get("applies"), None);
 
-    env.unset("RAYDEPLOY_FAKE_FAULTS");
+    env.unset("RAYDEPLOY_FAKE_FAULTS").unset("RAYDEPLOY_COMMAND_TIMEOUT");
     let r = run(&env);
     assert!(r.ok(), "{r:?}");
     assert_eq!(env.fake_state("terraform")["applies"], 1);

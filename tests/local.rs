@@ -85,7 +85,9 @@ fn example_runs_its_job_over_several_nodes_restores_a_killed_worker_and_destroys
     unsafe {
         libc::kill(victim as libc::pid_t, libc::SIGKILL);
     }
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while dep.recorded().iter().any(|(p, s)| *p == victim && alive(*p, *s)) {
+        assert!(std::time::Instant::now() < end, "the killed raylet {victim} is still alive after 30 s");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let st = status(&dep);

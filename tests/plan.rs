@@ -175,13 +175,55 @@ fn first_deploy_creates_every_layer() {
     assert_eq!(out.status.code(), Some(2));
     let p = json(&String::from_utf8(out.stdout).unwrap());
     for l in p["layers"].as_array().unwrap() {
-        assert_eq!(l["status"], "create", "{l}");
+        // Jobs are runs, not state: created only by deploy --with-jobs.
+        let want = if l["layer"] == "jobs" { "unchanged" } else { "create" };
+        assert_eq!(l["status"], want, "{l}");
     }
+    let out = s
+        .raydeploy()
+        .args(["plan", "spec/raydeploy.yaml", "--offline", "--with-jobs", "--output", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let jobs = json(&String::from_utf8(out.stdout).unwrap());
+    assert_eq!(layer(&jobs, "jobs")["status"], "create");
+    assert_eq!(layer(&jobs, "jobs")["items"][0]["action"], "run");
     let infra = layer(&p, "infra");
     assert!(infra["resources"].as_array().unwrap().iter().all(|r| r["action"] == "create"));
     assert!(layer(&p, "operator")["note"].as_str().unwrap().contains("created after crds"));
     let out = s.raydeploy().args(["plan", "spec/raydeploy.yaml", "--offline"]).output().unwrap();
     insta::assert_snapshot!("plan_first_deploy", String::from_utf8(out.stdout).unwrap());
+}
+
+#[test]
+fn jobs_are_runs_counted_as_changes_only_with_with_jobs() {
+    let s = Scratch::new();
+    // A changed job alone: a deploy without --with-jobs does nothing with it.
+    s.edit("--out /data/models", "--out /data/models --epochs 3");
+    let (code, out, err) = s.plan(&[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("No changes."), "{out}");
+    assert!(out.contains("jobs: no changes"), "{out}");
+    assert!(out.contains("i RayJob/train: manifest changed since the last deploy"), "{out}");
+    assert!(out.contains("--epochs 3"), "the manifests' diff is shown: {out}");
+    let (_, out, _) = s.plan(&["--output", "json"]);
+    let p = json(&out);
+    assert_eq!(p["changes"], false);
+    assert_eq!(layer(&p, "jobs")["items"][0]["action"], "info");
+
+    // plan --with-jobs counts what deploy --with-jobs submits (no job ran with these inputs).
+    let (code, out, _) = s.plan(&["--with-jobs"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("Changes in: jobs."), "{out}");
+    assert!(
+        out.contains("> RayJob/train: manifest changed since the last deploy; submitted by deploy --with-jobs"),
+        "{out}"
+    );
+    let (_, out, _) = s.plan(&["--with-jobs", "--output", "json"]);
+    let p = json(&out);
+    assert_eq!(p["changes"], true);
+    assert_eq!(layer(&p, "jobs")["status"], "changes");
+    assert_eq!(layer(&p, "jobs")["items"][0]["action"], "run");
 }
 
 #[test]

@@ -45,6 +45,10 @@ secrets:
     exposeAsEnv: true
     data:
       token: {{ fromEnv: LIVE_TOKEN }}
+
+jobs:
+  - name: report
+    entrypoint: python -c "print(42)"
 "#
     )
 }
@@ -109,11 +113,28 @@ fn live_plan_across_layers_and_plan_files() {
     let (code, text) = out(&env.raydeploy().args(["deploy", "--auto-approve"]).output().unwrap());
     assert_eq!(code, 0, "{text}");
 
-    // Deployed: nothing to do.
+    // Deployed (without --with-jobs): nothing to do. The job, never run, is information only.
     let (code, text) = out(&env.raydeploy().arg("plan").output().unwrap());
     let log = std::fs::read_to_string(env.state_dir("live").join("logs/plan.log")).unwrap_or_default();
     assert_eq!(code, 0, "{text}\n{log}");
     assert!(text.contains("No changes."), "{text}");
+    assert!(text.contains("i RayJob/report: not on the cluster"), "{text}");
+    // plan --with-jobs is in step with deploy --with-jobs: it would submit the job.
+    let o = env.raydeploy().args(["plan", "--with-jobs", "--output", "json"]).output().unwrap();
+    let p: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(o.status.code(), Some(2), "{p}");
+    let jobs = layer(&p, "jobs");
+    assert_eq!(jobs["status"], "changes", "{jobs}");
+    assert_eq!(jobs["items"][0]["action"], "run", "{jobs}");
+    assert_eq!(jobs["items"][0]["name"], "RayJob/report", "{jobs}");
+    let (code, text) = out(&env.raydeploy().args(["deploy", "--auto-approve", "--with-jobs"]).output().unwrap());
+    assert_eq!(code, 0, "{text}");
+    // The job ran with these inputs and succeeded: deploy --with-jobs skips it, so does the plan.
+    let (code, text) = out(&env.raydeploy().args(["plan", "--with-jobs"]).output().unwrap());
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("RayJob/report: on the cluster (SUCCEEDED)"), "{text}");
+    let (code, text) = out(&env.raydeploy().arg("plan").output().unwrap());
+    assert_eq!(code, 0, "{text}");
 
     // A rotated secret value: the key is named, no value is shown anywhere.
     env.set("LIVE_TOKEN", CANARY_NEW);

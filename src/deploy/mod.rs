@@ -190,7 +190,7 @@ fn guard(s: &Session) -> Result<()> {
     if !snap.is_dir() {
         return Ok(());
     }
-    let plan = crate::preview::offline_plan(s, None)?;
+    let plan = crate::preview::offline_plan(s, None, false)?;
     refuse_destructive(plan.destructive.iter().map(|d| d.reason.as_str()))
 }
 

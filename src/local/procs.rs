@@ -166,6 +166,24 @@ mod tests {
         assert!(matches!(state, 'R' | 'S'));
     }
 
+    /// Polls `f` until it returns `Some`, for at most 30 s.
+    fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+        let end = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(v) = f() {
+                return v;
+            }
+            assert!(Instant::now() < end, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Until a spawned child has exec'd, /proc/PID/environ and cmdline are still the parent's:
+    /// wait until the child runs `program`.
+    fn wait_exec(pid: u32, program: &str) {
+        wait_for(&format!("{pid} to exec {program}"), || (short_name(pid) == program).then_some(()));
+    }
+
     #[test]
     fn scan_finds_marked_children_and_stop_ends_them() {
         let dir = tempfile::tempdir().unwrap();
@@ -177,6 +195,8 @@ mod tests {
             .unwrap();
         let other = tempfile::tempdir().unwrap();
         let mut unrelated = std::process::Command::new("sleep").arg("60").env(DIR_VAR, other.path()).spawn().unwrap();
+        wait_exec(child.id(), "sleep");
+        wait_exec(unrelated.id(), "sleep");
         let found = scan(dir.path(), None);
         assert_eq!(found.iter().map(|p| p.pid).collect::<Vec<_>>(), vec![child.id()]);
         assert_eq!(found[0].name, "sleep");

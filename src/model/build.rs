@@ -18,6 +18,8 @@ pub const KUBERAY_SUPPORT: &[(&str, &str)] = &[("1.6", "2.9.0"), ("1.7", "2.9.0"
 pub const PYTHON_VERSIONS: &[&str] = &["3.9", "3.10", "3.11", "3.12", "3.13"];
 /// Max deployment name length (it prefixes every derived name).
 pub const MAX_NAME: usize = 40;
+/// Nodes an AKS node pool can have.
+pub const AKS_MAX_POOL_NODES: u32 = 1000;
 /// Where job folders are copied inside the image.
 pub const JOBS_DIR: &str = "/home/ray/jobs";
 /// Default for `cpu/memory: auto` when there is no VM to size for (target local).
@@ -27,9 +29,34 @@ const LOCAL_DEFAULT_MEM: u64 = 2 * GI;
 /// Builds the model; `target` overrides the spec's target (`--target`).
 pub fn build(loaded: &Loaded, target: Option<Target>) -> Result<Deployment, Problems> {
     let mut b = Builder { spec: &loaded.spec, dir: &loaded.dir, problems: Problems::default(), warnings: vec![] };
+    b.warnings.extend(default_ray_version_warning(loaded));
     let target = target.unwrap_or(loaded.spec.target);
     let d = b.deployment(&loaded.deployment, loaded.env.clone(), target);
     if b.problems.is_empty() { Ok(Deployment { warnings: b.warnings, ..d }) } else { Err(b.problems) }
+}
+
+/// `image.rayVersion` left out: the default is this raydeploy's, so an upgrade of raydeploy
+/// could change the cluster's Ray version. It stays optional (SPEC.md's contract does not require
+/// it, and specs without it keep working), but every command says which version it chose, at the
+/// `image` section (or the top of the spec).
+fn default_ray_version_warning(loaded: &Loaded) -> Option<String> {
+    let image = loaded.doc.get("image");
+    if image.and_then(|i| i.get("rayVersion")).is_some() {
+        return None;
+    }
+    let loc = match image {
+        Some(_) => loaded.doc.locate_key(&spec::Path::parse("image")),
+        None => loaded.doc.loc,
+    };
+    Some(format!(
+        "{}:{}:{}: image.rayVersion is not set: using Ray {} (this raydeploy's default, which a raydeploy upgrade \
+         may change); set image.rayVersion: \"{}\" to pin it",
+        loaded.sources.name(loc.source),
+        loc.line,
+        loc.col,
+        loaded.spec.image.ray_version,
+        loaded.spec.image.ray_version
+    ))
 }
 
 struct Builder<'a> {
@@ -391,7 +418,7 @@ impl Builder<'_> {
     ) -> RayGroup {
         let h = &self.spec.cluster.head;
         let mut params = BTreeMap::from([("dashboard-host".to_string(), "0.0.0.0".to_string())]);
-        params.extend(h.ray_start_params.clone());
+        params.extend(self.start_params("cluster.head", &h.ray_start_params));
         let mut g = RayGroup {
             name: "head".into(),
             role: Role::Head,
@@ -508,7 +535,7 @@ impl Builder<'_> {
             let mut g = RayGroup {
                 name: w.name.clone(),
                 role: Role::Worker,
-                spec_path: path,
+                spec_path: path.clone(),
                 cpu_m: 0,
                 memory_bytes: 0,
                 gpus: w.gpus,
@@ -520,12 +547,52 @@ impl Builder<'_> {
                 vm_size: w.vm_size.clone(),
                 fit: None,
                 image: image_ref,
-                ray_start_params: w.ray_start_params.clone(),
+                ray_start_params: self.start_params(&path, &w.ray_start_params),
                 node_selector: BTreeMap::new(),
                 tolerations,
             };
             self.size(&mut g, w.cpu, w.memory, target, max_pods, k8s);
             out.push(g);
+        }
+        out
+    }
+
+    /// `rayStartParams`: KubeRay joins them unquoted into the pod's shell command (`--key=value`),
+    /// so keys are flag names and values keep to a conservative charset; anything else is a
+    /// located error naming the key. `resources` is the exception Ray documents: a JSON object of
+    /// resource names to amounts, re-serialized here and single-quoted for the shell.
+    fn start_params(&mut self, group: &str, params: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for (k, v) in params {
+            let path = format!("{group}.rayStartParams.{k}");
+            if let Err(e) = start_param_key(k) {
+                self.err(&path, format!("`{k}` {e}"), Some("use the flag's name without --, e.g. num-cpus".into()));
+                continue;
+            }
+            if k == "resources" {
+                match resources_param(v) {
+                    Ok(q) => {
+                        out.insert(k.clone(), q);
+                    }
+                    Err(e) => self.err(
+                        &path,
+                        format!("rayStartParams `resources` {e}"),
+                        Some("e.g. resources: '{\"accelerator_x\": 1}'".into()),
+                    ),
+                }
+                continue;
+            }
+            if let Some(c) = v.chars().find(|c| !start_param_char(*c)) {
+                self.err(
+                    &path,
+                    format!(
+                        "rayStartParams `{k}` holds {c:?}: KubeRay puts the value unquoted into the pod's shell command"
+                    ),
+                    Some("values are letters, digits and _ . , : / = + @ % - only".into()),
+                );
+                continue;
+            }
+            out.insert(k.clone(), v.clone());
         }
         out
     }
@@ -573,6 +640,28 @@ impl Builder<'_> {
         k8s: Option<(u32, u32)>,
     ) {
         let path = g.spec_path.clone();
+        // Explicit zeros are refused on every target: a pod (or a local node) with no CPU or no
+        // memory cannot run Ray.
+        let mut zero = false;
+        if cpu == CpuRequest::Millis(0) {
+            zero = true;
+            self.err(
+                format!("{path}.cpu"),
+                "cpu is 0: a Ray pod needs some CPU",
+                Some(if g.role == Role::Head {
+                    "e.g. cpu: 1; to keep tasks off the head, set rayStartParams: { num-cpus: \"0\" }".into()
+                } else {
+                    "e.g. cpu: 1".into()
+                }),
+            );
+        }
+        if mem == MemoryRequest::Bytes(0) {
+            zero = true;
+            self.err(format!("{path}.memory"), "memory is 0: a Ray pod needs memory", Some("e.g. memory: 4Gi".into()));
+        }
+        if zero {
+            return;
+        }
         let Some(vm_size) = g.vm_size.clone() else {
             // No VM to size for: explicit values, or local defaults.
             match (target, cpu, mem) {
@@ -596,9 +685,6 @@ impl Builder<'_> {
                 MemoryRequest::Bytes(b) => b,
                 MemoryRequest::Auto => LOCAL_DEFAULT_MEM,
             };
-            if g.cpu_m == 0 && g.role == Role::Worker {
-                self.err(format!("{path}.cpu"), "a worker needs at least some CPU", Some("e.g. cpu: 1".into()));
-            }
             return;
         };
         let Some(vm) = self.vm(&format!("{path}.vmSize"), &vm_size) else { return };
@@ -616,7 +702,7 @@ impl Builder<'_> {
         // The head shares its node with the autoscaler sidecar when the autoscaler is on.
         let sidecar = g.role == Role::Head && self.spec.cluster.autoscaler.enabled;
         let (res_cpu, res_mem) = if sidecar {
-            (res_cpu + super::AUTOSCALER_CPU_M, res_mem + super::AUTOSCALER_MEMORY_BYTES)
+            (res_cpu.saturating_add(super::AUTOSCALER_CPU_M), res_mem.saturating_add(super::AUTOSCALER_MEMORY_BYTES))
         } else {
             (res_cpu, res_mem)
         };
@@ -626,7 +712,7 @@ impl Builder<'_> {
             self.warnings.push(format!(
                 "{path}.vmSize: AKS does not document the CPU reservation for {} cores; {vm_size} uses an interpolated {}m",
                 vm.vcpus,
-                vm.vcpus as u64 * 1000 - alloc.cpu_m
+                (u64::from(vm.vcpus) * 1000).saturating_sub(alloc.cpu_m)
             ));
         }
         if vm.gpus > 0 && g.gpus == 0 && g.role == Role::Worker {
@@ -707,9 +793,10 @@ impl Builder<'_> {
         let per_node = |have: u64, want: u64| if want == 0 { u64::MAX } else { have / want };
         let mut ppn = per_node(avail_cpu, cpu_m).min(per_node(avail_mem, memory_bytes));
         if g.gpus > 0 {
-            ppn = ppn.min((vm.gpus / g.gpus) as u64);
+            ppn = ppn.min(u64::from(vm.gpus / g.gpus));
         }
-        let ppn = ppn.clamp(1, max_pods as u64) as u32;
+        // At most max_pods, a u32.
+        let ppn = u32::try_from(ppn.clamp(1, u64::from(max_pods))).unwrap_or(max_pods);
         g.cpu_m = cpu_m;
         g.memory_bytes = memory_bytes;
         g.fit = Some(Fit {
@@ -717,8 +804,8 @@ impl Builder<'_> {
             available_cpu_m: avail_cpu,
             available_memory_bytes: avail_mem,
             pods_per_node: ppn,
-            cpu_utilisation_pct: pct(cpu_m * ppn as u64, alloc.cpu_m),
-            memory_utilisation_pct: pct(memory_bytes * ppn as u64, alloc.memory_bytes),
+            cpu_utilisation_pct: pct(cpu_m.saturating_mul(u64::from(ppn)), alloc.cpu_m),
+            memory_utilisation_pct: pct(memory_bytes.saturating_mul(u64::from(ppn)), alloc.memory_bytes),
         });
     }
 
@@ -883,6 +970,18 @@ impl Builder<'_> {
             });
             let nodes = |pods: u32| pods.div_ceil(fit.pods_per_node);
             let (min_count, max_count, node_count) = (nodes(g.min_replicas), nodes(g.max_replicas), nodes(g.replicas));
+            if max_count > AKS_MAX_POOL_NODES {
+                let sets_max =
+                    idx > 0 && self.spec.cluster.worker_groups.get(idx - 1).is_some_and(|w| w.max_replicas.is_some());
+                self.err(
+                    format!("{}.{}", g.spec_path, if sets_max { "maxReplicas" } else { "replicas" }),
+                    format!(
+                        "{} pods at {} per {vm_size} node need {max_count} nodes; an AKS node pool has at most {AKS_MAX_POOL_NODES}",
+                        g.max_replicas, fit.pods_per_node
+                    ),
+                    Some("lower the replicas or use a larger vmSize (more pods per node)".into()),
+                );
+            }
             let mut labels = BTreeMap::from([
                 (DEPLOYMENT_LABEL.to_string(), name.to_string()),
                 (GROUP_LABEL.to_string(), g.name.clone()),
@@ -960,8 +1059,28 @@ impl Builder<'_> {
     fn secrets(&mut self) -> Vec<SecretModel> {
         let mut seen = BTreeSet::new();
         let mut out = vec![];
+        // Environment variables of the Ray containers, and who sets them: `cluster.env`, then
+        // each exposed secret's keys (envFrom). One name set twice is ambiguous: refused.
+        let mut env_owner: BTreeMap<String, String> =
+            self.spec.cluster.env.keys().map(|k| (k.clone(), "cluster.env".to_string())).collect();
         for (i, s) in self.spec.secrets.iter().enumerate() {
             let path = format!("secrets[{i}]");
+            if s.expose_as_env {
+                for k in s.data.keys() {
+                    if let Some(owner) = env_owner.get(k) {
+                        self.err(
+                            format!("{path}.data.{k}"),
+                            format!(
+                                "`{k}` is also set by {owner}: secret `{}` exposes it as an environment variable of the Ray containers too",
+                                s.name
+                            ),
+                            Some("rename one of them, or set exposeAsEnv: false on this secret".into()),
+                        );
+                    } else {
+                        env_owner.insert(k.clone(), format!("secret `{}` ({path})", s.name));
+                    }
+                }
+            }
             self.check_name(&format!("{path}.name"), &s.name, names::dns1123_subdomain, "Secret name (DNS-1123)");
             if !seen.insert(s.name.clone()) {
                 self.err(
@@ -1047,17 +1166,24 @@ impl Builder<'_> {
                     Some("mount names must be unique: rename one".into()),
                 );
             }
-            if !m.path.starts_with('/') {
+            let mount_path = match normalize_mount_path(&m.path) {
+                Ok(p) => p,
+                Err((e, help)) => {
+                    self.err(format!("{path}.path"), format!("`{}` {e}", m.path), Some(help.into()));
+                    m.path.clone()
+                }
+            };
+            if mount_path.starts_with('/') && overlaps(&mount_path, JOBS_DIR) {
                 self.err(
                     format!("{path}.path"),
-                    format!("`{}` is not an absolute path", m.path),
-                    Some("mount paths start with /".into()),
+                    format!("`{}` would cover {JOBS_DIR}, where the image holds the jobs' folders", m.path),
+                    Some("mount it elsewhere, e.g. /data".into()),
                 );
             }
-            if !paths.insert(m.path.clone()) {
+            if !paths.insert(mount_path.clone()) {
                 self.err(
                     format!("{path}.path"),
-                    format!("`{}` is already a mount path", m.path),
+                    format!("`{mount_path}` is already a mount path"),
                     Some("give each mount its own path".into()),
                 );
             }
@@ -1152,7 +1278,7 @@ impl Builder<'_> {
                 container: m.container.clone(),
                 share: m.share.clone(),
                 storage_account: m.storage_account.clone(),
-                path: m.path.clone(),
+                path: mount_path,
                 read_only: m.read_only,
                 size,
                 secret: m.secret.clone(),
@@ -1202,7 +1328,8 @@ impl Builder<'_> {
                 }
             }
             if let Some(c) = j.entrypoint_num_cpus {
-                if c > 0.0 && (c * 1000.0) as u64 > max_cpu {
+                // Compared in CPUs (f64): no cast of an unbounded float to an integer.
+                if c > 0.0 && c * 1000.0 > max_cpu as f64 {
                     self.err(
                         format!("{path}.entrypointNumCpus"),
                         format!("the entrypoint needs {c} CPU but the largest Ray pod has {}", format_cpu(max_cpu)),
@@ -1211,7 +1338,7 @@ impl Builder<'_> {
                 }
             }
             if let Some(gp) = j.entrypoint_num_gpus {
-                if gp > 0.0 && gp > max_gpu as f64 {
+                if gp > 0.0 && gp > f64::from(max_gpu) {
                     self.err(
                         format!("{path}.entrypointNumGpus"),
                         format!(
@@ -1263,6 +1390,61 @@ impl Builder<'_> {
         }
         out
     }
+}
+
+/// Characters a `rayStartParams` value may hold: none of them means anything to a shell.
+fn start_param_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "_.,:/=+@%-".contains(c)
+}
+
+/// A `ray start` flag name: lowercase letters, digits, `-` and `_`, starting with a letter.
+fn start_param_key(k: &str) -> Result<(), String> {
+    let ok = k.starts_with(|c: char| c.is_ascii_lowercase())
+        && k.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if ok { Ok(()) } else { Err("is not a `ray start` flag name (lowercase letters, digits, - and _)".into()) }
+}
+
+/// `resources`: a JSON object (optionally already quoted) of resource names to non-negative
+/// amounts, returned as compact JSON in single quotes (one shell word, nothing expanded).
+fn resources_param(v: &str) -> Result<String, String> {
+    let inner = v.trim().trim_matches(['\'', '"'].as_ref()).replace("\\\"", "\"");
+    let obj: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&inner).map_err(|_| "is not a JSON object of resource names to amounts".to_string())?;
+    for (name, amount) in &obj {
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "_.:/-".contains(c)) {
+            return Err(format!("names `{name}`: resource names are letters, digits and _ . : / -"));
+        }
+        if !amount.as_f64().is_some_and(|a| a >= 0.0) {
+            return Err(format!("gives `{name}` the amount {amount}: amounts are numbers, 0 or more"));
+        }
+    }
+    Ok(format!("'{}'", serde_json::Value::Object(obj)))
+}
+
+/// A mount path, normalized (`//` and `.` dropped, no trailing `/`); `..` and `/` are refused.
+/// The error is (what is wrong, how to fix it).
+fn normalize_mount_path(p: &str) -> Result<String, (&'static str, &'static str)> {
+    if !p.starts_with('/') {
+        return Err(("is not an absolute path", "mount paths start with /"));
+    }
+    let mut parts = vec![];
+    for seg in p.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => return Err(("contains `..`", "write the folder itself, e.g. /data/in")),
+            s => parts.push(s),
+        }
+    }
+    if parts.is_empty() {
+        return Err(("is the root folder", "mount a folder such as /data"));
+    }
+    Ok(format!("/{}", parts.join("/")))
+}
+
+/// `a` is `b` or a folder above or below it.
+fn overlaps(a: &str, b: &str) -> bool {
+    let under = |x: &str, y: &str| x == y || x.strip_prefix(y).is_some_and(|rest| rest.starts_with('/'));
+    under(a, b) || under(b, a)
 }
 
 fn local_image(image: &ImageModel) -> ImageRef {

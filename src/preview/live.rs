@@ -13,7 +13,7 @@ use base64::Engine;
 use serde_json::Value;
 
 use super::infra::{Action, from_plan_json};
-use super::{Item, ItemAction, Layer, Mode, Plan, Status, diff_files, under};
+use super::{Existence, Item, ItemAction, Layer, Mode, Plan, Status, diff_files, under};
 use crate::deploy::Session;
 use crate::deploy::kube::infra::Terraform;
 use crate::deploy::kube::{Kube, cluster, live, secrets};
@@ -183,6 +183,24 @@ fn secrets_layer(k: &Kube, r: &Runner, fp: &mut BTreeMap<String, String>) -> Res
     Ok(l)
 }
 
+/// The RayJobs on the cluster, as information: jobs are runs, not state (see
+/// [`super::jobs_layer`]).
+fn jobs_layer(k: &Kube, r: &Runner, with_jobs: bool) -> Result<Layer> {
+    let ns = &k.s.d.cluster.namespace;
+    let mut facts = BTreeMap::new();
+    for j in &k.s.d.jobs {
+        let fact = match live::get(k, r, &["rayjob", &j.name], Some(ns))? {
+            None => "not on the cluster".to_string(),
+            Some(g) => format!(
+                "on the cluster ({}), replaced by the next submission",
+                g["status"]["jobStatus"].as_str().filter(|s| !s.is_empty()).unwrap_or("no result yet")
+            ),
+        };
+        facts.insert(j.name.clone(), fact);
+    }
+    super::jobs_layer(k.s, with_jobs, Existence::Exists, &facts, None)
+}
+
 /// Objects of a rendered manifest file that are missing or differ on the cluster.
 fn objects_layer(k: &Kube, r: &Runner, layer: &'static str, prefix: &str) -> Result<Layer> {
     let mut l = Layer::new(layer);
@@ -194,22 +212,10 @@ fn objects_layer(k: &Kube, r: &Runner, layer: &'static str, prefix: &str) -> Res
             let got = live::get(k, r, &[&kind, &name], ns)?;
             let id = format!("{}/{name}", live::kind(&obj));
             match got {
-                None => l.items.push(Item::new(
-                    ItemAction::Add,
-                    id,
-                    (layer == "jobs").then(|| "submitted by deploy --with-jobs or job submit".to_string()),
-                )),
-                Some(g) if layer == "mounts" && g["spec"] != obj["spec"] && kind != "persistentvolumeclaim" => {
+                None => l.items.push(Item::new(ItemAction::Add, id, None)),
+                Some(g) if g["spec"] != obj["spec"] && kind != "persistentvolumeclaim" => {
                     l.items.push(Item::new(ItemAction::Change, id, None))
                 }
-                Some(g) if layer == "jobs" => l.items.push(Item::new(
-                    ItemAction::Change,
-                    id,
-                    Some(format!(
-                        "exists ({}); submitting again replaces it",
-                        g["status"]["jobStatus"].as_str().unwrap_or("unknown")
-                    )),
-                )),
                 Some(_) => {}
             }
         }
@@ -227,9 +233,10 @@ fn create_after(layer: &'static str, after: &str) -> Layer {
     l
 }
 
-/// The whole live plan; `tfplan` keeps Terraform's saved plan there (for `deploy --plan`).
-pub fn plan(s: &Session, tfplan: Option<&Path>) -> Result<Plan> {
-    let (layers, live) = layers(s, tfplan)?;
+/// The whole live plan; `tfplan` keeps Terraform's saved plan there (for `deploy --plan`);
+/// `with_jobs` as `plan --with-jobs`.
+pub fn plan(s: &Session, tfplan: Option<&Path>, with_jobs: bool) -> Result<Plan> {
+    let (layers, live) = layers(s, tfplan, with_jobs)?;
     let mut p = Plan::new(&s.d, &s.rendered, Mode::Live, None, layers);
     p.fingerprint.live = live;
     Ok(p)
@@ -237,10 +244,10 @@ pub fn plan(s: &Session, tfplan: Option<&Path>) -> Result<Plan> {
 
 /// The live facts a plan depends on (for `deploy --plan` to tell whether they moved).
 pub fn fingerprint(s: &Session) -> Result<BTreeMap<String, String>> {
-    Ok(layers(s, None)?.1)
+    Ok(layers(s, None, false)?.1)
 }
 
-fn layers(s: &Session, tfplan: Option<&Path>) -> Result<(Vec<Layer>, BTreeMap<String, String>)> {
+fn layers(s: &Session, tfplan: Option<&Path>, with_jobs: bool) -> Result<(Vec<Layer>, BTreeMap<String, String>)> {
     let k = Kube::new(s)?;
     let r = runner(s)?;
     let d = &s.d;
@@ -292,7 +299,10 @@ fn layers(s: &Session, tfplan: Option<&Path>) -> Result<(Vec<Layer>, BTreeMap<St
         layers.push(create_after("cluster", "operator, secrets, mounts and image-push"));
         layers.push(create_after("secrets", kube_root));
         layers.push(create_after("mounts", kube_root));
-        layers.push(create_after("jobs", "ready"));
+        if !d.jobs.is_empty() {
+            let facts = d.jobs.iter().map(|j| (j.name.clone(), "the cluster does not exist yet".to_string())).collect();
+            layers.push(super::jobs_layer(s, with_jobs, Existence::NotYet("ready"), &facts, None)?);
+        }
         return Ok((layers, fp));
     }
     let (op, cl) = (&d.operator, &d.cluster);
@@ -318,6 +328,8 @@ fn layers(s: &Session, tfplan: Option<&Path>) -> Result<(Vec<Layer>, BTreeMap<St
     )?);
     layers.push(secrets_layer(&k, &r, &mut fp)?);
     layers.push(objects_layer(&k, &r, "mounts", "manifests/mounts")?);
-    layers.push(objects_layer(&k, &r, "jobs", "manifests/jobs/")?);
+    if !d.jobs.is_empty() {
+        layers.push(jobs_layer(&k, &r, with_jobs)?);
+    }
     Ok((layers, fp))
 }

@@ -4,6 +4,10 @@
 //! recorded by the last successful deploy (or any rendered folder); live it asks Terraform, the
 //! registry, Helm and the cluster. Destructive changes are listed first and block `deploy`
 //! unless `--allow-destroy`.
+//!
+//! Jobs are runs, not state: a deploy submits them only with `--with-jobs`, so the `jobs` layer
+//! counts as a change only in `plan --with-jobs` (and then only when `deploy --with-jobs` would
+//! submit them); otherwise it lists the jobs for information.
 
 pub mod azurerm;
 pub mod infra;
@@ -49,6 +53,11 @@ pub enum ItemAction {
     Change,
     Remove,
     Build,
+    /// A job `deploy --with-jobs` submits (`plan --with-jobs`).
+    Run,
+    /// Listed for information, not a change (a job without `--with-jobs`, or one that already
+    /// ran with the same inputs).
+    Info,
 }
 
 impl ItemAction {
@@ -58,6 +67,8 @@ impl ItemAction {
             ItemAction::Change => "~",
             ItemAction::Remove => "-",
             ItemAction::Build => "*",
+            ItemAction::Run => ">",
+            ItemAction::Info => "i",
         }
     }
 }
@@ -179,14 +190,16 @@ pub struct Options {
     pub against: Option<std::path::PathBuf>,
     /// Plan file to write.
     pub out: Option<std::path::PathBuf>,
+    /// Count the jobs `deploy --with-jobs` would submit as changes.
+    pub with_jobs: bool,
 }
 
 /// Computes the plan (and writes the plan file when asked).
 pub fn run(s: &crate::deploy::Session, o: &Options) -> anyhow::Result<Plan> {
     let plan = if o.offline || s.d.target == Target::Local {
-        offline_plan(s, o.against.as_deref())?
+        offline_plan(s, o.against.as_deref(), o.with_jobs)?
     } else {
-        live::plan(s, o.out.as_deref().map(planfile::tfplan_path).as_deref())?
+        live::plan(s, o.out.as_deref().map(planfile::tfplan_path).as_deref(), o.with_jobs)?
     };
     if let Some(out) = &o.out {
         planfile::write(out, &plan)?;
@@ -194,8 +207,13 @@ pub fn run(s: &crate::deploy::Session, o: &Options) -> anyhow::Result<Plan> {
     Ok(plan)
 }
 
-/// The offline plan against `against` or the last applied snapshot.
-pub fn offline_plan(s: &crate::deploy::Session, against: Option<&std::path::Path>) -> anyhow::Result<Plan> {
+/// The offline plan against `against` or the last applied snapshot; `with_jobs` as `plan
+/// --with-jobs`.
+pub fn offline_plan(
+    s: &crate::deploy::Session,
+    against: Option<&std::path::Path>,
+    with_jobs: bool,
+) -> anyhow::Result<Plan> {
     let (base, label) = match against {
         Some(dir) => {
             let b =
@@ -209,9 +227,105 @@ pub fn offline_plan(s: &crate::deploy::Session, against: Option<&std::path::Path
             (b, label)
         }
     };
-    let layers =
+    let mut layers =
         offline(&s.d, &s.rendered, base.as_ref()).map_err(|e| anyhow::anyhow!("cannot compare Terraform: {e}"))?;
+    if !s.d.jobs.is_empty() {
+        let prefix = "manifests/jobs/";
+        let empty = BTreeMap::new();
+        let (o, n) = (under(base.as_ref().map_or(&empty, |b| &b.files), prefix), under(&s.rendered.files, prefix));
+        let facts: BTreeMap<String, String> =
+            s.d.jobs
+                .iter()
+                .filter(|_| s.d.target != Target::Local)
+                .map(|j| {
+                    let file = format!("{prefix}{}.yaml", j.name);
+                    let fact = match (base.is_some(), o.get(&file), n.get(&file)) {
+                        (false, _, _) => "nothing deployed yet",
+                        (true, None, _) => "new since the last deploy",
+                        (true, Some(a), Some(b)) if a == b => "manifest unchanged since the last deploy",
+                        _ => "manifest changed since the last deploy",
+                    };
+                    (j.name.clone(), fact.to_string())
+                })
+                .collect();
+        let exists = if base.is_none() { Existence::NotYet("ready") } else { Existence::Exists };
+        layers.push(jobs_layer(s, with_jobs, exists, &facts, diff_files(&o, &n))?);
+    }
     Ok(Plan::new(&s.d, &s.rendered, Mode::Offline, label, layers))
+}
+
+/// Whether the cluster the jobs run on exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Existence {
+    Exists,
+    /// Not yet: created after this phase.
+    NotYet(&'static str),
+}
+
+/// Whether `deploy --with-jobs` would run the `jobs` phase now: it skips it only when the phase
+/// completed with the same inputs and every job succeeded (see the targets' probes).
+fn jobs_phase_runs(s: &crate::deploy::Session) -> anyhow::Result<(bool, BTreeMap<String, String>)> {
+    use crate::run::state::PhaseStatus;
+    let g = crate::plan::graph(&s.d, &s.rendered, crate::plan::Options { with_jobs: true });
+    let Some(p) = g.phases.iter().find(|p| p.id == "jobs") else { return Ok((false, BTreeMap::new())) };
+    let store = s.store()?;
+    let upstream: BTreeMap<String, BTreeMap<String, String>> =
+        p.deps.iter().filter_map(|d| store.phase(d).map(|r| (d.to_string(), r.outputs))).collect();
+    let hash = crate::plan::effective_hash(p, &upstream);
+    let last = store.phase("jobs");
+    let skipped = last.as_ref().is_some_and(|r| {
+        r.status == PhaseStatus::Completed && r.input_hash == hash && r.outputs.values().all(|v| v == "SUCCEEDED")
+    });
+    Ok((!skipped, last.map(|r| r.outputs).unwrap_or_default()))
+}
+
+/// The `jobs` layer. Jobs are runs, not state: without `with_jobs` they are listed for
+/// information and never count as changes (a deploy without `--with-jobs` does not touch them);
+/// with it, they count exactly when `deploy --with-jobs` would submit them. `facts` says, per job,
+/// what is known about it (on the cluster, manifest changed…); `diff` is the manifests' diff.
+pub(crate) fn jobs_layer(
+    s: &crate::deploy::Session,
+    with_jobs: bool,
+    cluster: Existence,
+    facts: &BTreeMap<String, String>,
+    diff: Option<String>,
+) -> anyhow::Result<Layer> {
+    let mut l = Layer::new("jobs");
+    l.diff = diff;
+    let (runs, last) = jobs_phase_runs(s)?;
+    let runs = runs || matches!(cluster, Existence::NotYet(_));
+    for j in &s.d.jobs {
+        let name = if s.d.target == Target::Local { j.name.clone() } else { format!("RayJob/{}", j.name) };
+        let mut detail: Vec<String> = facts.get(&j.name).cloned().into_iter().collect();
+        if let Some(status) = last.get(&j.name) {
+            detail.push(format!("last run by deploy --with-jobs: {status}"));
+        }
+        let action = match (with_jobs, runs) {
+            (true, true) => {
+                detail.push("submitted by deploy --with-jobs".into());
+                ItemAction::Run
+            }
+            (true, false) => {
+                detail.push("ran with these inputs: deploy --with-jobs skips it".into());
+                ItemAction::Info
+            }
+            (false, _) => ItemAction::Info,
+        };
+        l.items.push(Item::new(action, name, (!detail.is_empty()).then(|| detail.join("; "))));
+    }
+    l.note = Some(match (with_jobs, runs, cluster) {
+        (false, _, _) => {
+            "jobs run only with `deploy --with-jobs` or `job submit`: listed, not counted (`plan --with-jobs` counts them)"
+                .to_string()
+        }
+        (true, true, Existence::NotYet(after)) => format!("submitted after {after} by deploy --with-jobs"),
+        (true, true, Existence::Exists) => "deploy --with-jobs submits every job".to_string(),
+        (true, false, _) => "every job succeeded with these inputs: deploy --with-jobs skips them".to_string(),
+    });
+    if with_jobs && runs {
+        l.status = if matches!(cluster, Existence::NotYet(_)) { Status::Create } else { Status::Changes };
+    }
+    Ok(l)
 }
 
 /// Hash of every rendered file (path and content).
@@ -292,14 +406,13 @@ pub fn offline(d: &Deployment, r: &Rendered, base: Option<&snapshot::Snapshot>) 
             ("cluster", "helm/ray-cluster", "operator, secrets, mounts and image-push"),
             ("secrets", "manifests/secrets", kube_root),
             ("mounts", "manifests/mounts", kube_root),
-            ("jobs", "manifests/jobs/", "ready (deploy --with-jobs or job submit)"),
         ] {
             let mut l = Layer::new(name);
             let (o, n) = (under(old, prefix), under(new, prefix));
             l.diff = diff_files(&o, &n);
             l.items = match name {
                 "secrets" => secret_items(&o, &n),
-                "jobs" | "mounts" => object_items(&o, &n),
+                "mounts" => object_items(&o, &n),
                 _ => vec![],
             };
             if l.diff.is_some() || !l.items.is_empty() {

@@ -469,12 +469,29 @@ mod tests {
     #[test]
     fn sigint_reaches_the_child_on_timeout() {
         let (r, _, dir) = runner();
-        let mark = dir.path().join("got-int");
-        let script = format!("trap 'touch {}; exit 130' INT; while :; do sleep 0.05; done", mark.display());
-        let _ = r.run(
-            &Cmd::new("sh").args(["-c", &script]).timeout(Duration::from_millis(300)).grace(Duration::from_secs(5)),
+        let (mark, ready) = (dir.path().join("got-int"), dir.path().join("trap-set"));
+        let script = format!(
+            "trap 'touch {}; exit 130' INT; touch {}; while :; do sleep 0.05; done",
+            mark.display(),
+            ready.display()
         );
-        assert!(mark.exists());
+        // The timeout is what is tested, so it is a duration; the shell must have set its trap
+        // before it fires. A run where the signal came first (no trap yet, so no `trap-set`) says
+        // nothing: it is run again with a longer timeout, a bounded number of times.
+        let mut timeout = Duration::from_millis(300);
+        for _ in 0..8 {
+            let _ = std::fs::remove_file(&ready);
+            let e = r
+                .run(&Cmd::new("sh").args(["-c", &script]).timeout(timeout).grace(Duration::from_secs(5)))
+                .unwrap_err();
+            assert!(matches!(e, CmdError::Timeout { .. }), "{e}");
+            if mark.exists() {
+                return;
+            }
+            assert!(!ready.exists(), "the trap was set, yet SIGINT never reached it");
+            timeout *= 2;
+        }
+        panic!("the shell never set its trap before the timeout (last timeout {timeout:?})");
     }
 
     #[test]

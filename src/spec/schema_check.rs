@@ -152,6 +152,20 @@ pub fn check(doc: &Node) -> Problems {
                         .at(at),
                 );
             }
+            ValidationErrorKind::Maximum { limit } => {
+                problems.push(
+                    Problem::new(&path, format!("must be at most {limit}, found {}", err.instance()))
+                        .help(format!(
+                            "use {limit} or less{}",
+                            if limit.as_u64() == Some(i32::MAX as u64) {
+                                " (Kubernetes keeps it in a 32-bit integer)"
+                            } else {
+                                ""
+                            }
+                        ))
+                        .at(at),
+                );
+            }
             _ => problems.push(Problem::new(&path, err.to_string()).at(at)),
         }
     }

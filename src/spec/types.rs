@@ -194,7 +194,9 @@ pub struct SystemPool {
     /// At least 2 vCPUs and 4 GiB.
     #[serde(default = "default_system_vm")]
     pub vm_size: String,
+    /// Nodes of the system pool (an AKS node pool has at most 1000).
     #[serde(default = "one")]
+    #[schemars(range(max = 1000))]
     pub count: u32,
 }
 
@@ -253,6 +255,8 @@ pub struct KubernetesTarget {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Image {
+    /// Ray version (`X.Y.Z`) of the image, the cluster and the autoscaler. Pin it: when left out,
+    /// this raydeploy's default is used and every command warns with the version chosen.
     #[serde(default = "default_ray_version")]
     pub ray_version: String,
     /// Python version of the base image, `3.X`.
@@ -381,13 +385,17 @@ pub struct WorkerGroup {
     /// GPUs per Ray pod; a GPU group gets the GPU image, a tainted pool and tolerations.
     #[serde(default)]
     pub gpus: u32,
+    /// Ray pods of the group (KubeRay keeps it in a 32-bit integer).
     #[serde(default = "one")]
+    #[schemars(range(max = 2147483647))]
     pub replicas: u32,
     /// Default: `replicas`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 2147483647))]
     pub min_replicas: Option<u32>,
     /// Default: `replicas`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 2147483647))]
     pub max_replicas: Option<u32>,
     /// Run the pool on Spot VMs (evictable).
     #[serde(default)]
@@ -406,6 +414,7 @@ pub struct Autoscaler {
     #[serde(default)]
     pub enabled: bool,
     #[serde(default = "default_idle")]
+    #[schemars(range(max = 2147483647))]
     pub idle_timeout_seconds: u32,
     #[serde(default)]
     pub upscaling_mode: UpscalingMode,
@@ -522,9 +531,11 @@ pub struct Job {
     pub shutdown_after_finish: bool,
     /// Seconds to keep a finished job before clean-up (default 300 when shutdownAfterFinish).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 2147483647))]
     pub ttl_seconds_after_finished: Option<u32>,
     /// Fail the job when it runs longer than this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 2147483647))]
     pub active_deadline_seconds: Option<u32>,
 }
 

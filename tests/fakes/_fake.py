@@ -11,7 +11,12 @@ Faults and latency, for ordering, failure, timeout and benchmark tests:
                           hang (wait for a signal; SIGINT exits 130),
                           or failN (fail the first N matching calls, then behave).
   RAYDEPLOY_FAKE_LATENCY  "tool:word word=units,..." sleep units x RAYDEPLOY_FAKE_UNIT_MS
-                          (default 100 ms) before answering.
+                          (default 100 ms) before answering (benchmarks; tests use gates).
+  RAYDEPLOY_FAKE_WAIT     "tool:word word=gate,..." before answering, wait until the gate opens:
+                          `file:NAME` when $RAYDEPLOY_FAKE_STATE/NAME exists (the test creates it),
+                          `call:TOOL WORD...` when the call log holds a finished call of TOOL with
+                          every WORD. At most RAYDEPLOY_FAKE_WAIT_SECONDS (default 120), then it
+                          answers anyway (and the test's own assertion fails).
 """
 
 import fcntl
@@ -42,6 +47,7 @@ class Fake:
         os.makedirs(self.state_dir, exist_ok=True)
         self.stdin = "" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.read()
         self._faults()
+        self._wait()
         self._latency()
 
     def matches(self, words):
@@ -80,12 +86,42 @@ class Fake:
                     self.log(exit=f"signal {sig}")
                     sys.exit(128 + sig)
 
-                # The handlers first: a test sends its signal as soon as it reads "hang".
+                # The handlers first: a test that sees "hang" in the log may signal at once.
                 signal.signal(signal.SIGINT, stop)
                 signal.signal(signal.SIGTERM, stop)
                 self.log(exit="hang")
                 while True:
                     time.sleep(0.05)
+
+    def _gate_open(self, gate):
+        kind, _, what = gate.partition(":")
+        if kind == "file":
+            return os.path.exists(os.path.join(self.state_dir, what))
+        if kind == "call":
+            tool, *words = what.split()
+            path = os.environ.get("RAYDEPLOY_FAKE_LOG")
+            try:
+                with open(path) as f:
+                    lines = f.read().splitlines()
+            except (TypeError, FileNotFoundError):
+                return False
+            for line in lines:
+                try:
+                    c = json.loads(line)
+                except ValueError:  # a line being written
+                    continue
+                if c["tool"] == tool and all(w in c["argv"] for w in words):
+                    return True
+            return False
+        raise SystemExit(f"{self.tool}: unknown gate {gate!r} in RAYDEPLOY_FAKE_WAIT")
+
+    def _wait(self):
+        limit = time.time() + float(os.environ.get("RAYDEPLOY_FAKE_WAIT_SECONDS", "120"))
+        for tool, words, gate in _rules("RAYDEPLOY_FAKE_WAIT"):
+            if tool != self.tool or not self.matches(words):
+                continue
+            while not self._gate_open(gate) and time.time() < limit:
+                time.sleep(0.02)
 
     def _latency(self):
         unit = float(os.environ.get("RAYDEPLOY_FAKE_UNIT_MS", "100")) / 1000.0

@@ -182,6 +182,11 @@ impl KubeEnv {
             .unwrap_or(Value::Null)
     }
 
+    /// `$RAYDEPLOY_FAKE_STATE`: the fakes' state, and the files that open their gates.
+    pub fn fake_state_dir(&self) -> PathBuf {
+        self.tmp.path().join("fake-state")
+    }
+
     pub fn log_path(&self) -> PathBuf {
         self.tmp.path().join("fake.log")
     }

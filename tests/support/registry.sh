@@ -70,7 +70,8 @@ CONF
     setsid docker-registry serve "$dir/config.yml" </dev/null >"$log" 2>&1 &
     local pid=$!
     echo "$pid" >"$pidfile"
-    for _ in $(seq 1 100); do
+    # Up to 60 s: on a loaded machine the registry can take a while to answer.
+    for _ in $(seq 1 600); do
         if ! kill -0 "$pid" 2>/dev/null; then
             break
         fi
@@ -81,7 +82,7 @@ CONF
         fi
         sleep 0.1
     done
-    echo "registry.sh: docker-registry did not come up on 127.0.0.1:$port; last log lines:" >&2
+    echo "registry.sh: docker-registry did not come up on 127.0.0.1:$port within 60 s; last log lines:" >&2
     tail -n 20 "$log" >&2 || true
     kill "$pid" 2>/dev/null || true
     rm -f "$pidfile"
@@ -93,14 +94,14 @@ stop() {
     local pid
     pid=$(cat "$pidfile")
     kill "$pid" 2>/dev/null || { rm -f "$pidfile"; return 0; }
-    for _ in $(seq 1 100); do
+    for _ in $(seq 1 300); do
         if ! kill -0 "$pid" 2>/dev/null; then
             rm -f "$pidfile"
             return 0
         fi
         sleep 0.1
     done
-    echo "registry.sh: docker-registry $pid still running after 10 s" >&2
+    echo "registry.sh: docker-registry $pid still running after 30 s" >&2
     exit 1
 }
 
