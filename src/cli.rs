@@ -448,12 +448,13 @@ pub const STARTER: &str = include_str!("../templates/init.yaml");
 
 fn init(dir: &Path, force: bool) -> Result<ExitCode> {
     let path = dir.join("raydeploy.yaml");
-    if path.exists() && !force {
+    // A link counts as existing, even a dangling one; --force replaces the link, never writes through it.
+    if std::fs::symlink_metadata(&path).is_ok() && !force {
         eprintln!("error: {} exists; use --force to overwrite it", path.display());
         return Ok(ExitCode::from(1));
     }
     std::fs::create_dir_all(dir)?;
-    std::fs::write(&path, STARTER)?;
+    crate::run::state::write_atomic(&path, STARTER.as_bytes())?;
     println!("wrote {}\nnext: raydeploy validate {}", path.display(), path.display());
     Ok(ExitCode::SUCCESS)
 }

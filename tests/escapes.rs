@@ -391,3 +391,17 @@ fn local_dry_run_and_status_create_nothing() {
     let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().flatten().map(|e| e.file_name()).collect();
     assert_eq!(left, [std::ffi::OsString::from("raydeploy.yaml")], "nothing but the spec");
 }
+
+#[test]
+fn init_never_writes_through_a_link() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("new");
+    std::fs::create_dir_all(&dir).unwrap();
+    let target = tmp.path().join("elsewhere.yaml");
+    symlink(&target, dir.join("raydeploy.yaml")).unwrap();
+    raydeploy(tmp.path()).arg("init").arg(&dir).assert().code(1).stderr(predicate::str::contains("exists"));
+    assert!(!target.exists(), "a dangling link is not followed");
+    raydeploy(tmp.path()).arg("init").arg(&dir).arg("--force").assert().success();
+    assert!(!target.exists(), "--force replaces the link itself");
+    assert!(std::fs::symlink_metadata(dir.join("raydeploy.yaml")).unwrap().is_file());
+}

@@ -240,7 +240,7 @@ pub fn check_env_name(env: &str) -> Result<(), PathError> {
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [(&str, u64); 3] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
     for (u, s) in UNITS {
-        if n >= s && n % s == 0 {
+        if n >= s && n.is_multiple_of(s) {
             return format!("{} {u}", n / s);
         }
     }
