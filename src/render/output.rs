@@ -130,30 +130,36 @@ fn read_file(path: &Path) -> Option<Vec<u8>> {
     paths::read_regular(path, MAX_RENDERED_BYTES, false).ok()
 }
 
-fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Entry>) -> Result<(), OutputError> {
-    let rd = match std::fs::read_dir(dir) {
-        Ok(rd) => rd,
+/// Records `path` (seen without following a link) under its path relative to `root`, and
+/// everything below it when it is a real folder.
+fn visit(root: &Path, path: &Path, out: &mut BTreeMap<String, Entry>) -> Result<(), OutputError> {
+    let rel = path.strip_prefix(root).unwrap_or(path).to_string_lossy().into_owned();
+    if tool_file(&rel) {
+        return Ok(());
+    }
+    let m = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(io_err(dir, e)),
+        Err(e) => return Err(io_err(path, e)),
     };
-    for e in rd {
+    let t = m.file_type();
+    if t.is_dir() {
+        walk(root, path, out)?;
+    } else if t.is_symlink() {
+        out.insert(rel, Entry::Link(std::fs::read_link(path).unwrap_or_default()));
+    } else if t.is_file() {
+        out.insert(rel, Entry::File);
+    } else {
+        out.insert(rel, Entry::Other(describe(&m)));
+    }
+    Ok(())
+}
+
+/// Visits every entry of the folder `dir` (itself already known to be a folder, not a link).
+fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Entry>) -> Result<(), OutputError> {
+    for e in std::fs::read_dir(dir).map_err(|e| io_err(dir, e))? {
         let e = e.map_err(|e| io_err(dir, e))?;
-        let p = e.path();
-        let rel = p.strip_prefix(root).unwrap_or(&p).to_string_lossy().into_owned();
-        if tool_file(&rel) {
-            continue;
-        }
-        let m = std::fs::symlink_metadata(&p).map_err(|e| io_err(&p, e))?;
-        let t = m.file_type();
-        if t.is_dir() {
-            walk(root, &p, out)?;
-        } else if t.is_symlink() {
-            out.insert(rel, Entry::Link(std::fs::read_link(&p).unwrap_or_default()));
-        } else if t.is_file() {
-            out.insert(rel, Entry::File);
-        } else {
-            out.insert(rel, Entry::Other(describe(&m)));
-        }
+        visit(root, &e.path(), out)?;
     }
     Ok(())
 }
@@ -167,12 +173,14 @@ impl Survey {
         }
         let mut entries = BTreeMap::new();
         match mode {
+            // A layer folder that is a link is an entry itself (removed as such), never entered.
             Mode::State => {
                 for layer in LAYERS {
-                    walk(out, &out.join(layer), &mut entries)?;
+                    visit(out, &out.join(layer), &mut entries)?;
                 }
             }
-            Mode::Out { .. } => walk(out, out, &mut entries)?,
+            Mode::Out { .. } if out.is_dir() => walk(out, out, &mut entries)?,
+            Mode::Out { .. } => {}
         }
         let manifest: Option<Manifest> = match mode {
             Mode::State => None,
@@ -372,6 +380,10 @@ mod tests {
         Rendered { files: files.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() }
     }
 
+    fn symlink_dir(target: &Path, link: &Path) {
+        std::os::unix::fs::symlink(target, link).unwrap();
+    }
+
     #[test]
     fn stale_links_are_removed_not_followed() {
         let d = tempfile::tempdir().unwrap();
@@ -380,10 +392,15 @@ mod tests {
         std::fs::write(victim.join("keep"), "keep").unwrap();
         let out = d.path().join("out");
         std::fs::create_dir_all(out.join("manifests")).unwrap();
-        std::os::unix::fs::symlink(&victim, out.join("manifests/link")).unwrap();
-        rendered(&[("helm/a.yaml", "a: 1\n")]).write(&out).unwrap();
+        symlink_dir(&victim, &out.join("manifests/link"));
+        // a whole layer folder that is a link
+        symlink_dir(&victim, &out.join("image"));
+        rendered(&[("helm/a.yaml", "a: 1\n"), ("image/Dockerfile", "FROM x\n")]).write(&out).unwrap();
+        assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 1);
         assert!(victim.join("keep").exists());
         assert!(std::fs::symlink_metadata(out.join("manifests/link")).is_err(), "the stale link itself is removed");
+        assert!(std::fs::symlink_metadata(out.join("image")).unwrap().is_dir(), "the link is replaced by a folder");
+        assert_eq!(std::fs::read_to_string(out.join("image/Dockerfile")).unwrap(), "FROM x\n");
     }
 
     #[test]
