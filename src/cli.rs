@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::deploy;
@@ -71,9 +71,14 @@ pub enum Command {
         /// Output folder (default: `rendered/<deployment>` next to the spec).
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
-        /// Write nothing; exit 1 with a unified diff when DIR differs from the render.
+        /// Write nothing; exit 1 with a unified diff when DIR differs from the render (or holds
+        /// files raydeploy did not write, unless --force).
         #[arg(long)]
         check: bool,
+        /// Write even though DIR holds files raydeploy did not write: they are left alone (one at
+        /// a path raydeploy writes is replaced); only raydeploy's own files are ever removed.
+        #[arg(long)]
+        force: bool,
     },
     /// Show the resolved deployment: pools, allocatable, pod requests, fit, derived names.
     Explain {
@@ -277,7 +282,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             println!("{}: valid (deployment `{}`, target {})", args.spec.display(), d.name, d.target.as_str());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Render { args, out, check } => {
+        Command::Render { args, out, check, force } => {
             let (loaded, d) = match load_model(&args) {
                 Ok(v) => v,
                 Err(r) => return Ok(fail(r)),
@@ -286,7 +291,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             let rendered = render::render(&d)?;
             let out = out.unwrap_or_else(|| loaded.dir.join("rendered").join(&d.name));
             if check {
-                return Ok(match rendered.diff(&out) {
+                return Ok(match rendered.diff(&out, force)? {
                     None => {
                         println!("{}: up to date ({} files)", out.display(), rendered.files.len());
                         ExitCode::SUCCESS
@@ -298,7 +303,31 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                     }
                 });
             }
-            rendered.write(&out).with_context(|| format!("writing {}", out.display()))?;
+            let done = match rendered.write_to(&out, render::output::Mode::Out { force }) {
+                Ok(done) => done,
+                Err(e @ render::output::OutputError::Refused { .. }) => {
+                    eprintln!("error: {e}");
+                    return Ok(ExitCode::from(1));
+                }
+                Err(e) => return Err(anyhow::Error::new(e).context(format!("writing {}", out.display()))),
+            };
+            for f in &done.replaced {
+                eprintln!(
+                    "warning: replaced {} ({}) with raydeploy's file (--force)",
+                    out.join(&f.rel).display(),
+                    f.why
+                );
+            }
+            if !done.kept.is_empty() {
+                eprintln!(
+                    "note: left {} file(s) raydeploy did not write in {} (--force)",
+                    done.kept.len(),
+                    out.display()
+                );
+            }
+            for f in &done.removed {
+                eprintln!("removed {} (no longer rendered)", out.join(f).display());
+            }
             for f in rendered.files.keys() {
                 println!("{}", out.join(f).display());
             }
@@ -434,12 +463,13 @@ pub const STARTER: &str = include_str!("../templates/init.yaml");
 
 fn init(dir: &Path, force: bool) -> Result<ExitCode> {
     let path = dir.join("raydeploy.yaml");
-    if path.exists() && !force {
+    // A link counts as existing, even a dangling one; --force replaces the link, never writes through it.
+    if std::fs::symlink_metadata(&path).is_ok() && !force {
         eprintln!("error: {} exists; use --force to overwrite it", path.display());
         return Ok(ExitCode::from(1));
     }
     std::fs::create_dir_all(dir)?;
-    std::fs::write(&path, STARTER)?;
+    crate::run::state::write_atomic(&path, STARTER.as_bytes())?;
     println!("wrote {}\nnext: raydeploy validate {}", path.display(), path.display());
     Ok(ExitCode::SUCCESS)
 }

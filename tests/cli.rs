@@ -91,11 +91,29 @@ fn render_is_deterministic_and_check_reports_drift() {
         .stdout(predicate::str::contains("--- a/helm/ray-cluster.values.yaml"))
         .stdout(predicate::str::contains("+++ b/helm/ray-cluster.values.yaml"))
         .stdout(predicate::str::contains("replicaz"))
-        .stdout(predicate::str::contains("a/terraform/stray.tf"));
+        .stdout(predicate::str::contains("terraform/stray.tf (not written by raydeploy"))
+        .stdout(predicate::str::contains("helm/ray-cluster.values.yaml (changed since raydeploy wrote it"));
     assert_eq!(before, files(&a), "--check writes nothing");
-    // A plain render repairs the folder, removing the stray file.
-    raydeploy().args(["render", "raydeploy.yaml", "-e", "prod", "--out"]).arg(&a).assert().success();
-    assert!(!a.join("terraform/stray.tf").exists());
+    // A plain render refuses to overwrite the edit or to write next to the stray file.
+    raydeploy()
+        .args(["render", "raydeploy.yaml", "-e", "prod", "--out"])
+        .arg(&a)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("terraform/stray.tf"))
+        .stderr(predicate::str::contains("helm/ray-cluster.values.yaml"))
+        .stderr(predicate::str::contains("--force"));
+    assert_eq!(before, files(&a), "a refused render writes nothing");
+    // --force repairs raydeploy's files and leaves the stray one alone.
+    raydeploy().args(["render", "raydeploy.yaml", "-e", "prod", "--force", "--out"]).arg(&a).assert().success();
+    assert_eq!(std::fs::read_to_string(&values).unwrap(), text);
+    assert_eq!(std::fs::read_to_string(a.join("terraform/stray.tf")).unwrap(), "# stray\n");
+    raydeploy()
+        .args(["render", "raydeploy.yaml", "-e", "prod", "--check", "--force", "--out"])
+        .arg(&a)
+        .assert()
+        .success();
+    std::fs::remove_file(a.join("terraform/stray.tf")).unwrap();
     raydeploy().args(["render", "raydeploy.yaml", "-e", "prod", "--check", "--out"]).arg(&a).assert().success();
 }
 

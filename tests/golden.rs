@@ -6,6 +6,7 @@
 use std::path::Path;
 
 use assert_cmd::Command;
+use sha2::Digest;
 
 /// (case name, spec, environment)
 const CASES: &[(&str, &str, Option<&str>)] = &[
@@ -62,6 +63,25 @@ fn every_artifact_matches_its_golden() {
         c.assert().success();
         let mut files = vec![];
         walk(dir.path(), dir.path(), &mut files);
+        // render's record of what it wrote: every artifact, with its sha256 (not a golden itself).
+        files.retain(|f| f != ".raydeploy-render.json");
+        let record: serde_json::Value = std::fs::read_to_string(dir.path().join(".raydeploy-render.json"))
+            .map(|t| serde_json::from_str(&t).unwrap())
+            .unwrap_or_default();
+        let recorded: Vec<(String, String)> = record["files"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+            .collect();
+        let expected: Vec<(String, String)> = files
+            .iter()
+            .map(|f| {
+                let digest = sha2::Sha256::digest(std::fs::read(dir.path().join(f)).unwrap());
+                (f.clone(), format!("sha256:{}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>()))
+            })
+            .collect();
+        assert_eq!(recorded, expected, "{case}: the render record lists every artifact with its hash");
         insta::assert_snapshot!(format!("{case}__files"), files.join("\n"));
         for f in files {
             let text = std::fs::read_to_string(dir.path().join(&f)).unwrap();

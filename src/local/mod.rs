@@ -86,10 +86,32 @@ pub fn temp_dir_for(dir: &Path) -> PathBuf {
     PathBuf::from("/tmp").join(format!("raydeploy-{}", &id[..10]))
 }
 
+/// `dir` made absolute with every link resolved, as `canonicalize` would give once it exists: the
+/// deepest existing ancestor is resolved and the missing components appended.
+pub fn resolve_uncreated(dir: &Path) -> std::io::Result<PathBuf> {
+    let abs = std::path::absolute(dir)?;
+    let mut missing = vec![];
+    let mut cur = abs.as_path();
+    loop {
+        match cur.canonicalize() {
+            Ok(mut p) => {
+                p.extend(missing.iter().rev());
+                return Ok(p);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let (Some(parent), Some(name)) = (cur.parent(), cur.file_name()) else { return Err(e) };
+                missing.push(name.to_os_string());
+                cur = parent;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 impl<'a> Local<'a> {
     pub fn new(s: &'a Session) -> Result<Self> {
-        std::fs::create_dir_all(&s.dir).with_context(|| format!("creating {}", s.dir.display()))?;
-        let dir = s.dir.canonicalize().with_context(|| format!("resolving {}", s.dir.display()))?;
+        // Resolved without creating it: `deploy --dry-run` and `status` leave no trace.
+        let dir = resolve_uncreated(&s.dir).with_context(|| format!("resolving {}", s.dir.display()))?;
         let temp_dir = temp_dir_for(&dir);
         let machine = Machine::detect();
         let sizing = sizing::plan(&s.d, machine);

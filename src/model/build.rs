@@ -2,13 +2,14 @@
 //! cross-layer rule of SPEC.md. All problems are collected, each with the field it concerns.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path as FsPath;
+use std::path::{Path as FsPath, PathBuf};
 
 use sha2::{Digest, Sha256};
 
 use super::azure::{self, VmShape};
 use super::names;
 use super::*;
+use crate::spec::paths::{self, PathError};
 use crate::spec::quantity::{GI, format_cpu, format_memory, gib};
 use crate::spec::{self, CpuRequest, Loaded, MemoryRequest, Problem, Problems, Target};
 
@@ -28,7 +29,14 @@ const LOCAL_DEFAULT_MEM: u64 = 2 * GI;
 
 /// Builds the model; `target` overrides the spec's target (`--target`).
 pub fn build(loaded: &Loaded, target: Option<Target>) -> Result<Deployment, Problems> {
-    let mut b = Builder { spec: &loaded.spec, dir: &loaded.dir, problems: Problems::default(), warnings: vec![] };
+    let mut b = Builder {
+        spec: &loaded.spec,
+        dir: &loaded.dir,
+        job_limits: loaded.job_limits,
+        job_paths: BTreeMap::new(),
+        problems: Problems::default(),
+        warnings: vec![],
+    };
     b.warnings.extend(default_ray_version_warning(loaded));
     let target = target.unwrap_or(loaded.spec.target);
     let d = b.deployment(&loaded.deployment, loaded.env.clone(), target);
@@ -62,6 +70,9 @@ fn default_ray_version_warning(loaded: &Loaded) -> Option<String> {
 struct Builder<'a> {
     spec: &'a spec::Spec,
     dir: &'a FsPath,
+    job_limits: paths::Limits,
+    /// Each job's `workingDir`, resolved (by job index).
+    job_paths: BTreeMap<usize, PathBuf>,
     problems: Problems,
     warnings: Vec<String>,
 }
@@ -71,6 +82,11 @@ impl Builder<'_> {
         let mut p = Problem::new(path, msg);
         p.help = help;
         self.problems.push(p);
+    }
+
+    /// A spec path that broke the rule of [`paths`].
+    fn path_err(&mut self, field: &str, e: PathError) {
+        self.err(field, e.message, Some(e.help));
     }
 
     fn check_name(&mut self, path: &str, value: &str, rule: fn(&str) -> Result<(), String>, what: &str) {
@@ -213,29 +229,31 @@ impl Builder<'_> {
             }
             return ChartSource::Oci(at.into());
         }
-        let rel = FsPath::new(at);
-        let dir = self.dir.join(rel);
-        let inside = self.dir.canonicalize().ok().zip(dir.canonicalize().ok()).is_some_and(|(root, d)| d.starts_with(root));
-        if rel.is_absolute() || !inside {
-            self.err(
-                "kuberay.charts",
-                format!("`{at}` is not a folder inside the spec's folder"),
-                Some("give a Helm repository URL (https://…), an OCI path (oci://…) or a relative folder holding kuberay-operator/ and ray-cluster/".into()),
-            );
-            return ChartSource::Dir(dir);
-        }
+        let dir = match paths::resolve(self.dir, at, paths::Kind::Folder) {
+            Ok(r) => r.path,
+            Err(e) => {
+                self.err(
+                    "kuberay.charts",
+                    e.message,
+                    Some(format!("{}; or give a Helm repository URL (https://…) or an OCI path (oci://…)", e.help)),
+                );
+                return ChartSource::Dir(self.dir.join(at));
+            }
+        };
         for chart in ["kuberay-operator", "ray-cluster"] {
-            let file = dir.join(chart).join("Chart.yaml");
-            let meta = std::fs::symlink_metadata(&file);
-            let text = match meta {
-                Ok(m) if m.is_file() && m.len() <= 1 << 20 => std::fs::read_to_string(&file).ok(),
-                _ => None,
+            let rel = format!("{at}/{chart}/Chart.yaml");
+            let text = match paths::read_text(self.dir, &rel, paths::MAX_TEXT_BYTES) {
+                Ok((_, text)) => text,
+                Err(e) => {
+                    self.err("kuberay.charts", format!("`{at}` has no chart {chart}: {}", e.message), None);
+                    continue;
+                }
             };
-            let Some(text) = text else {
-                self.err("kuberay.charts", format!("`{at}` has no chart {chart} ({chart}/Chart.yaml)"), None);
-                continue;
-            };
-            let version = text.lines().find_map(|l| l.strip_prefix("version:")).map(|v| v.trim().trim_matches(['"', '\''])).unwrap_or("");
+            let version = text
+                .lines()
+                .find_map(|l| l.strip_prefix("version:"))
+                .map(|v| v.trim().trim_matches(['"', '\'']))
+                .unwrap_or("");
             if version.trim_start_matches('v') != k.version.trim_start_matches('v') {
                 self.err(
                     "kuberay.charts",
@@ -244,7 +262,7 @@ impl Builder<'_> {
                 );
             }
         }
-        ChartSource::Dir(dir.canonicalize().unwrap_or(dir))
+        ChartSource::Dir(dir)
     }
 
     fn versions(&mut self) {
@@ -306,45 +324,73 @@ impl Builder<'_> {
         }
         let python_tag = format!("py{}", s.python.replace('.', ""));
         let base_tag = format!("{}-{python_tag}", s.ray_version);
-        let mut job_dirs = vec![];
-        for (i, j) in self.spec.jobs.iter().enumerate() {
-            if let Some(wd) = &j.working_dir {
-                let p = self.dir.join(wd);
-                if !p.is_dir() {
-                    self.err(
-                        format!("jobs[{i}].workingDir"),
-                        format!("`{wd}` is not a folder next to the spec ({})", p.display()),
-                        Some("workingDir is a folder relative to the spec, copied into the image".into()),
-                    );
-                } else if target != Target::Local {
-                    job_dirs.push((wd.clone(), format!("{JOBS_DIR}/{}", j.name)));
-                }
-            }
-        }
-        let dockerfile = s.dockerfile.as_ref().map(|f| self.dir.join(f));
         let mut hasher = Sha256::new();
         hasher.update(serde_json::to_vec(s).unwrap_or_default());
-        if let Some(df) = &dockerfile {
-            match std::fs::read(df) {
-                Ok(bytes) => {
-                    hasher.update(&bytes);
-                    self.check_custom_dockerfile(&String::from_utf8_lossy(&bytes));
+        let dockerfile = s.dockerfile.as_ref().map(|f| self.dir.join(f));
+        let mut dockerfile_text = None;
+        if let Some(f) = &s.dockerfile {
+            match paths::read_text(self.dir, f, paths::MAX_TEXT_BYTES) {
+                Ok((_, text)) => {
+                    hasher.update(text.as_bytes());
+                    self.check_custom_dockerfile(&text);
+                    dockerfile_text = Some(text);
                 }
-                Err(e) => self.err(
-                    "image.dockerfile",
-                    format!("cannot read {}: {e}", df.display()),
-                    Some("the path is relative to the spec".into()),
-                ),
+                Err(e) => self.path_err("image.dockerfile", e),
             }
         }
-        for tmpl in ["Dockerfile.tera"] {
-            if let Ok(bytes) = std::fs::read(self.dir.join("templates").join(tmpl)) {
-                hasher.update(&bytes);
-            }
+        match paths::template_override(self.dir, crate::render::dockerfile::TEMPLATE) {
+            Ok(Some(t)) => hasher.update(t.as_bytes()),
+            Ok(None) => {}
+            Err(e) => self.path_err("", e),
         }
-        for (src, dst) in &job_dirs {
-            hasher.update(dst.as_bytes());
-            hash_dir(&mut hasher, &self.dir.join(src));
+        let mut job_dirs = vec![];
+        for (i, j) in self.spec.jobs.iter().enumerate() {
+            let Some(wd) = &j.working_dir else { continue };
+            let field = format!("jobs[{i}].workingDir");
+            let resolved = match paths::resolve(self.dir, wd, paths::Kind::Folder) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.path_err(&field, e);
+                    continue;
+                }
+            };
+            // The state folder is never part of a job (nor of the staged build context).
+            let state = self.dir.canonicalize().ok().map(|d| d.join(".raydeploy"));
+            let hashing = target != Target::Local;
+            let dst = format!("{JOBS_DIR}/{}", j.name);
+            if hashing {
+                hasher.update(dst.as_bytes());
+            }
+            match paths::walk_tree(
+                &resolved.path,
+                state.as_deref(),
+                self.job_limits,
+                if hashing { Some(&mut hasher) } else { None },
+            ) {
+                Ok(tree) if target == Target::Local => {
+                    // Ray's upload of a working dir follows links: only links to files of the folder.
+                    if let Some(l) = tree.links.iter().find(|l| !l.regular_inside) {
+                        self.err(
+                            &field,
+                            format!(
+                                "`{wd}` holds `{}`, a link to {} that does not lead to a file of the folder; Ray's upload follows links",
+                                l.rel,
+                                l.target.display()
+                            ),
+                            Some("on target local, a job folder's links must point at files inside it: copy the file in or remove the link".into()),
+                        );
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.path_err(&field, PathError { message: format!("job folder `{wd}`: {}", e.message), ..e });
+                    continue;
+                }
+            }
+            self.job_paths.insert(i, resolved.path.clone());
+            if hashing {
+                job_dirs.push((wd.clone(), dst));
+            }
         }
         let content_hash = hex(&hasher.finalize())[..12].to_string();
         let repository = match target {
@@ -375,6 +421,7 @@ impl Builder<'_> {
             apt_packages: s.apt_packages.clone(),
             pip_packages: s.pip_packages.clone(),
             dockerfile,
+            dockerfile_text,
             repository,
             content_hash,
             cpu,
@@ -1115,11 +1162,12 @@ impl Builder<'_> {
                         format!("`{v}` is not a valid environment variable name"),
                         Some("name a variable of letters, digits and _".into()),
                     ),
-                    spec::SecretSource::FromFile(f) if f.is_empty() => self.err(
-                        format!("{path}.data.{k}.fromFile"),
-                        "the file path is empty",
-                        Some("give a file relative to the spec".into()),
-                    ),
+                    // Read at deploy time (it need not exist to validate), under the same rule.
+                    spec::SecretSource::FromFile(f) => {
+                        if let Err(e) = paths::check_relative(f) {
+                            self.path_err(&format!("{path}.data.{k}.fromFile"), e);
+                        }
+                    }
                     spec::SecretSource::FromKeyVault(kv) => {
                         if kv.vault.len() < 3
                             || kv.vault.len() > 24
@@ -1374,7 +1422,7 @@ impl Builder<'_> {
                 name: j.name.clone(),
                 entrypoint: j.entrypoint.clone(),
                 working_dir: if target == Target::Local { None } else { in_image },
-                local_working_dir: j.working_dir.as_ref().map(|w| self.dir.join(w)),
+                local_working_dir: self.job_paths.get(&i).cloned(),
                 pip: j.runtime_env.pip.clone(),
                 env_vars: j.runtime_env.env_vars.clone(),
                 entrypoint_num_cpus: j.entrypoint_num_cpus,
@@ -1512,19 +1560,4 @@ pub fn hex(bytes: &[u8]) -> String {
 
 pub fn short_hash(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))[..12].to_string()
-}
-
-fn hash_dir(h: &mut Sha256, dir: &FsPath) {
-    let mut entries: Vec<_> = std::fs::read_dir(dir).into_iter().flatten().flatten().collect();
-    entries.sort_by_key(|e| e.file_name());
-    for e in entries {
-        let p = e.path();
-        h.update(e.file_name().to_string_lossy().as_bytes());
-        if p.is_dir() {
-            hash_dir(h, &p);
-        } else if let Ok(bytes) = std::fs::read(&p) {
-            h.update((bytes.len() as u64).to_le_bytes());
-            h.update(&bytes);
-        }
-    }
 }

@@ -198,6 +198,9 @@ pub struct ImageModel {
     pub pip_packages: Vec<String>,
     /// A user Dockerfile replacing the generated one (resolved path).
     pub dockerfile: Option<PathBuf>,
+    /// That Dockerfile's text, read once when the spec was checked.
+    #[serde(skip)]
+    pub dockerfile_text: Option<String>,
     /// Repository the image is pushed to (none for target local).
     pub repository: Option<String>,
     /// Content hash of everything that goes into the image (hex, 12 chars).

@@ -98,16 +98,26 @@ fn image_refs_from_values(values: Option<&String>) -> Vec<String> {
     refs
 }
 
+/// Every text file of a rendered folder, by relative path; links are not followed (nor read),
+/// and neither are Terraform's working files nor `render`'s record of what it wrote.
 fn collect(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) -> std::io::Result<()> {
     for e in std::fs::read_dir(dir)? {
         let p = e?.path();
         let rel = p.strip_prefix(root).unwrap_or(&p).to_string_lossy().replace('\\', "/");
-        if rel.starts_with("terraform/.terraform") || rel.ends_with(".tfplan") || rel.ends_with(".terraform.lock.hcl") {
+        if rel.starts_with("terraform/.terraform")
+            || rel.ends_with(".tfplan")
+            || rel.ends_with(".terraform.lock.hcl")
+            || rel == crate::render::output::MANIFEST
+        {
             continue;
         }
-        if p.is_dir() {
+        let m = std::fs::symlink_metadata(&p)?;
+        if m.is_dir() {
             collect(root, &p, out)?;
-        } else if let Ok(text) = std::fs::read_to_string(&p) {
+        } else if m.is_file()
+            && let Some(text) =
+                crate::spec::paths::read_regular(&p, 64 << 20, false).ok().and_then(|b| String::from_utf8(b).ok())
+        {
             out.insert(rel, text);
         }
     }

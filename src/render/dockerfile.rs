@@ -12,7 +12,11 @@ pub const TEMPLATE: &str = "Dockerfile.tera";
 /// The Dockerfile text: the user's file unchanged, or the rendered template ending in a newline.
 pub fn render(d: &Deployment, tera: &tera::Tera) -> Result<String, RenderError> {
     if let Some(path) = &d.image.dockerfile {
-        return std::fs::read_to_string(path).map_err(|source| RenderError::Read { path: path.clone(), source });
+        // Read (through the spec path rules) when the model was built, never again here.
+        return d.image.dockerfile_text.clone().ok_or_else(|| RenderError::Read {
+            path: path.clone(),
+            source: std::io::Error::other("the Dockerfile was not read when the spec was checked"),
+        });
     }
     check_single_line(d)?;
     let ctx = tera::Context::from_serialize(d).map_err(template_error)?;

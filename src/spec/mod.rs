@@ -6,6 +6,7 @@ pub mod diag;
 pub mod interp;
 pub mod node;
 pub mod overlay;
+pub mod paths;
 pub mod quantity;
 pub mod schema_check;
 pub mod types;
@@ -26,6 +27,8 @@ pub struct Loaded {
     /// Folder of the spec file: relative paths in the spec resolve against it.
     pub dir: PathBuf,
     pub env: Option<String>,
+    /// Caps on each job folder (`RAYDEPLOY_MAX_JOB_BYTES`, `RAYDEPLOY_MAX_JOB_FILES`).
+    pub job_limits: paths::Limits,
     /// The deployment's name: `name`, or `name-env` when an overlay applies and keeps `name`.
     pub deployment: String,
 }
@@ -46,8 +49,11 @@ impl Loaded {
 pub fn load(path: &FsPath, env: Option<&str>, vars: &dyn Fn(&str) -> Option<String>) -> Result<Loaded, Report> {
     let mut sources = Sources::default();
     let fail = |sources: &Sources, p: Problem| Report { problems: Problems(vec![p]), sources: sources.clone() };
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| fail(&sources, Problem::new("", format!("cannot read spec {}: {e}", path.display()))))?;
+    let text = paths::read_spec_file(path).map_err(|e| {
+        fail(&sources, Problem::new("", format!("cannot read spec {}: {}", path.display(), e.message)).help(e.help))
+    })?;
+    let job_limits =
+        paths::Limits::from_vars(vars).map_err(|e| fail(&sources, Problem::new("", e.message).help(e.help)))?;
     let dir =
         path.parent().map(|p| if p.as_os_str().is_empty() { FsPath::new(".") } else { p }).unwrap_or(FsPath::new("."));
     let src = sources.add(path.to_path_buf(), text.clone());
@@ -57,16 +63,22 @@ pub fn load(path: &FsPath, env: Option<&str>, vars: &dyn Fn(&str) -> Option<Stri
     let mut name_from_overlay = false;
     if let Some(env) = env {
         let env_path = dir.join("environments").join(format!("{env}.yaml"));
-        let Ok(env_text) = std::fs::read_to_string(&env_path) else {
-            let available = list_envs(dir);
-            let mut p =
-                Problem::new("", format!("environment `{env}` not found: {} does not exist", env_path.display()));
-            p.help = Some(if available.is_empty() {
-                "create it with a partial spec to merge over the base".into()
-            } else {
-                format!("available environments: {}", available.join(", "))
-            });
-            return Err(fail(&sources, p));
+        let env_text = match paths::check_env_name(env)
+            .and_then(|()| paths::read_text(dir, &format!("environments/{env}.yaml"), paths::MAX_SPEC_BYTES))
+        {
+            Ok((_, text)) => text,
+            Err(e) => {
+                let available = list_envs(dir);
+                let absent = paths::check_env_name(env).is_ok() && std::fs::symlink_metadata(&env_path).is_err();
+                let what = if absent { "not found" } else { "cannot be used" };
+                let mut p = Problem::new("", format!("environment `{env}` {what}: {}", e.message));
+                p.help = Some(if available.is_empty() {
+                    format!("{}; create environments/<env>.yaml with a partial spec to merge over the base", e.help)
+                } else {
+                    format!("available environments: {}", available.join(", "))
+                });
+                return Err(fail(&sources, p));
+            }
         };
         let esrc = sources.add(env_path.clone(), env_text.clone());
         let overlay = parse_doc(&env_text, esrc, &sources, true)?;
@@ -106,7 +118,7 @@ pub fn load(path: &FsPath, env: Option<&str>, vars: &dyn Fn(&str) -> Option<Stri
         Some(env) if !name_from_overlay => format!("{}-{env}", spec.name),
         _ => spec.name.clone(),
     };
-    Ok(Loaded { spec, doc, sources, dir: dir.to_path_buf(), env: env.map(String::from), deployment })
+    Ok(Loaded { spec, doc, sources, dir: dir.to_path_buf(), env: env.map(String::from), job_limits, deployment })
 }
 
 /// Parses the spec or an overlay (`overlay`: an empty overlay changes nothing; an empty spec is an error).
@@ -164,13 +176,18 @@ fn check_duplicates(node: &Node, path: &Path, problems: &mut Problems) {
     }
 }
 
-/// Environment names available next to the spec.
+/// Environment names available next to the spec: every `environments/<env>.yaml` that a
+/// `-e <env>` would load (a valid name, a regular file inside the spec's folder).
 pub fn list_envs(dir: &FsPath) -> Vec<String> {
     let mut envs: Vec<String> = std::fs::read_dir(dir.join("environments"))
         .into_iter()
         .flatten()
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.strip_suffix(".yaml").map(String::from))
+        .filter(|env| {
+            paths::check_env_name(env).is_ok()
+                && paths::resolve(dir, &format!("environments/{env}.yaml"), paths::Kind::File).is_ok()
+        })
         .collect();
     envs.sort();
     envs

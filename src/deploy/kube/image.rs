@@ -415,10 +415,13 @@ fn build_context(k: &Kube) -> Result<PathBuf> {
         std::fs::remove_dir_all(&ctx).with_context(|| format!("removing {}", ctx.display()))?;
     }
     std::fs::create_dir_all(&ctx).with_context(|| format!("creating {}", ctx.display()))?;
-    let state_root = d.dir.join(".raydeploy");
+    let state_root = d.dir.canonicalize().unwrap_or_else(|_| d.dir.clone()).join(".raydeploy");
     for (src, _) in &d.image.job_dirs {
         let rel = relative_inside(src)?;
-        copy_tree(&d.dir.join(&rel), &ctx.join(&rel), &state_root)
+        // The same rule as at validation: the folder (links resolved) is inside the spec's folder.
+        let from = crate::spec::paths::resolve(&d.dir, src, crate::spec::paths::Kind::Folder)
+            .map_err(|e| anyhow::anyhow!("job folder: {e}"))?;
+        copy_tree(&from.path, &ctx.join(&rel), &state_root)
             .with_context(|| format!("staging job folder `{src}` for the image build"))?;
     }
     Ok(ctx)
@@ -437,7 +440,8 @@ fn relative_inside(src: &str) -> Result<PathBuf> {
     Ok(out)
 }
 
-/// Copies a folder (files keep their permissions, symlinks stay symlinks), leaving out `skip`.
+/// Copies a folder (files keep their permissions, symlinks stay symlinks and are never
+/// followed), leaving out `skip`; a FIFO, socket or device is refused.
 fn copy_tree(from: &Path, to: &Path, skip: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(to)?;
     for e in std::fs::read_dir(from)? {
@@ -452,8 +456,10 @@ fn copy_tree(from: &Path, to: &Path, skip: &Path) -> std::io::Result<()> {
             std::os::unix::fs::symlink(std::fs::read_link(&p)?, &dst)?;
         } else if ty.is_dir() {
             copy_tree(&p, &dst, skip)?;
-        } else {
+        } else if ty.is_file() {
             std::fs::copy(&p, &dst)?;
+        } else {
+            return Err(std::io::Error::other(format!("{} is not a regular file, folder or link", p.display())));
         }
     }
     Ok(())

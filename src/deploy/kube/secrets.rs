@@ -42,13 +42,9 @@ pub fn check_sources(k: &Kube) -> Vec<String> {
                     Some(_) => {}
                 },
                 SecretSource::FromFile(path) => {
-                    let p = k.s.d.dir.join(path);
-                    match std::fs::File::open(&p) {
-                        Ok(f) if f.metadata().is_ok_and(|m| m.is_dir()) => {
-                            problems.push(format!("{at}: {} is a folder, not a file", p.display()))
-                        }
-                        Ok(_) => {}
-                        Err(e) => problems.push(format!("{at}: cannot read {}: {e}", p.display())),
+                    if let Err(e) = crate::spec::paths::read_text(&k.s.d.dir, path, crate::spec::paths::MAX_TEXT_BYTES)
+                    {
+                        problems.push(format!("{at}: {e}"))
                     }
                 }
                 SecretSource::FromKeyVault(_) => {}
@@ -76,12 +72,9 @@ fn resolve_with(k: &Kube, r: &Runner, s: &SecretModel) -> Result<BTreeMap<String
                 Err(std::env::VarError::NotUnicode(_)) => bail!("{}: environment variable {var} is not UTF-8", at()),
             },
             SecretSource::FromFile(path) => {
-                let p = k.s.d.dir.join(path);
-                let mut bytes = vec![];
-                std::fs::File::open(&p)
-                    .and_then(|mut f| f.read_to_end(&mut bytes))
-                    .with_context(|| format!("{}: cannot read {}", at(), p.display()))?;
-                String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{}: {} is not UTF-8 text", at(), p.display()))?
+                crate::spec::paths::read_text(&k.s.d.dir, path, crate::spec::paths::MAX_TEXT_BYTES)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", at()))?
+                    .1
             }
             SecretSource::FromKeyVault(kv) => {
                 let c = keyvault_cmd(&kv.vault, &kv.secret);
