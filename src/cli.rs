@@ -243,6 +243,19 @@ fn fail(report: Report) -> ExitCode {
     ExitCode::from(1)
 }
 
+/// Renders every artifact, or prints the problems of the templates (each located in its file)
+/// like a spec's and returns `None`: nothing is written or run.
+fn render_checked(d: &Deployment) -> Result<Option<render::Rendered>> {
+    match render::render(d) {
+        Ok(r) => Ok(Some(r)),
+        Err(render::RenderError::Templates(report)) => {
+            fail(*report);
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn warn(d: &Deployment) {
     for w in &d.warnings {
         eprintln!("warning: {w}");
@@ -258,7 +271,9 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             };
             warn(&d);
             // Rendering is pure: a spec is valid only if every artifact renders.
-            render::render(&d)?;
+            if render_checked(&d)?.is_none() {
+                return Ok(ExitCode::from(1));
+            }
             println!("{}: valid (deployment `{}`, target {})", args.spec.display(), d.name, d.target.as_str());
             Ok(ExitCode::SUCCESS)
         }
@@ -268,7 +283,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 Err(r) => return Ok(fail(r)),
             };
             warn(&d);
-            let rendered = render::render(&d)?;
+            let Some(rendered) = render_checked(&d)? else { return Ok(ExitCode::from(1)) };
             let out = out.unwrap_or_else(|| loaded.dir.join("rendered").join(&d.name));
             if check {
                 return Ok(match rendered.diff(&out) {
@@ -370,7 +385,7 @@ fn session(args: &SpecArgs, output: Output) -> Result<Option<deploy::Session>> {
         }
     };
     warn(&d);
-    let rendered = render::render(&d)?;
+    let Some(rendered) = render_checked(&d)? else { return Ok(None) };
     Ok(Some(deploy::Session::new(d, rendered, Style::detect(output == Output::Json))))
 }
 
