@@ -12,6 +12,7 @@ use crate::model::{self, Deployment};
 use crate::preview;
 use crate::render;
 use crate::run::progress::Style;
+use crate::run::redact::Redactor;
 use crate::spec::{self, Report, Target};
 
 #[derive(Parser, Debug)]
@@ -213,7 +214,8 @@ pub fn run() -> ExitCode {
     match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Every secret value this run registered is masked in the error and its causes.
+            eprintln!("error: {}", Redactor::process().scrub(&format!("{e:#}")));
             ExitCode::from(1)
         }
     }
@@ -328,10 +330,11 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             let Some(s) = session(&args, output)? else { return Ok(ExitCode::from(1)) };
             let opts = preview::Options { offline: offline || against.is_some(), against, out };
             let plan = preview::run(&s, &opts)?;
-            match output {
-                Output::Text => print!("{}", preview::text::render(&plan, stdout_color())),
-                Output::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
-            }
+            let text = match output {
+                Output::Text => preview::text::render(&plan, stdout_color()),
+                Output::Json => String::new(),
+            };
+            print_either(output, &text, &serde_json::to_value(&plan)?)?;
             Ok(ExitCode::from(plan.exit_code()))
         }
         Command::Destroy { args, auto_approve, keep_infra, output } => {
@@ -389,10 +392,17 @@ fn session(args: &SpecArgs, output: Output) -> Result<Option<deploy::Session>> {
     Ok(Some(deploy::Session::new(d, rendered, Style::detect(output == Output::Json))))
 }
 
+/// Prints what a command found, as text or JSON, scrubbed of every secret value this run knows
+/// (plan diffs, status and job lists can hold what the tools answered).
 fn print_either(output: Output, text: &str, json: &serde_json::Value) -> Result<()> {
+    let r = Redactor::process();
     match output {
-        Output::Text => print!("{text}"),
-        Output::Json => println!("{}", serde_json::to_string_pretty(json)?),
+        Output::Text => print!("{}", r.scrub(text)),
+        Output::Json => {
+            let mut json = json.clone();
+            r.scrub_json(&mut json);
+            println!("{}", serde_json::to_string_pretty(&json)?)
+        }
     }
     Ok(())
 }
