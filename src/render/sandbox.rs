@@ -388,7 +388,7 @@ impl<'a> Walker<'a> {
         }
     }
 
-    fn nodes(&mut self, nodes: &mut Vec<Node>) {
+    fn nodes(&mut self, nodes: &mut [Node]) {
         for n in nodes.iter_mut() {
             self.node(n);
         }

@@ -374,7 +374,7 @@ mod tests {
         for text in [
             format!("a {json} b"),
             format!("patch: {twice}"),
-            format!("k: \"p\\\"w\\\\d \\xE9/\\U0001F600 x<&>'%+\""),
+            "k: \"p\\\"w\\\\d \\xE9/\\U0001F600 x<&>'%+\"".to_string(),
             "q=p%22w%5Cd+%C3%A9%2F%F0%9F%98%80+x%3C%26%3E%27%25%2B&x=1".to_string(),
             "q=p%22w%5cd%20%c3%a9/%f0%9f%98%80%20x%3c%26%3e%27%25%2b".to_string(),
             "p\\u0022w\\u005cd \\u00e9\\/\\ud83d\\ude00 x\\u003c\\u0026\\u003e\\u0027%+".to_string(),
