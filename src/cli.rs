@@ -12,6 +12,7 @@ use crate::model::{self, Deployment};
 use crate::preview;
 use crate::render;
 use crate::run::progress::Style;
+use crate::run::redact::Redactor;
 use crate::spec::{self, Report, Target};
 
 #[derive(Parser, Debug)]
@@ -233,7 +234,8 @@ pub fn run() -> ExitCode {
     match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Every secret value this run registered is masked in the error and its causes.
+            eprintln!("error: {}", Redactor::process().scrub(&format!("{e:#}")));
             ExitCode::from(1)
         }
     }
@@ -263,6 +265,19 @@ fn fail(report: Report) -> ExitCode {
     ExitCode::from(1)
 }
 
+/// Renders every artifact, or prints the problems of the templates (each located in its file)
+/// like a spec's and returns `None`: nothing is written or run.
+fn render_checked(d: &Deployment) -> Result<Option<render::Rendered>> {
+    match render::render(d) {
+        Ok(r) => Ok(Some(r)),
+        Err(render::RenderError::Templates(report)) => {
+            fail(*report);
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn warn(d: &Deployment) {
     for w in &d.warnings {
         eprintln!("warning: {w}");
@@ -278,7 +293,9 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             };
             warn(&d);
             // Rendering is pure: a spec is valid only if every artifact renders.
-            render::render(&d)?;
+            if render_checked(&d)?.is_none() {
+                return Ok(ExitCode::from(1));
+            }
             println!("{}: valid (deployment `{}`, target {})", args.spec.display(), d.name, d.target.as_str());
             Ok(ExitCode::SUCCESS)
         }
@@ -288,7 +305,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 Err(r) => return Ok(fail(r)),
             };
             warn(&d);
-            let rendered = render::render(&d)?;
+            let Some(rendered) = render_checked(&d)? else { return Ok(ExitCode::from(1)) };
             let out = out.unwrap_or_else(|| loaded.dir.join("rendered").join(&d.name));
             if check {
                 return Ok(match rendered.diff(&out, force)? {
@@ -357,10 +374,11 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             let Some(s) = session(&args, output)? else { return Ok(ExitCode::from(1)) };
             let opts = preview::Options { offline: offline || against.is_some(), against, out, with_jobs };
             let plan = preview::run(&s, &opts)?;
-            match output {
-                Output::Text => print!("{}", preview::text::render(&plan, stdout_color())),
-                Output::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
-            }
+            let text = match output {
+                Output::Text => preview::text::render(&plan, stdout_color()),
+                Output::Json => String::new(),
+            };
+            print_either(output, &text, &serde_json::to_value(&plan)?)?;
             Ok(ExitCode::from(plan.exit_code()))
         }
         Command::Destroy { args, auto_approve, keep_infra, output } => {
@@ -414,14 +432,21 @@ fn session(args: &SpecArgs, output: Output) -> Result<Option<deploy::Session>> {
         }
     };
     warn(&d);
-    let rendered = render::render(&d)?;
+    let Some(rendered) = render_checked(&d)? else { return Ok(None) };
     Ok(Some(deploy::Session::new(d, rendered, Style::detect(output == Output::Json))))
 }
 
+/// Prints what a command found, as text or JSON, scrubbed of every secret value this run knows
+/// (plan diffs, status and job lists can hold what the tools answered).
 fn print_either(output: Output, text: &str, json: &serde_json::Value) -> Result<()> {
+    let r = Redactor::process();
     match output {
-        Output::Text => print!("{text}"),
-        Output::Json => println!("{}", serde_json::to_string_pretty(json)?),
+        Output::Text => print!("{}", r.scrub(text)),
+        Output::Json => {
+            let mut json = json.clone();
+            r.scrub_json(&mut json);
+            println!("{}", serde_json::to_string_pretty(&json)?)
+        }
     }
     Ok(())
 }

@@ -422,3 +422,123 @@ unsafe extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
 }
+
+/// A value with every character escapes and encodings treat specially.
+const CANARY: &str = "tok \"q\\x\" <&> é'%+/=?~ 9f2c-canary";
+
+/// The forms of `v` a tool may print (computed here independently of the redactor): as is,
+/// JSON-escaped (once, twice, Python's ASCII and Go's HTML-safe style), YAML double- and
+/// single-quoted, percent-encoded (`%20` and `+`, either case), base64 (standard and URL-safe,
+/// padded or not) and the characters of its base64 that any longer base64 text holding it at
+/// each byte alignment contains.
+fn encodings(v: &str) -> Vec<String> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    let json = |s: &str| serde_json::to_string(s).unwrap().trim_matches('"').to_string();
+    let mut python = String::new();
+    let mut yaml = String::new();
+    for c in v.chars() {
+        if c.is_ascii() {
+            python.push_str(&json(&c.to_string()));
+        } else {
+            let mut b = [0u16; 2];
+            c.encode_utf16(&mut b).iter().for_each(|u| python.push_str(&format!("\\u{u:04x}")));
+        }
+        match c {
+            '"' => yaml.push_str("\\\""),
+            '\\' => yaml.push_str("\\\\"),
+            c if (c as u32) > 0x7e && (c as u32) < 0x100 => yaml.push_str(&format!("\\x{:02X}", c as u32)),
+            c if (c as u32) > 0x7e => yaml.push_str(&format!("\\u{:04X}", c as u32)),
+            c => yaml.push(c),
+        }
+    }
+    let go = json(v).replace('<', "\\u003c").replace('>', "\\u003e").replace('&', "\\u0026");
+    let percent = |plus: bool, lower: bool| -> String {
+        v.bytes()
+            .map(|b| match b {
+                b' ' if plus => "+".to_string(),
+                b if b.is_ascii_alphanumeric() || b"-._~".contains(&b) => (b as char).to_string(),
+                b if lower => format!("%{b:02x}"),
+                b => format!("%{b:02X}"),
+            })
+            .collect()
+    };
+    let mut out = vec![
+        v.to_string(),
+        json(v),
+        json(&json(v)),
+        python,
+        go,
+        yaml,
+        v.replace('\'', "''"),
+        percent(false, false),
+        percent(true, false),
+        percent(false, true),
+        STANDARD.encode(v),
+        URL_SAFE.encode(v),
+    ];
+    for r in 0..3 {
+        let mut buf = vec![b'#'; r];
+        buf.extend_from_slice(v.as_bytes());
+        let (start, end) = ((8 * r).div_ceil(6), (8 * (r + v.len())) / 6);
+        out.push(STANDARD_NO_PAD.encode(&buf)[start..end].to_string());
+        out.push(URL_SAFE_NO_PAD.encode(&buf)[start..end].to_string());
+    }
+    out
+}
+
+/// Every file under `dir` with its path.
+fn files(dir: &Path) -> Vec<(String, String)> {
+    let mut out = vec![];
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files(&p));
+        } else {
+            out.push((p.display().to_string(), String::from_utf8_lossy(&std::fs::read(&p).unwrap()).into_owned()));
+        }
+    }
+    out
+}
+
+#[test]
+fn a_tool_echoing_the_secret_it_was_sent_reveals_no_form_of_it() {
+    let mut env = sandbox();
+    env.set("CLU_TOKEN", CANARY);
+    env.set("RAYDEPLOY_FAKE_ECHO_SECRETS", "1");
+    let plain = deploy(&env, &[]);
+    assert_eq!(plain.status.code(), Some(1), "{}", text(&plain));
+    assert!(text(&plain).contains("error when applying patch"), "the tool's error is shown: {}", text(&plain));
+    let json = deploy(&env, &["--output", "json"]);
+    assert_eq!(json.status.code(), Some(1), "{}", text(&json));
+    let status = env.raydeploy().args(["status", "--output", "json"]).output().unwrap();
+    let status_text = env.raydeploy().arg("status").output().unwrap();
+
+    // What the fake printed that holds a secret, and every encoding of each secret.
+    let echoed: Vec<String> = serde_json::from_str(
+        &std::fs::read_to_string(env.tmp.path().join("fake-state/secret-echo.json")).expect("the fake echoed"),
+    )
+    .unwrap();
+    assert!(echoed.len() > 20, "{echoed:?}");
+    let mut forms = echoed;
+    for v in [CANARY, FILE_SECRET, KV_SECRET] {
+        forms.extend(encodings(v));
+    }
+
+    let state = env.state_dir("clu");
+    let log = std::fs::read_to_string(state.join("logs/secrets.log")).expect("secrets.log");
+    assert!(log.contains("error when applying patch") && log.contains("***"), "{log}");
+    assert!(env.state("clu")["phases"]["secrets"]["error"].as_str().unwrap().contains("***"));
+    let mut outputs = vec![
+        ("deploy".to_string(), text(&plain)),
+        ("deploy --output json".to_string(), text(&json)),
+        ("status --output json".to_string(), text(&status)),
+        ("status".to_string(), text(&status_text)),
+    ];
+    outputs.extend(files(&state));
+    for (name, t) in &outputs {
+        for f in &forms {
+            assert!(!t.contains(f.as_str()), "{name} holds {f:?}:\n{t}");
+        }
+    }
+}

@@ -16,7 +16,7 @@ use crate::plan::{self, Graph};
 use crate::render::Rendered;
 use crate::run::exec::{self, Env, Outcome, Phases, Report};
 use crate::run::lock::Lock;
-use crate::run::progress::{Reporter, Style};
+use crate::run::progress::{Reporter, Scrubbing, Style};
 use crate::run::redact::Redactor;
 use crate::run::state::Store;
 use crate::run::{deployment_dir, signals};
@@ -44,12 +44,14 @@ pub struct Session {
 impl Session {
     pub fn new(d: Deployment, rendered: Rendered, style: Style) -> Self {
         let dir = deployment_dir(&d);
+        let redactor = Redactor::process();
+        register_local_secrets(&d, &redactor);
         Self {
             d,
             rendered,
             dir,
-            redactor: Redactor::new(),
-            reporter: Arc::from(style.reporter()),
+            reporter: Arc::new(Scrubbing::new(style.reporter(), redactor.clone())),
+            redactor,
             style,
             allow_destroy: false,
             saved_tfplan: None,
@@ -83,6 +85,33 @@ impl Session {
 
     pub fn json(&self) -> bool {
         self.style == Style::Json
+    }
+}
+
+/// Registers the secret values this machine holds (`fromEnv` variables that are set, `fromFile`
+/// files that can be read) before anything runs, so no command can show them, whether or not
+/// it resolves the secrets itself; Key Vault values are registered when they are read.
+fn register_local_secrets(d: &Deployment, redactor: &Redactor) {
+    use std::io::Read;
+    for s in &d.secrets {
+        for src in s.sources.values() {
+            match src {
+                crate::spec::SecretSource::FromEnv(var) => {
+                    if let Ok(v) = std::env::var(var) {
+                        redactor.add(&v);
+                    }
+                }
+                crate::spec::SecretSource::FromFile(path) => {
+                    let mut text = String::new();
+                    let read =
+                        std::fs::File::open(d.dir.join(path)).and_then(|f| f.take(1 << 20).read_to_string(&mut text));
+                    if read.is_ok() {
+                        redactor.add(&text);
+                    }
+                }
+                crate::spec::SecretSource::FromKeyVault(_) => {}
+            }
+        }
     }
 }
 
@@ -239,10 +268,9 @@ fn check_plan(s: &Session, path: &std::path::Path) -> Result<Option<PathBuf>> {
 /// Prints the summary of a run and picks the exit code.
 pub fn finish(s: &Session, report: &Report, store: &Store) -> Result<u8> {
     if s.json() {
-        println!(
-            "{}",
-            serde_json::json!({"event": "summary", "ok": report.ok(), "seconds": report.seconds, "phases": report.phases})
-        );
+        let mut summary = serde_json::json!({"event": "summary", "ok": report.ok(), "seconds": report.seconds, "phases": report.phases});
+        s.redactor.scrub_json(&mut summary);
+        println!("{summary}");
     } else {
         let list = |o| report.with(o).join(", ");
         let mut parts = vec![];
@@ -263,6 +291,7 @@ pub fn finish(s: &Session, report: &Report, store: &Store) -> Result<u8> {
         return Ok(EXIT_INTERRUPTED);
     }
     if let Some((phase, e)) = report.first_error() {
+        let e = s.redactor.scrub(e);
         eprintln!(
             "error: phase {phase} failed: {e}\nlog: {}\nrun deploy again to resume: completed phases are not repeated",
             s.dir.join("logs").join(format!("{phase}.log")).display()

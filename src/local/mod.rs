@@ -645,7 +645,7 @@ impl TargetOps for Local<'_> {
         let runner = self.job_runner(name)?;
         let info = jobs::submit(&runner, &self.ctx(), &api, job, follow)?;
         if !follow {
-            print!("{}", api.logs(&info.submission_id)?);
+            print!("{}", s.redactor.scrub(&api.logs(&info.submission_id)?));
         }
         let code = jobs::exit_code(&info);
         if s.json() {
@@ -662,10 +662,10 @@ impl TargetOps for Local<'_> {
         Ok(code)
     }
 
-    fn job_logs(&self, _s: &Session, name: &str) -> Result<u8> {
+    fn job_logs(&self, s: &Session, name: &str) -> Result<u8> {
         let (_, api) = self.running()?;
         let info = jobs::latest(&api, name)?;
-        print!("{}", api.logs(&info.submission_id)?);
+        print!("{}", s.redactor.scrub(&api.logs(&info.submission_id)?));
         eprintln!("job {name} ({}): {}", info.submission_id, info.status);
         Ok(if info.finished() { jobs::exit_code(&info) } else { 0 })
     }

@@ -41,7 +41,9 @@ pub fn write(path: &Path, plan: &Plan) -> Result<()> {
     if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    crate::run::state::write_atomic(path, serde_json::to_string_pretty(&f)?.as_bytes())
+    let mut value = serde_json::to_value(&f)?;
+    crate::run::redact::Redactor::process().scrub_json(&mut value);
+    crate::run::state::write_atomic(path, serde_json::to_string_pretty(&value)?.as_bytes())
         .with_context(|| format!("writing {}", path.display()))
 }
 

@@ -4,13 +4,14 @@
 //! The rendered file builds the CPU image as is and the GPU image with
 //! `--build-arg BASE_TAG=<image.base_tag_gpu>`; its build context is the spec's folder.
 use super::RenderError;
+use super::templates::Engine;
 use crate::model::Deployment;
 
 /// Name of the embedded (or overridden) template.
 pub const TEMPLATE: &str = "Dockerfile.tera";
 
 /// The Dockerfile text: the user's file unchanged, or the rendered template ending in a newline.
-pub fn render(d: &Deployment, tera: &tera::Tera) -> Result<String, RenderError> {
+pub fn render(d: &Deployment, tera: &Engine) -> Result<String, RenderError> {
     if let Some(path) = &d.image.dockerfile {
         // Read (through the spec path rules) when the model was built, never again here.
         return d.image.dockerfile_text.clone().ok_or_else(|| RenderError::Read {
@@ -19,16 +20,13 @@ pub fn render(d: &Deployment, tera: &tera::Tera) -> Result<String, RenderError> 
         });
     }
     check_single_line(d)?;
-    let ctx = tera::Context::from_serialize(d).map_err(template_error)?;
-    let mut text = tera.render(TEMPLATE, &ctx).map_err(template_error)?;
+    let ctx = tera::Context::from_serialize(d)
+        .map_err(|e| RenderError::Serialize { what: "the deployment".into(), message: e.to_string() })?;
+    let mut text = tera.render(TEMPLATE, &ctx)?;
     if !text.ends_with('\n') {
         text.push('\n');
     }
     Ok(text)
-}
-
-fn template_error(source: tera::Error) -> RenderError {
-    RenderError::Template { name: TEMPLATE.into(), source }
 }
 
 /// Shell quoting makes any package string safe inside a `RUN` line except a line break, which

@@ -5,6 +5,7 @@ pub mod dockerfile;
 pub mod helm;
 pub mod manifests;
 pub mod output;
+pub mod sandbox;
 pub mod templates;
 pub mod terraform;
 pub mod yaml;
@@ -23,12 +24,9 @@ pub struct Rendered {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
-    #[error("template {name}: {source}")]
-    Template {
-        name: String,
-        #[source]
-        source: tera::Error,
-    },
+    /// Problems in templates, each located in its template file.
+    #[error("{}", .0.short())]
+    Templates(Box<crate::spec::Report>),
     #[error("cannot serialize {what}: {message}")]
     Serialize { what: String, message: String },
     #[error("cannot read {path}: {source}")]
@@ -39,9 +37,19 @@ pub enum RenderError {
     },
 }
 
-/// Renders every artifact of the deployment's target.
+/// Renders every artifact of the deployment's target. Templates are parsed and rendered on a
+/// thread with a stack ample for the bounds the sandbox sets.
 pub fn render(d: &Deployment) -> Result<Rendered, RenderError> {
-    let tera = templates::engine(&d.dir).map_err(|e| RenderError::Template { name: "templates/".into(), source: e })?;
+    sandbox::with_stack(|| render_here(d)).unwrap_or_else(|panic| {
+        Err(RenderError::Serialize {
+            what: "the templates".into(),
+            message: format!("the template engine failed: {panic}"),
+        })
+    })
+}
+
+fn render_here(d: &Deployment) -> Result<Rendered, RenderError> {
+    let tera = templates::Engine::new(&d.dir)?;
     let mut r = Rendered::default();
     if d.target == Target::Aks {
         r.files.extend(terraform::render(d, &tera)?);

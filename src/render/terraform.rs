@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use super::RenderError;
-use super::templates::hcl_quote;
+use super::templates::{Engine, hcl_quote};
 use crate::model::{AzureModel, Deployment, NodePool, SPOT_TAINT_KEY};
 
 /// Label AKS puts on Spot nodes; stated in the configuration so plans show no drift.
@@ -42,7 +42,7 @@ struct View<'a> {
 
 /// Renders `terraform/{providers,backend,main,outputs}.tf`; `backend.tf` only with remote state.
 /// Returns nothing when the deployment has no Azure section.
-pub fn render(d: &Deployment, tera: &tera::Tera) -> Result<Vec<(String, String)>, RenderError> {
+pub fn render(d: &Deployment, tera: &Engine) -> Result<Vec<(String, String)>, RenderError> {
     let Some(azure) = &d.azure else { return Ok(vec![]) };
     let view = View { name: &d.name, azure, tags: entries(&azure.tags), pools: pools(azure) };
     let ctx = tera::Context::from_serialize(&view)
@@ -53,7 +53,7 @@ pub fn render(d: &Deployment, tera: &tera::Tera) -> Result<Vec<(String, String)>
             continue;
         }
         let name = format!("terraform/{file}.tf.tera");
-        let text = tera.render(&name, &ctx).map_err(|e| RenderError::Template { name: name.clone(), source: e })?;
+        let text = tera.render(&name, &ctx)?;
         files.push((format!("terraform/{file}.tf"), text));
     }
     Ok(files)

@@ -1,6 +1,7 @@
 //! Progress reporting per phase: a spinner with elapsed time on a TTY (indicatif), plain prefixed
 //! lines otherwise, or one JSON object per line with `--output json`. Every text that reaches a
-//! reporter has already been scrubbed of secrets.
+//! reporter has already been scrubbed of secrets, and a run's reporter ([`Scrubbing`]) scrubs
+//! every event once more before it is shown.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -154,6 +155,34 @@ impl Reporter for Spinners {
                 let _ = self.multi.println(format!("  {phase:>12} | {line}"));
             }
         }
+    }
+}
+
+/// Scrubs every text of every event, then passes it on.
+pub struct Scrubbing {
+    inner: Box<dyn Reporter>,
+    redactor: super::redact::Redactor,
+}
+
+impl Scrubbing {
+    pub fn new(inner: Box<dyn Reporter>, redactor: super::redact::Redactor) -> Self {
+        Self { inner, redactor }
+    }
+}
+
+impl Reporter for Scrubbing {
+    fn event(&self, e: Event) {
+        let r = &self.redactor;
+        let e = match e {
+            Event::Start { phase } => Event::Start { phase },
+            Event::Skip { phase, reason } => Event::Skip { phase, reason: r.scrub(&reason) },
+            Event::Done { phase, seconds } => Event::Done { phase, seconds },
+            Event::Fail { phase, error } => Event::Fail { phase, error: r.scrub(&error) },
+            Event::Command { phase, command } => Event::Command { phase, command: r.scrub(&command) },
+            Event::Line { phase, stream, line } => Event::Line { phase, stream, line: r.scrub(&line) },
+            Event::Info { phase, message } => Event::Info { phase, message: r.scrub(&message) },
+        };
+        self.inner.event(e);
     }
 }
 

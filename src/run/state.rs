@@ -125,9 +125,11 @@ impl Store {
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir).map_err(err)?;
         }
-        let text = serde_json::to_string_pretty(s).expect("state serializes");
-        // Outputs come from tool output: a secret must never reach the file.
-        let text = self.redactor.scrub(&text);
+        // Outputs and errors come from tool output: no form of a secret may reach the file. Each
+        // string is scrubbed (not the JSON text, where a value appears escaped).
+        let mut value = serde_json::to_value(s).expect("state serializes");
+        self.redactor.scrub_json(&mut value);
+        let text = serde_json::to_string_pretty(&value).expect("state serializes");
         write_atomic(&self.path, text.as_bytes()).map_err(err)
     }
 

@@ -60,7 +60,8 @@ pub fn get(k: &Kube, r: &Runner, what: &[&str], ns: Option<&str>) -> Result<Opti
         c = c.args(["-n", ns]);
     }
     let c = c.args(["-o", "json", "--ignore-not-found"]).timeout(READ_TIMEOUT).idempotent(READ_ATTEMPTS).quiet();
-    // A Secret read returns its data (base64, which the redactor cannot recognise): never logged.
+    // A Secret read returns its data, possibly values raydeploy never registered (keys it no
+    // longer manages): never logged.
     let c =
         if what.first().is_some_and(|w| w.to_ascii_lowercase().starts_with("secret")) { c.secret_output() } else { c };
     match r.run(&c) {
