@@ -408,3 +408,68 @@ fn no_worker_groups_disables_the_worker() {
     assert_eq!(v["head"]["rayStartParams"]["num-cpus"], "1");
     assert_eq!(Paths::load("ray-cluster").uncovered(&v), Vec::<String>::new());
 }
+
+/// Kubernetes' matching of a toleration list against one `key=value:Effect` taint.
+fn tolerated(tolerations: &Value, taint: &str) -> bool {
+    let (kv, effect) = taint.rsplit_once(':').unwrap();
+    let (key, value) = kv.split_once('=').unwrap_or((kv, ""));
+    tolerations.as_array().into_iter().flatten().any(|t| {
+        t["key"] == key
+            && t["effect"].as_str().is_none_or(|e| e == effect)
+            && (t["operator"] == "Exists" || t["value"].as_str().unwrap_or("") == value)
+    })
+}
+
+/// The required node affinity (terms ORed, `In` expressions ANDed) against a node's labels.
+fn affinity_selects(affinity: &Value, labels: &std::collections::BTreeMap<String, String>) -> bool {
+    let terms = affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+        .as_array()
+        .expect("required node affinity terms");
+    terms.iter().any(|t| {
+        t["matchExpressions"].as_array().unwrap().iter().all(|e| {
+            assert_eq!(e["operator"], "In", "{e}");
+            labels
+                .get(e["key"].as_str().unwrap())
+                .is_some_and(|v| e["values"].as_array().unwrap().contains(&v.as_str().into()))
+        })
+    })
+}
+
+/// On AKS the device plugin must land on every GPU pool raydeploy's Terraform creates (their
+/// taints tolerated, their labels selected) and on no CPU pool; it is rendered exactly when a
+/// group has GPUs.
+#[test]
+fn device_plugin_values_fit_the_gpu_pools() {
+    let mut gpu_pools = 0;
+    for (spec, env) in shipped::specs(&["aks", "kubernetes"]) {
+        let what = label(&spec, env);
+        let vars = |k: &str| (k == "AZURE_SUBSCRIPTION_ID").then(|| shipped::SUBSCRIPTION.to_string());
+        let loaded = raydeploy::spec::load(&spec, env, &vars).unwrap_or_else(|r| panic!("{what}: {}", r.short()));
+        let d = raydeploy::model::build(&loaded, None).unwrap_or_else(|p| panic!("{what}: {p:?}"));
+        let out = render(&spec, env);
+        let file = out.path().join("helm/nvidia-device-plugin.values.yaml");
+        let gpus = d.cluster.groups().any(|g| g.gpus > 0);
+        assert_eq!(file.is_file(), gpus, "{what}: device plugin values iff a group has GPUs");
+        if !gpus {
+            continue;
+        }
+        let v = yaml(&std::fs::read_to_string(&file).unwrap());
+        assert_eq!(v["image"]["repository"], "nvcr.io/nvidia/k8s-device-plugin", "{what}");
+        assert_eq!(v["image"]["tag"], "v0.20.0", "{what}: pinned");
+        assert!(tolerated(&v["tolerations"], "kubernetes.azure.com/scalesetpriority=spot:NoSchedule"), "{what}: Spot");
+        let Some(a) = &d.azure else { continue };
+        for pool in &a.ray_pools {
+            let group = d.cluster.groups().find(|g| Some(&g.name) == pool.group.as_ref()).unwrap();
+            let selected = affinity_selects(&v["affinity"], &pool.labels);
+            assert_eq!(selected, group.gpus > 0, "{what}: pool {} selected iff it is a GPU pool", pool.name);
+            if group.gpus > 0 {
+                gpu_pools += 1;
+                for t in &pool.taints {
+                    assert!(tolerated(&v["tolerations"], t), "{what}: pool {} taint {t} not tolerated", pool.name);
+                }
+            }
+        }
+        assert!(!affinity_selects(&v["affinity"], &a.system_pool.labels), "{what}: not on the system pool");
+    }
+    assert!(gpu_pools > 0, "some example has a GPU pool");
+}

@@ -142,11 +142,11 @@ pub fn preview(k: &Kube, p: &Phase) -> Vec<String> {
 
 const MOUNTS: &str = "manifests/mounts.yaml";
 
-fn rendered_text<'a>(k: &'a Kube, path: &str) -> Result<&'a str> {
+pub(super) fn rendered_text<'a>(k: &'a Kube, path: &str) -> Result<&'a str> {
     k.s.rendered.files.get(path).map(String::as_str).with_context(|| format!("{path} was not rendered"))
 }
 
-fn rendered_values(k: &Kube, path: &str) -> Result<Value> {
+pub(super) fn rendered_values(k: &Kube, path: &str) -> Result<Value> {
     let v: Value =
         serde_saphyr::from_str(rendered_text(k, path)?).with_context(|| format!("reading the rendered {path}"))?;
     Ok(if v.is_null() { Value::Object(Default::default()) } else { v })
@@ -154,7 +154,7 @@ fn rendered_values(k: &Kube, path: &str) -> Result<Value> {
 
 /// Writes one file of the rendered tree (or a file beside it) for a tool to read; unchanged
 /// files are not rewritten.
-fn write_for_tool(k: &Kube, rel: &str, text: &str) -> Result<PathBuf> {
+pub(super) fn write_for_tool(k: &Kube, rel: &str, text: &str) -> Result<PathBuf> {
     let path = k.s.rendered_dir().join(rel);
     if std::fs::read_to_string(&path).ok().as_deref() == Some(text) {
         return Ok(path);
@@ -586,7 +586,8 @@ fn not_ready(k: &Kube, r: &Runner, snap: &Snapshot, timeout: Duration) -> String
 // destroy
 
 /// Removes what the deployment put on the cluster, in reverse order: jobs, the RayCluster
-/// release, secrets, mounts, the operator release. What is already gone counts as removed. The
+/// release, secrets, mounts, the NVIDIA device plugin release (unless other pods use GPUs), the
+/// operator release. What is already gone counts as removed. The
 /// KubeRay CRDs and the namespaces stay (other deployments may use them; deleting a CRD deletes
 /// every object of its kind in the cluster).
 pub fn destroy(k: &Kube, o: &DestroyOptions) -> Result<()> {
@@ -604,8 +605,16 @@ pub fn destroy(k: &Kube, o: &DestroyOptions) -> Result<()> {
     }
     approve(
         &format!(
-            "Remove `{}` from the Kubernetes cluster (jobs, RayCluster {}/{}, secrets, mounts, operator {}/{})",
-            d.name, d.cluster.namespace, d.cluster.name, d.operator.namespace, d.operator.release
+            "Remove `{}` from the Kubernetes cluster (jobs, RayCluster {}/{}, secrets, mounts, {}operator {}/{})",
+            d.name,
+            d.cluster.namespace,
+            d.cluster.name,
+            d.device_plugin
+                .as_ref()
+                .map(|p| format!("NVIDIA device plugin {}/{}, ", p.namespace, p.release))
+                .unwrap_or_default(),
+            d.operator.namespace,
+            d.operator.release
         ),
         o.auto_approve,
     )?;
@@ -626,6 +635,8 @@ pub fn destroy(k: &Kube, o: &DestroyOptions) -> Result<()> {
     store.forget(&["secrets"])?;
     mounts_destroy(k, &r)?;
     store.forget(&["mounts"])?;
+    super::device_plugin::destroy(k, &r)?;
+    store.forget(&[super::device_plugin::PHASE])?;
     operator_destroy(k, &r)?;
     store.forget(&["operator", "crds"])?;
     r.info("removed from the cluster (the KubeRay CRDs and namespaces stay)");
@@ -726,6 +737,8 @@ fn live_status(k: &Kube, r: &Runner) -> Result<(String, Value)> {
     };
     text.push_str(&format!("  operator release {}/{}: {}\n", o.namespace, o.release, rel_text(&op)));
     text.push_str(&format!("  ray-cluster release {}/{}: {}\n", c.namespace, c.name, rel_text(&rc_rel)));
+    let (plugin_text, plugin) = super::device_plugin::status(k, r)?;
+    text.push_str(&plugin_text);
     let snap = Snapshot::read(k, r)?;
     let state = snap.state.clone().filter(|s| !s.is_empty());
     text.push_str(&format!(
@@ -769,6 +782,7 @@ fn live_status(k: &Kube, r: &Runner) -> Result<(String, Value)> {
     let json = serde_json::json!({
         "reachable": true,
         "releases": {"operator": op, "cluster": rc_rel},
+        "device_plugin": plugin,
         "raycluster": {"name": c.name, "namespace": c.namespace, "exists": snap.exists, "state": state, "reason": snap.reason},
         "groups": groups_json,
         "dashboard": {"service": c.head_service, "port": DASHBOARD_PORT, "port_forward": forward},
