@@ -14,8 +14,8 @@
 //!
 //! The ray-cluster release pins the images pushed by `image-push`: a second values file
 //! (`helm/ray-cluster.images.yaml` beside the rendered values, built from [`ImageValues`]) sets
-//! every group's `image.repository` and `image.tag` (`tag@sha256:…`), and both files are passed
-//! to Helm.
+//! every group's `image.repository`, `image.tag` (`tag@sha256:…`) and `image.pullPolicy`, and
+//! both files are passed to Helm.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -30,7 +30,7 @@ use super::{Kube, jobs, secrets, unknown};
 use crate::deploy::{DestroyOptions, approve};
 use crate::model::{GROUP_LABEL, ImageRef, RayGroup};
 use crate::plan::Phase;
-use crate::render::helm::k8s::Image;
+use crate::render::helm::k8s::{Image, RAY_PULL_POLICY};
 use crate::render::helm::{OPERATOR_VALUES, RAY_CLUSTER_VALUES};
 use crate::run::exec::{Cx, Outputs};
 use crate::run::proc::{Cmd, CmdError, Runner, sleep_unless_interrupted};
@@ -335,7 +335,9 @@ impl ImageValues {
                 pins.cpu.as_str()
             };
             let (repository, tag) = split_pinned(reference)?;
-            Ok(Image { repository, tag, pull_policy: None })
+            // The chart takes a group's pull policy from the group's own image (here the head's
+            // too): without it that container's imagePullPolicy renders as null.
+            Ok(Image { repository, tag, pull_policy: Some(RAY_PULL_POLICY) })
         };
         let group = |g: &RayGroup| -> Result<GroupImage> { Ok(GroupImage { image: pin(&g.image)? }) };
         let c = &d.cluster;
