@@ -125,9 +125,15 @@ fn the_device_plugin_is_installed_before_the_cluster_and_gpu_pods_get_their_gpu(
     let layer = plan["layers"].as_array().unwrap().iter().find(|l| l["layer"] == "device-plugin").expect("layer");
     assert_eq!(layer["status"], "create", "{layer}");
     assert!(layer["diff"].as_str().unwrap().contains("nvidia.com/gpu"), "{layer}");
+    let (code, plan) = run_json(&env, &["plan", "--offline", "--output", "json"]);
+    assert_eq!(code, 2, "{plan}");
+    let layer = plan["layers"].as_array().unwrap().iter().find(|l| l["layer"] == "device-plugin").expect("layer");
+    assert_eq!(layer["status"], "create", "{layer}");
+    assert!(layer["diff"].as_str().unwrap().contains("+++ b/helm/nvidia-device-plugin.values.yaml"), "{layer}");
     let (code, out) = run(&env, &["deploy", "--dry-run"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("helm upgrade --install nvidia-device-plugin nvidia-device-plugin"), "{out}");
+    assert!(out.contains("kubectl get daemonsets -A -o json"), "{out}");
 
     deployed(&env);
     let calls = env.calls();

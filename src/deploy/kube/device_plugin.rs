@@ -68,11 +68,13 @@ pub fn apply(k: &Kube, p: &Phase, cx: &Cx) -> Result<Outputs> {
 pub fn preview(k: &Kube, p: &Phase) -> Vec<String> {
     let Some(m) = k.s.d.device_plugin.as_ref().filter(|_| p.id == PHASE) else { return vec![] };
     let path = k.s.rendered_dir().join(DEVICE_PLUGIN_VALUES);
+    let read = |what: &str| k.kubectl().args(["get", what, "-A", "-o", "json", "--ignore-not-found"]).display();
     vec![
         format!(
-            "{}  # first: is a device plugin DaemonSet running, or does a node advertise {GPU_TAINT_KEY}?",
-            k.kubectl().args(["get", "daemonsets,nodes", "-A", "-o", "json"]).display()
+            "{}  # first: does a device plugin DaemonSet run already (NVIDIA's image or name)?",
+            read("daemonsets")
         ),
+        format!("{}  # or does a node advertise {GPU_TAINT_KEY} already?", read("nodes")),
         format!("{}  # unless one runs already", install_cmd(k, m, &path).display()),
     ]
 }
