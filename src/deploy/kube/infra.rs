@@ -756,7 +756,7 @@ pub fn status(k: &Kube) -> Result<(String, serde_json::Value)> {
         let rec = state.phases.get(id);
         let status = rec.map(|r| status_word(r.status)).unwrap_or("not run");
         let when = rec.and_then(|r| r.finished_at.or(Some(r.started_at))).unwrap_or(0);
-        text.push_str(&format!("  {id:<13} {status}"));
+        text.push_str(&format!("  {id:<12} {status}"));
         if let Some(e) = rec.and_then(|r| r.error.as_deref()) {
             text.push_str(&format!(": {}", e.lines().next().unwrap_or("")));
         }
