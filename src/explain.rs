@@ -95,6 +95,29 @@ pub fn explain(d: &Deployment) -> String {
     let _ = writeln!(o, "\nKubernetes");
     let _ =
         writeln!(o, "  operator        kuberay-operator {} in namespace {}", d.operator.version, d.operator.namespace);
+    if let Some(p) = &d.device_plugin {
+        let nodes: Vec<String> = p.node_labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let tolerates: Vec<String> = p
+            .tolerations
+            .iter()
+            .map(|t| format!("{}{}:{}", t.key, t.value.as_ref().map(|v| format!("={v}")).unwrap_or_default(), t.effect))
+            .collect();
+        let _ = writeln!(
+            o,
+            "  device plugin   {} {} in namespace {}, unless the cluster already runs one\n                  \
+             on nodes labelled {}; tolerates {}",
+            p.chart,
+            p.version,
+            p.namespace,
+            nodes.join(" or "),
+            tolerates.join(", ")
+        );
+    } else if d.target != crate::spec::Target::Local && d.cluster.groups().any(|g| g.is_gpu()) {
+        let _ = writeln!(
+            o,
+            "  device plugin   off (gpu.devicePlugin: false): something else must advertise nvidia.com/gpu"
+        );
+    }
     let _ = writeln!(
         o,
         "  RayCluster      {} in namespace {} (head service {})",

@@ -1,13 +1,14 @@
 //! Rendered Kubernetes objects against the KubeRay v1.7.0 CRDs: every RayJob manifest and the
-//! RayCluster the ray-cluster chart builds from the rendered values validate against the `v1`
+//! RayCluster the real ray-cluster chart builds from the rendered values (`helm template` with
+//! every Helm of the test bed, tests/support/helm.rs) validate against the `v1`
 //! `openAPIV3Schema` (strict about unknown fields) and the CEL and operator rules that apply to
 //! what is rendered. Also: no secret value in any rendered file, and hostile strings survive the
 //! YAML round trip.
 
+#[path = "support/helm.rs"]
+mod helm;
 #[path = "support/kuberay_crd.rs"]
 mod kuberay_crd;
-#[path = "support/raycluster_chart.rs"]
-mod raycluster_chart;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -208,18 +209,17 @@ fn rayjobs_validate_against_the_rayjob_crd() {
     assert!(seen >= 3, "the examples define RayJobs; saw {seen}");
 }
 
-/// Release name of the cluster chart: the deployment's cluster name.
-fn chart_values(out: &Path) -> Value {
-    let text = std::fs::read_to_string(out.join("helm/ray-cluster.values.yaml"))
-        .expect("helm/ray-cluster.values.yaml rendered");
+/// The RayCluster the real ray-cluster chart renders from the rendered values and the image pins
+/// deploy adds (release: the deployment's cluster name), with Helm `h`.
+fn chart_raycluster(h: &helm::Helm, out: &Path, d: &raydeploy::model::Deployment) -> Value {
+    let values = out.join("helm/ray-cluster.values.yaml");
+    let text = std::fs::read_to_string(&values).expect("helm/ray-cluster.values.yaml rendered");
     assert!(!text.trim().is_empty(), "helm/ray-cluster.values.yaml is empty");
-    let defaults = yaml(&std::fs::read_to_string(kuberay_crd::shared("charts/ray-cluster/values.yaml")).unwrap());
-    raycluster_chart::merge(&defaults, &yaml(&text))
-}
-
-fn chart_version() -> String {
-    let chart = yaml(&std::fs::read_to_string(kuberay_crd::shared("charts/ray-cluster/Chart.yaml")).unwrap());
-    chart["version"].as_str().unwrap().to_string()
+    let pins = helm::deploy_pins(d, out);
+    let chart = helm::shared("kuberay/charts/ray-cluster");
+    let text = helm::template(h, &chart, &d.cluster.name, &d.cluster.namespace, &[&values, &pins])
+        .unwrap_or_else(|e| panic!("{e}"));
+    helm::object(&text, "RayCluster")
 }
 
 #[test]
@@ -233,91 +233,97 @@ fn rayclusters_from_the_chart_validate_against_the_raycluster_crd() {
             "new CEL rule at {at}: {rule}; add a check for it"
         );
     }
+    let helms = helm::helms();
     for (spec, env) in shipped::specs(&["aks", "kubernetes"]) {
         let what = label(&spec, env);
         let d = model(&spec, env);
         let out = render(&spec, env);
-        let values = chart_values(out.path());
-        let rc = raycluster_chart::raycluster(&values, &d.cluster.name, &chart_version());
-        validate(&schema, &rc).unwrap_or_else(|e| panic!("{what}: RayCluster not valid against the CRD:\n{e}\n{rc:#}"));
-        assert!(rc["spec"].get("managedBy").is_none(), "{what}: managedBy set");
+        for h in &helms {
+            let what = format!("{what} ({})", h.name);
+            let rc = chart_raycluster(h, out.path(), &d);
+            validate(&schema, &rc)
+                .unwrap_or_else(|e| panic!("{what}: RayCluster not valid against the CRD:\n{e}\n{rc:#}"));
+            assert!(rc["spec"].get("managedBy").is_none(), "{what}: managedBy set");
 
-        // The RayJobs select the cluster the chart creates.
-        assert_eq!(rc["metadata"]["name"], json!(d.cluster.name), "{what}: RayCluster name");
-        for (path, job) in job_manifests(out.path()) {
-            assert_eq!(
-                job["spec"]["clusterSelector"]["ray.io/cluster"],
-                rc["metadata"]["name"],
-                "{what} {}",
-                path.display()
-            );
-        }
-
-        // Groups, in chart order (additionalWorkerGroups by name, then worker).
-        let mut want: Vec<&str> = d.cluster.workers.iter().map(|g| g.name.as_str()).collect();
-        want.sort();
-        let mut got: Vec<&str> = rc["spec"]["workerGroupSpecs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|g| g["groupName"].as_str().unwrap())
-            .collect();
-        got.sort();
-        assert_eq!(got, want, "{what}: worker groups");
-        for g in rc["spec"]["workerGroupSpecs"].as_array().unwrap() {
-            let m = d.cluster.workers.iter().find(|w| g["groupName"] == json!(w.name)).unwrap();
-            assert_eq!(
-                (g["replicas"].as_u64(), g["minReplicas"].as_u64(), g["maxReplicas"].as_u64()),
-                (Some(m.replicas.into()), Some(m.min_replicas.into()), Some(m.max_replicas.into())),
-                "{what}: {} sizes",
-                m.name
-            );
-        }
-
-        let pods: Vec<&Value> = std::iter::once(&rc["spec"]["headGroupSpec"])
-            .chain(rc["spec"]["workerGroupSpecs"].as_array().unwrap())
-            .map(|g| &g["template"]["spec"])
-            .collect();
-        for pod in &pods {
-            let c = &pod["containers"][0];
-            // Cluster env reaches every Ray container.
-            for (k, v) in &d.cluster.env {
-                let env = c["env"].as_array().unwrap_or_else(|| panic!("{what}: no env in {c:#}"));
-                assert!(env.iter().any(|e| e["name"] == json!(k) && e["value"] == json!(v)), "{what}: env {k} missing");
-            }
-            // Secrets exposed as env are referenced, by name.
-            for s in &d.cluster.env_from_secrets {
-                assert!(
-                    c["envFrom"].as_array().into_iter().flatten().any(|e| e["secretRef"]["name"] == json!(s)),
-                    "{what}: envFrom {s} missing"
+            // The RayJobs select the cluster the chart creates.
+            assert_eq!(rc["metadata"]["name"], json!(d.cluster.name), "{what}: RayCluster name");
+            for (path, job) in job_manifests(out.path()) {
+                assert_eq!(
+                    job["spec"]["clusterSelector"]["ray.io/cluster"],
+                    rc["metadata"]["name"],
+                    "{what} {}",
+                    path.display()
                 );
             }
-            // Every mount points at a declared volume; Azure mounts use the rendered claims.
-            let volumes: Vec<&str> =
-                pod["volumes"].as_array().into_iter().flatten().map(|v| v["name"].as_str().unwrap()).collect();
-            for vm in c["volumeMounts"].as_array().into_iter().flatten() {
-                assert!(volumes.contains(&vm["name"].as_str().unwrap()), "{what}: volumeMount {vm} has no volume");
+
+            // Groups, in chart order (additionalWorkerGroups by name, then worker).
+            let mut want: Vec<&str> = d.cluster.workers.iter().map(|g| g.name.as_str()).collect();
+            want.sort();
+            let mut got: Vec<&str> = rc["spec"]["workerGroupSpecs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|g| g["groupName"].as_str().unwrap())
+                .collect();
+            got.sort();
+            assert_eq!(got, want, "{what}: worker groups");
+            for g in rc["spec"]["workerGroupSpecs"].as_array().unwrap() {
+                let m = d.cluster.workers.iter().find(|w| g["groupName"] == json!(w.name)).unwrap();
+                assert_eq!(
+                    (g["replicas"].as_u64(), g["minReplicas"].as_u64(), g["maxReplicas"].as_u64()),
+                    (Some(m.replicas.into()), Some(m.min_replicas.into()), Some(m.max_replicas.into())),
+                    "{what}: {} sizes",
+                    m.name
+                );
             }
-            for m in &d.cluster.mounts {
-                let claim = pod["volumes"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .find_map(|v| v["persistentVolumeClaim"]["claimName"].as_str().filter(|c| *c == m.claim_name));
-                assert!(claim.is_some(), "{what}: mount {} has no volume with claim {}", m.name, m.claim_name);
+
+            let pods: Vec<&Value> = std::iter::once(&rc["spec"]["headGroupSpec"])
+                .chain(rc["spec"]["workerGroupSpecs"].as_array().unwrap())
+                .map(|g| &g["template"]["spec"])
+                .collect();
+            for pod in &pods {
+                let c = &pod["containers"][0];
+                // Cluster env reaches every Ray container.
+                for (k, v) in &d.cluster.env {
+                    let env = c["env"].as_array().unwrap_or_else(|| panic!("{what}: no env in {c:#}"));
+                    assert!(
+                        env.iter().any(|e| e["name"] == json!(k) && e["value"] == json!(v)),
+                        "{what}: env {k} missing"
+                    );
+                }
+                // Secrets exposed as env are referenced, by name.
+                for s in &d.cluster.env_from_secrets {
+                    assert!(
+                        c["envFrom"].as_array().into_iter().flatten().any(|e| e["secretRef"]["name"] == json!(s)),
+                        "{what}: envFrom {s} missing"
+                    );
+                }
+                // Every mount points at a declared volume; Azure mounts use the rendered claims.
+                let volumes: Vec<&str> =
+                    pod["volumes"].as_array().into_iter().flatten().map(|v| v["name"].as_str().unwrap()).collect();
+                for vm in c["volumeMounts"].as_array().into_iter().flatten() {
+                    assert!(volumes.contains(&vm["name"].as_str().unwrap()), "{what}: volumeMount {vm} has no volume");
+                }
+                for m in &d.cluster.mounts {
+                    let claim =
+                        pod["volumes"].as_array().into_iter().flatten().find_map(|v| {
+                            v["persistentVolumeClaim"]["claimName"].as_str().filter(|c| *c == m.claim_name)
+                        });
+                    assert!(claim.is_some(), "{what}: mount {} has no volume with claim {}", m.name, m.claim_name);
+                }
             }
-        }
-        let claims: Vec<String> = std::fs::read_to_string(out.path().join("manifests/mounts.yaml"))
-            .map(|t| {
-                yaml_stream(&t)
-                    .into_iter()
-                    .filter(|o| o["kind"] == "PersistentVolumeClaim")
-                    .map(|o| o["metadata"]["name"].as_str().unwrap().to_string())
-                    .collect()
-            })
-            .unwrap_or_default();
-        for m in d.cluster.mounts.iter().filter(|m| m.volume_name.is_some()) {
-            assert!(claims.contains(&m.claim_name), "{what}: claim {} not in manifests/mounts.yaml", m.claim_name);
+            let claims: Vec<String> = std::fs::read_to_string(out.path().join("manifests/mounts.yaml"))
+                .map(|t| {
+                    yaml_stream(&t)
+                        .into_iter()
+                        .filter(|o| o["kind"] == "PersistentVolumeClaim")
+                        .map(|o| o["metadata"]["name"].as_str().unwrap().to_string())
+                        .collect()
+                })
+                .unwrap_or_default();
+            for m in d.cluster.mounts.iter().filter(|m| m.volume_name.is_some()) {
+                assert!(claims.contains(&m.claim_name), "{what}: claim {} not in manifests/mounts.yaml", m.claim_name);
+            }
         }
     }
 }
@@ -656,8 +662,10 @@ fn validation_rejects_what_the_api_server_would() {
     assert!(check_rayjob_rules(&ds).is_err(), "half a legacy deletionStrategy accepted");
 
     let clusters = v1_schema(&crd("ray.io_rayclusters.yaml"));
-    let defaults = yaml(&std::fs::read_to_string(kuberay_crd::shared("charts/ray-cluster/values.yaml")).unwrap());
-    let rc = raycluster_chart::raycluster(&defaults, "demo", &chart_version());
+    let h = &helm::helms()[0];
+    let text = helm::template(h, &helm::shared("kuberay/charts/ray-cluster"), "demo", "demo", &[])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let rc = helm::object(&text, "RayCluster");
     validate(&clusters, &rc).unwrap_or_else(|e| panic!("chart defaults:\n{e}"));
     let mut bad = rc.clone();
     bad["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0].as_object_mut().unwrap().remove("name");

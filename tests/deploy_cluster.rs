@@ -61,26 +61,9 @@ jobs:
     entrypoint: python fail.py
 "#;
 
-/// A docker that builds and pushes by name only: local images and registry tags are marker
-/// files in the fakes' state folder; a push prints a fixed digest.
-const DOCKER: &str = r#"S="$RAYDEPLOY_FAKE_STATE/docker"; mkdir -p "$S"
-k() { printf '%s' "$1" | tr '/:@' '___'; }
-last() { for a in "$@"; do l="$a"; done; printf '%s' "$l"; }
-D=sha256:1111111111111111111111111111111111111111111111111111111111111111
-case "$1" in
-  version) echo 27.5.1 ;;
-  buildx) echo "docker: 'buildx' is not a docker command." >&2; exit 1 ;;
-  build) while [ $# -gt 0 ]; do [ "$1" = -t ] && touch "$S/local_$(k "$2")"; shift; done ;;
-  image) r=$(last "$@"); [ -f "$S/local_$(k "$r")" ] && echo sha256:abc || { echo "Error: No such image: $r" >&2; exit 1; } ;;
-  tag) touch "$S/local_$(k "$3")" ;;
-  push) touch "$S/reg_$(k "$2")"; echo "${2##*:}: digest: $D size: 528" ;;
-  manifest) r=$(last "$@"); [ -f "$S/reg_$(k "$r")" ] && echo "{\"Descriptor\":{\"digest\":\"$D\"}}" || { echo "no such manifest: $r" >&2; exit 1; } ;;
-  *) echo "docker stand-in: $*" >&2; exit 1 ;;
-esac"#;
-
 fn sandbox() -> KubeEnv {
     let mut env = KubeEnv::new(SPEC, &["helm", "kubectl", "az"]);
-    env.add_script("docker", DOCKER);
+    env.add_script("docker", kube_env::NAME_ONLY_DOCKER);
     std::fs::write(env.spec_dir.join("db.txt"), FILE_SECRET).unwrap();
     env.set("CLU_TOKEN", SECRET_VALUE);
     env.set("RAYDEPLOY_FAKE_KV_KV_CLU_API_KEY", KV_SECRET);

@@ -8,133 +8,11 @@ use serde_json::Value;
 
 #[path = "support/specs.rs"]
 mod shipped;
+#[path = "support/values_paths.rs"]
+mod values_paths;
 
 use shipped::{label, render, root};
-
-/// One step of a key path: a map key or a list element.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Step {
-    Key(String),
-    Elem,
-}
-
-/// One step of a values-paths pattern.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Pat {
-    Key(String),
-    /// `<groupName>`, `<key>`: any map key.
-    AnyKey,
-    Elem,
-}
-
-impl Pat {
-    fn matches(&self, s: &Step) -> bool {
-        match (self, s) {
-            (Pat::Key(a), Step::Key(b)) => a == b,
-            (Pat::AnyKey, Step::Key(_)) => true,
-            (Pat::Elem, Step::Elem) => true,
-            _ => false,
-        }
-    }
-}
-
-/// The chart's key paths, parsed; `pass_through[i]` tells whether pattern i has no listed
-/// descendants (the template takes that subtree whole). A path is covered when a pattern
-/// matches it, when it is an ancestor of a listed key, or when it lies under a pass-through.
-struct Paths {
-    patterns: Vec<Vec<Pat>>,
-    pass_through: Vec<bool>,
-}
-
-fn parse_pattern(line: &str) -> Vec<Pat> {
-    let mut out = vec![];
-    for seg in line.split('.') {
-        let mut name = seg;
-        let mut elems = 0;
-        while let Some(rest) = name.strip_suffix("[]") {
-            name = rest;
-            elems += 1;
-        }
-        assert!(!name.is_empty(), "bad pattern segment in {line:?}");
-        if name.starts_with('<') && name.ends_with('>') {
-            out.push(Pat::AnyKey);
-        } else {
-            out.push(Pat::Key(name.to_string()));
-        }
-        out.extend(std::iter::repeat_n(Pat::Elem, elems));
-    }
-    out
-}
-
-impl Paths {
-    fn parse(text: &str) -> Self {
-        let patterns: Vec<Vec<Pat>> =
-            text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(parse_pattern).collect();
-        let pass_through =
-            patterns.iter().map(|p| !patterns.iter().any(|q| q.len() > p.len() && q[..p.len()] == p[..])).collect();
-        Self { patterns, pass_through }
-    }
-
-    fn load(chart: &str) -> Self {
-        let file = root().join("../shared/kuberay/values-paths").join(format!("{chart}.txt"));
-        Self::parse(&std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display())))
-    }
-
-    fn covers(&self, path: &[Step]) -> bool {
-        self.patterns.iter().zip(&self.pass_through).any(|(p, &whole)| {
-            let common = p.len().min(path.len());
-            if !p.iter().zip(path).take(common).all(|(a, b)| a.matches(b)) {
-                return false;
-            }
-            // Listed itself, an ancestor of a listed key, or inside a subtree taken whole.
-            p.len() >= path.len() || whole
-        })
-    }
-
-    /// Every key path of `v` (intermediate and leaf) the chart would not read.
-    fn uncovered(&self, v: &Value) -> Vec<String> {
-        let mut all = vec![];
-        collect(v, &mut vec![], &mut all);
-        all.into_iter().filter(|p| !self.covers(p)).map(|p| show(&p)).collect()
-    }
-}
-
-fn collect(v: &Value, at: &mut Vec<Step>, out: &mut Vec<Vec<Step>>) {
-    match v {
-        Value::Object(m) => {
-            for (k, child) in m {
-                at.push(Step::Key(k.clone()));
-                out.push(at.clone());
-                collect(child, at, out);
-                at.pop();
-            }
-        }
-        Value::Array(items) => {
-            for child in items {
-                at.push(Step::Elem);
-                out.push(at.clone());
-                collect(child, at, out);
-                at.pop();
-            }
-        }
-        _ => {}
-    }
-}
-
-fn show(p: &[Step]) -> String {
-    let mut s = String::new();
-    for step in p {
-        match step {
-            Step::Key(k) if s.is_empty() => s.push_str(k),
-            Step::Key(k) => {
-                s.push('.');
-                s.push_str(k);
-            }
-            Step::Elem => s.push_str("[]"),
-        }
-    }
-    s
-}
+use values_paths::Paths;
 
 fn yaml(text: &str) -> Value {
     serde_saphyr::from_str(text).unwrap_or_else(|e| panic!("{e}\n{text}"))
@@ -407,4 +285,69 @@ fn no_worker_groups_disables_the_worker() {
     assert_eq!(v["head"]["resources"]["limits"], serde_json::json!({"cpu": "2", "memory": "8Gi"}));
     assert_eq!(v["head"]["rayStartParams"]["num-cpus"], "1");
     assert_eq!(Paths::load("ray-cluster").uncovered(&v), Vec::<String>::new());
+}
+
+/// Kubernetes' matching of a toleration list against one `key=value:Effect` taint.
+fn tolerated(tolerations: &Value, taint: &str) -> bool {
+    let (kv, effect) = taint.rsplit_once(':').unwrap();
+    let (key, value) = kv.split_once('=').unwrap_or((kv, ""));
+    tolerations.as_array().into_iter().flatten().any(|t| {
+        t["key"] == key
+            && t["effect"].as_str().is_none_or(|e| e == effect)
+            && (t["operator"] == "Exists" || t["value"].as_str().unwrap_or("") == value)
+    })
+}
+
+/// The required node affinity (terms ORed, `In` expressions ANDed) against a node's labels.
+fn affinity_selects(affinity: &Value, labels: &std::collections::BTreeMap<String, String>) -> bool {
+    let terms = affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+        .as_array()
+        .expect("required node affinity terms");
+    terms.iter().any(|t| {
+        t["matchExpressions"].as_array().unwrap().iter().all(|e| {
+            assert_eq!(e["operator"], "In", "{e}");
+            labels
+                .get(e["key"].as_str().unwrap())
+                .is_some_and(|v| e["values"].as_array().unwrap().contains(&v.as_str().into()))
+        })
+    })
+}
+
+/// On AKS the device plugin must land on every GPU pool raydeploy's Terraform creates (their
+/// taints tolerated, their labels selected) and on no CPU pool; it is rendered exactly when a
+/// group has GPUs.
+#[test]
+fn device_plugin_values_fit_the_gpu_pools() {
+    let mut gpu_pools = 0;
+    for (spec, env) in shipped::specs(&["aks", "kubernetes"]) {
+        let what = label(&spec, env);
+        let vars = |k: &str| (k == "AZURE_SUBSCRIPTION_ID").then(|| shipped::SUBSCRIPTION.to_string());
+        let loaded = raydeploy::spec::load(&spec, env, &vars).unwrap_or_else(|r| panic!("{what}: {}", r.short()));
+        let d = raydeploy::model::build(&loaded, None).unwrap_or_else(|p| panic!("{what}: {p:?}"));
+        let out = render(&spec, env);
+        let file = out.path().join("helm/nvidia-device-plugin.values.yaml");
+        let gpus = d.cluster.groups().any(|g| g.gpus > 0);
+        assert_eq!(file.is_file(), gpus, "{what}: device plugin values iff a group has GPUs");
+        if !gpus {
+            continue;
+        }
+        let v = yaml(&std::fs::read_to_string(&file).unwrap());
+        assert_eq!(v["image"]["repository"], "nvcr.io/nvidia/k8s-device-plugin", "{what}");
+        assert_eq!(v["image"]["tag"], "v0.20.0", "{what}: pinned");
+        assert!(tolerated(&v["tolerations"], "kubernetes.azure.com/scalesetpriority=spot:NoSchedule"), "{what}: Spot");
+        let Some(a) = &d.azure else { continue };
+        for pool in &a.ray_pools {
+            let group = d.cluster.groups().find(|g| Some(&g.name) == pool.group.as_ref()).unwrap();
+            let selected = affinity_selects(&v["affinity"], &pool.labels);
+            assert_eq!(selected, group.gpus > 0, "{what}: pool {} selected iff it is a GPU pool", pool.name);
+            if group.gpus > 0 {
+                gpu_pools += 1;
+                for t in &pool.taints {
+                    assert!(tolerated(&v["tolerations"], t), "{what}: pool {} taint {t} not tolerated", pool.name);
+                }
+            }
+        }
+        assert!(!affinity_selects(&v["affinity"], &a.system_pool.labels), "{what}: not on the system pool");
+    }
+    assert!(gpu_pools > 0, "some example has a GPU pool");
 }

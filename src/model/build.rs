@@ -207,6 +207,7 @@ impl Builder<'_> {
                 release: "kuberay-operator".into(),
                 charts: self.chart_source(),
             },
+            device_plugin: self.device_plugin(target, &cluster),
             cluster,
             secrets,
             jobs,
@@ -263,6 +264,43 @@ impl Builder<'_> {
             }
         }
         ChartSource::Dir(dir)
+    }
+
+    /// The NVIDIA device plugin, when a GPU group runs on a Kubernetes target and the spec does
+    /// not turn it off. On AKS it runs on raydeploy's GPU pools (their label); on another cluster
+    /// on nodes that carry a GPU node label ([`GPU_NODE_LABELS`]). It tolerates the GPU taint
+    /// (any value) and the Spot taint of AKS.
+    fn device_plugin(&self, target: Target, cluster: &ClusterModel) -> Option<DevicePluginModel> {
+        let gpus = cluster.groups().any(RayGroup::is_gpu);
+        if target == Target::Local || !gpus || !self.spec.gpu.device_plugin {
+            return None;
+        }
+        let node_labels = if target == Target::Aks {
+            vec![(GPU_LABEL.to_string(), "true".to_string())]
+        } else {
+            GPU_NODE_LABELS.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        Some(DevicePluginModel {
+            chart: DEVICE_PLUGIN_CHART,
+            version: DEVICE_PLUGIN_VERSION,
+            namespace: DEVICE_PLUGIN_NAMESPACE.into(),
+            release: DEVICE_PLUGIN_RELEASE.into(),
+            node_labels,
+            tolerations: vec![
+                Toleration {
+                    key: GPU_TAINT_KEY.into(),
+                    operator: "Exists".into(),
+                    value: None,
+                    effect: "NoSchedule".into(),
+                },
+                Toleration {
+                    key: SPOT_TAINT_KEY.into(),
+                    operator: "Equal".into(),
+                    value: Some("spot".into()),
+                    effect: "NoSchedule".into(),
+                },
+            ],
+        })
     }
 
     fn versions(&mut self) {
@@ -1035,7 +1073,7 @@ impl Builder<'_> {
             ]);
             let mut taints = vec![];
             if g.is_gpu() {
-                labels.insert("raydeploy.io/gpu".into(), "true".into());
+                labels.insert(GPU_LABEL.into(), "true".into());
                 taints.push(format!("{GPU_TAINT_KEY}=present:NoSchedule"));
             }
             if g.spot {
@@ -1044,7 +1082,7 @@ impl Builder<'_> {
             g.pool = Some(pool_name.clone());
             g.node_selector = BTreeMap::from([(GROUP_LABEL.to_string(), g.name.clone())]);
             if g.is_gpu() {
-                g.node_selector.insert("raydeploy.io/gpu".into(), "true".into());
+                g.node_selector.insert(GPU_LABEL.into(), "true".into());
             }
             pools.push(NodePool {
                 name: pool_name,

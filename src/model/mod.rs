@@ -30,6 +30,23 @@ pub const AUTOSCALER_MEMORY_BYTES: u64 = 512 << 20;
 pub const DELETE_AFTER_ANNOTATION: &str = "raydeploy.io/delete-after-finished-seconds";
 /// Taint AKS puts on Spot pools.
 pub const SPOT_TAINT_KEY: &str = "kubernetes.azure.com/scalesetpriority";
+/// Label of the GPU pools raydeploy creates (value `true`): GPU pods and the device plugin
+/// select it.
+pub const GPU_LABEL: &str = "raydeploy.io/gpu";
+/// The NVIDIA device plugin chart raydeploy installs, and its pinned version.
+pub const DEVICE_PLUGIN_CHART: &str = "nvidia-device-plugin";
+pub const DEVICE_PLUGIN_VERSION: &str = "0.20.0";
+/// Namespace and Helm release of the device plugin.
+pub const DEVICE_PLUGIN_NAMESPACE: &str = "nvidia-device-plugin";
+pub const DEVICE_PLUGIN_RELEASE: &str = "nvidia-device-plugin";
+/// Labels that mark NVIDIA GPU nodes on a cluster raydeploy did not create: Node Feature
+/// Discovery's PCI vendor (10de is NVIDIA) and CPU vendor (Tegra) labels, and the label NVIDIA's
+/// tools set (or an administrator sets by hand). Any one of them places the device plugin.
+pub const GPU_NODE_LABELS: [(&str, &str); 3] = [
+    ("feature.node.kubernetes.io/pci-10de.present", "true"),
+    ("feature.node.kubernetes.io/cpu-model.vendor_id", "NVIDIA"),
+    ("nvidia.com/gpu.present", "true"),
+];
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Deployment {
@@ -45,6 +62,9 @@ pub struct Deployment {
     pub kubernetes: Option<KubernetesModel>,
     pub image: ImageModel,
     pub operator: OperatorModel,
+    /// The NVIDIA device plugin to install before the Ray cluster: some group has GPUs, the
+    /// target is a Kubernetes one and `gpu.devicePlugin` is not false.
+    pub device_plugin: Option<DevicePluginModel>,
     pub cluster: ClusterModel,
     pub secrets: Vec<SecretModel>,
     pub jobs: Vec<JobModel>,
@@ -259,6 +279,18 @@ impl ChartSource {
             Self::Dir(dir) => dir.display().to_string(),
         }
     }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DevicePluginModel {
+    pub chart: &'static str,
+    pub version: &'static str,
+    pub namespace: String,
+    pub release: String,
+    /// Node labels (key, value) of the GPU nodes: the plugin runs on nodes with any of them.
+    pub node_labels: Vec<(String, String)>,
+    /// The taints of GPU nodes it tolerates (the GPU taint, and the Spot taint of AKS).
+    pub tolerations: Vec<Toleration>,
 }
 
 #[derive(Debug, Clone, Serialize)]

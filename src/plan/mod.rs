@@ -179,9 +179,20 @@ fn kube_graph(d: &Deployment, r: &Rendered) -> Vec<Phase> {
         "kubectl apply of storage volumes and claims",
         Inputs::new().files(r, "manifests/mounts"),
     ));
+    let mut cluster_deps = vec!["operator", "secrets", "mounts", "image-push"];
+    if let Some(p) = &d.device_plugin {
+        v.push(phase(
+            "device-plugin",
+            &[kube_root],
+            true,
+            "helm upgrade --install nvidia-device-plugin, unless the cluster already runs a device plugin",
+            Inputs::new().files(r, "helm/nvidia-device-plugin").value("device_plugin", p),
+        ));
+        cluster_deps.push("device-plugin");
+    }
     v.push(phase(
         "cluster",
-        &["operator", "secrets", "mounts", "image-push"],
+        &cluster_deps,
         true,
         "helm upgrade --install ray-cluster",
         Inputs::new().files(r, "helm/ray-cluster"),
@@ -263,6 +274,35 @@ impl Graph {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The graph of examples/gpu-autoscaling, optionally with `gpu.devicePlugin: false` and
+    /// another target.
+    fn gpu_example(device_plugin: bool, target: Option<Target>) -> Graph {
+        let dir = tempfile::tempdir().unwrap();
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/gpu-autoscaling/raydeploy.yaml");
+        let mut text = std::fs::read_to_string(src).unwrap();
+        if !device_plugin {
+            text.push_str("gpu:\n  devicePlugin: false\n");
+        }
+        let spec = dir.path().join("raydeploy.yaml");
+        std::fs::write(&spec, text).unwrap();
+        let vars = |k: &str| (k == "AZURE_SUBSCRIPTION_ID").then(|| "00000000-0000-0000-0000-000000000000".to_string());
+        let loaded = crate::spec::load(&spec, None, &vars).unwrap_or_else(|r| panic!("{}", r.short()));
+        let d = crate::model::build(&loaded, target).unwrap();
+        graph(&d, &crate::render::render(&d).unwrap(), Options::default())
+    }
+
+    #[test]
+    fn gpu_groups_get_the_device_plugin_before_the_cluster() {
+        let g = gpu_example(true, None);
+        let p = g.get("device-plugin").expect("device-plugin phase");
+        assert_eq!(p.deps, vec!["credentials"]);
+        assert!(g.get("cluster").unwrap().deps.contains(&"device-plugin"));
+        assert!(g.get("device-plugin").is_some_and(|p| p.mutating));
+        assert!(gpu_example(false, None).get("device-plugin").is_none(), "gpu.devicePlugin: false");
+        assert!(!gpu_example(false, None).get("cluster").unwrap().deps.contains(&"device-plugin"));
+        assert!(gpu_example(true, Some(Target::Local)).get("device-plugin").is_none(), "no plugin for local processes");
+    }
 
     #[test]
     fn inputs_are_unambiguous() {

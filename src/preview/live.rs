@@ -1,5 +1,6 @@
 //! The live plan: asks Terraform (`plan -out` + `show -json`), the registry (does the content
-//! tag exist), Helm (the releases' values) and the cluster (Secrets, volumes, RayJobs) what a
+//! tag exist), Helm (the releases' values) and the cluster (Secrets, volumes, RayJobs, a device
+//! plugin it already runs) what a
 //! deploy would change. A layer whose prerequisite does not exist yet (no AKS cluster, operator
 //! not installed) says what creates it instead of failing. Nothing is changed, except that the
 //! deployment's own kubeconfig is fetched when missing, as the credentials phase would.
@@ -16,7 +17,8 @@ use super::infra::{Action, from_plan_json};
 use super::{Existence, Item, ItemAction, Layer, Mode, Plan, Status, diff_files, under};
 use crate::deploy::Session;
 use crate::deploy::kube::infra::Terraform;
-use crate::deploy::kube::{Kube, cluster, live, secrets};
+use crate::deploy::kube::{Kube, cluster, device_plugin, live, secrets};
+use crate::render::helm::DEVICE_PLUGIN_VALUES;
 use crate::run::proc::{Cmd, Runner};
 use crate::run::progress::Plain;
 use crate::spec::Target;
@@ -294,9 +296,17 @@ fn layers(s: &Session, tfplan: Option<&Path>, with_jobs: bool) -> Result<(Vec<La
     layers.push(img);
 
     let kube_root = if d.target == Target::Aks { "credentials" } else { "preflight" };
+    let cluster_after = if d.device_plugin.is_some() {
+        "operator, device-plugin, secrets, mounts and image-push"
+    } else {
+        "operator, secrets, mounts and image-push"
+    };
     if !cluster_exists {
         layers.push(create_after("operator", "crds"));
-        layers.push(create_after("cluster", "operator, secrets, mounts and image-push"));
+        if d.device_plugin.is_some() {
+            layers.push(create_after("device-plugin", kube_root));
+        }
+        layers.push(create_after("cluster", cluster_after));
         layers.push(create_after("secrets", kube_root));
         layers.push(create_after("mounts", kube_root));
         if !d.jobs.is_empty() {
@@ -316,6 +326,19 @@ fn layers(s: &Session, tfplan: Option<&Path>, with_jobs: bool) -> Result<(Vec<La
         "crds",
         &mut fp,
     )?);
+    if let Some(p) = &d.device_plugin {
+        let mut l =
+            release(&k, &r, "device-plugin", &p.release, &p.namespace, DEVICE_PLUGIN_VALUES, kube_root, &mut fp)?;
+        if l.status == Status::Create
+            && let Some(found) = device_plugin::existing(&k, &r)?
+        {
+            // Deploy installs nothing then: the cluster's own plugin serves the GPU pods.
+            l = Layer::new("device-plugin");
+            l.note = Some(format!("the cluster already runs a device plugin ({found}): {} is not installed", p.chart));
+            fp.insert("device plugin".into(), found);
+        }
+        layers.push(l);
+    }
     layers.push(release(
         &k,
         &r,
@@ -323,7 +346,7 @@ fn layers(s: &Session, tfplan: Option<&Path>, with_jobs: bool) -> Result<(Vec<La
         &cl.name,
         &cl.namespace,
         "helm/ray-cluster.values.yaml",
-        "operator, secrets, mounts and image-push",
+        cluster_after,
         &mut fp,
     )?);
     layers.push(secrets_layer(&k, &r, &mut fp)?);

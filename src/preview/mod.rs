@@ -1,5 +1,5 @@
-//! `raydeploy plan`: one preview across every layer (infrastructure, image, operator, cluster,
-//! secrets, mounts, jobs), as text with unified diffs or as versioned JSON, with Terraform's exit
+//! `raydeploy plan`: one preview across every layer (infrastructure, image, operator, NVIDIA
+//! device plugin, cluster, secrets, mounts, jobs), as text with unified diffs or as versioned JSON, with Terraform's exit
 //! codes (0 no change, 2 changes, 1 error). Offline it compares the render with the snapshot
 //! recorded by the last successful deploy (or any rendered folder); live it asks Terraform, the
 //! registry, Helm and the cluster. Destructive changes are listed first and block `deploy`
@@ -90,7 +90,7 @@ impl Item {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Layer {
-    /// `infra`, `image`, `operator`, `cluster`, `secrets`, `mounts`, `jobs`
+    /// `infra`, `image`, `operator`, `device-plugin`, `cluster`, `secrets`, `mounts`, `jobs`
     pub layer: &'static str,
     pub status: Status,
     /// E.g. "will be created after credentials".
@@ -401,12 +401,21 @@ pub fn offline(d: &Deployment, r: &Rendered, base: Option<&snapshot::Snapshot>) 
         layers.push(l);
 
         let kube_root = if d.target == Target::Aks { "credentials" } else { "preflight" };
-        for (name, prefix, after) in [
-            ("operator", "helm/kuberay-operator", "crds"),
-            ("cluster", "helm/ray-cluster", "operator, secrets, mounts and image-push"),
+        let mut kube_layers = vec![("operator", "helm/kuberay-operator", "crds")];
+        if d.device_plugin.is_some() {
+            kube_layers.push(("device-plugin", "helm/nvidia-device-plugin", kube_root));
+        }
+        let cluster_after = if d.device_plugin.is_some() {
+            "operator, device-plugin, secrets, mounts and image-push"
+        } else {
+            "operator, secrets, mounts and image-push"
+        };
+        kube_layers.extend([
+            ("cluster", "helm/ray-cluster", cluster_after),
             ("secrets", "manifests/secrets", kube_root),
             ("mounts", "manifests/mounts", kube_root),
-        ] {
+        ]);
+        for (name, prefix, after) in kube_layers {
             let mut l = Layer::new(name);
             let (o, n) = (under(old, prefix), under(new, prefix));
             l.diff = diff_files(&o, &n);

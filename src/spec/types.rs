@@ -37,6 +37,9 @@ pub struct Spec {
     pub kuberay: Kuberay,
     /// The Ray cluster: head, worker groups, autoscaler, environment, mounts.
     pub cluster: Cluster,
+    /// GPU support on the cluster (targets `aks` and `kubernetes`, when a worker group has `gpus`).
+    #[serde(default, skip_serializing_if = "Gpu::is_default")]
+    pub gpu: Gpu,
     /// Kubernetes Secrets; values are resolved at deploy time and never written to disk.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<Secret>,
@@ -326,6 +329,29 @@ fn default_kuberay_ns() -> String {
 impl Default for Kuberay {
     fn default() -> Self {
         Self { version: default_kuberay_version(), namespace: default_kuberay_ns(), charts: None }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Gpu {
+    /// Install the NVIDIA device plugin (Helm chart `nvidia-device-plugin`, pinned) in its own
+    /// namespace before the Ray cluster, so that GPU nodes advertise `nvidia.com/gpu` to the
+    /// scheduler. Skipped when the cluster already runs a device plugin. Set `false` when
+    /// something else provides it (NVIDIA's GPU operator, a managed add-on). Default `true`.
+    #[serde(default = "yes")]
+    pub device_plugin: bool,
+}
+
+impl Default for Gpu {
+    fn default() -> Self {
+        Self { device_plugin: true }
+    }
+}
+
+impl Gpu {
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
     }
 }
 

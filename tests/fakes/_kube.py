@@ -12,6 +12,15 @@ Behaviour:
     replica of every enabled group (label ray.io/cluster, ray.io/group, ray.io/node-type).
     Every `kubectl get` advances time: once the kuberay-operator release is deployed, the
     RayCluster becomes ready after two reads and its pods Ready.
+  - Nodes exist only when a test puts them in the state. A node with
+    status.capacity["nvidia.com/gpu"] advertises them (status.allocatable) only while a DaemonSet
+    of NVIDIA's device plugin image schedules there: it tolerates the node's NoSchedule and
+    NoExecute taints and its required node affinity matches the node's labels (or always, with the
+    annotation fake.raydeploy.io/managed-plugin: a managed add-on). Installing the
+    nvidia-device-plugin chart creates that DaemonSet from the values (tolerations, affinity and
+    image; the chart's defaults where unset) and refuses the `default` namespace, as the chart does.
+  - A pod that requests nvidia.com/gpu stays Pending (Unschedulable: Insufficient nvidia.com/gpu,
+    with a FailedScheduling event) while no node advertises a GPU, and is scheduled once one does.
   - $RAYDEPLOY_FAKE_UNSCHEDULABLE="group,..." keeps the pods of those groups Pending
     (Unschedulable: Insufficient nvidia.com/gpu, with a FailedScheduling event); with "head"
     the RayCluster never becomes ready.
@@ -25,7 +34,20 @@ import json
 import random
 import string
 
-CLUSTER_SCOPED = {"Namespace", "CustomResourceDefinition", "PersistentVolume"}
+CLUSTER_SCOPED = {"Namespace", "CustomResourceDefinition", "PersistentVolume", "Node"}
+GPU = "nvidia.com/gpu"
+INSUFFICIENT_GPU = "0/3 nodes are available: 3 Insufficient nvidia.com/gpu. preemption: 0/3 nodes are available."
+# The nvidia-device-plugin chart's (v0.20.0) defaults for what the fake reads.
+DEVICE_PLUGIN_DEFAULTS = {
+    "image": {"repository": "nvcr.io/nvidia/k8s-device-plugin", "tag": "v0.20.0"},
+    "tolerations": [{"key": "CriticalAddonsOnly", "operator": "Exists"},
+                    {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+    "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "feature.node.kubernetes.io/pci-10de.present", "operator": "In", "values": ["true"]}]},
+        {"matchExpressions": [{"key": "feature.node.kubernetes.io/cpu-model.vendor_id", "operator": "In", "values": ["NVIDIA"]}]},
+        {"matchExpressions": [{"key": "nvidia.com/gpu.present", "operator": "In", "values": ["true"]}]},
+    ]}}},
+}
 
 RESOURCES = {
     "Namespace": ("namespaces", "", ["namespace", "namespaces", "ns"]),
@@ -44,6 +66,8 @@ RESOURCES = {
     "Job": ("jobs", "batch", ["job", "jobs"]),
     "Event": ("events", "", ["event", "events", "ev"]),
     "Deployment": ("deployments", "apps", ["deployment", "deployments", "deploy"]),
+    "DaemonSet": ("daemonsets", "apps", ["daemonset", "daemonsets", "ds"]),
+    "Node": ("nodes", "", ["node", "nodes", "no"]),
 }
 
 CRD_OF = {"RayCluster": "rayclusters.ray.io", "RayJob": "rayjobs.ray.io"}
@@ -91,6 +115,69 @@ def matches(obj, selector):
         if have.get(k) != v:
             return False
     return True
+
+
+def tolerates(tolerations, taint):
+    """Kubernetes' toleration matching of one taint."""
+    for t in tolerations or []:
+        if t.get("effect") and t["effect"] != taint.get("effect"):
+            continue
+        if not t.get("key"):
+            if t.get("operator") == "Exists":
+                return True
+            continue
+        if t["key"] != taint.get("key"):
+            continue
+        if t.get("operator") == "Exists" or t.get("value", "") == taint.get("value", ""):
+            return True
+    return False
+
+
+def affinity_matches(affinity, node_labels):
+    """The required node affinity (terms ORed, expressions ANDed) against a node's labels."""
+    req = (((affinity or {}).get("nodeAffinity") or {}).get("requiredDuringSchedulingIgnoredDuringExecution") or {})
+    terms = req.get("nodeSelectorTerms")
+    if not terms:
+        return True
+
+    def expr_ok(e):
+        have = node_labels.get(e["key"])
+        op = e.get("operator")
+        if op == "In":
+            return have in (e.get("values") or [])
+        if op == "NotIn":
+            return have not in (e.get("values") or [])
+        if op == "Exists":
+            return have is not None
+        if op == "DoesNotExist":
+            return have is None
+        raise KubeError(f"fake: unsupported node selector operator {op}")
+
+    return any(all(expr_ok(e) for e in (t.get("matchExpressions") or [])) for t in terms)
+
+
+def schedules_on(pod_spec, node):
+    taints = (node.get("spec") or {}).get("taints") or []
+    hard = [t for t in taints if t.get("effect") in ("NoSchedule", "NoExecute")]
+    if not all(tolerates(pod_spec.get("tolerations"), t) for t in hard):
+        return False
+    node_labels = (node.get("metadata") or {}).get("labels") or {}
+    if any(node_labels.get(k) != v for k, v in (pod_spec.get("nodeSelector") or {}).items()):
+        return False
+    return affinity_matches(pod_spec.get("affinity"), node_labels)
+
+
+def is_device_plugin(ds):
+    cs = (((ds.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or []
+    return any("k8s-device-plugin" in (c.get("image") or "") for c in cs)
+
+
+def gpu_request(pod):
+    n = 0
+    for c in (pod.get("spec") or {}).get("containers") or []:
+        res = c.get("resources") or {}
+        n += int((res.get("limits") or res.get("requests") or {}).get(GPU, 0) or 0)
+    return n
 
 
 class Cluster:
@@ -197,7 +284,29 @@ class Cluster:
 
     def install_chart(self, release, chart, ns, values):
         made = []
-        if chart == "kuberay-operator":
+        if chart == "nvidia-device-plugin":
+            if ns == "default" and not values.get("allowDefaultNamespace"):
+                raise KubeError("Error: execution error at (nvidia-device-plugin/templates/validation.yml): "
+                                "Running in the 'default' namespace is not recommended.")
+            v = merge(json.loads(json.dumps(DEVICE_PLUGIN_DEFAULTS)), values)
+            for k in ("tolerations", "affinity"):
+                if k in values:
+                    v[k] = values[k]
+            ds = {
+                "apiVersion": "apps/v1",
+                "kind": "DaemonSet",
+                "metadata": {"name": release, "labels": {"app.kubernetes.io/instance": release,
+                                                          "app.kubernetes.io/name": "nvidia-device-plugin"}},
+                "spec": {"template": {"spec": {
+                    "containers": [{"name": "nvidia-device-plugin-ctr", "image": image_of(v)}],
+                    "tolerations": v.get("tolerations") or [],
+                    "affinity": v.get("affinity") or {},
+                    "nodeSelector": v.get("nodeSelector") or {},
+                }}},
+            }
+            self.put(ds, ns)
+            made.append(key("DaemonSet", ns, release))
+        elif chart == "kuberay-operator":
             dep = {
                 "apiVersion": "apps/v1",
                 "kind": "Deployment",
@@ -253,7 +362,9 @@ class Cluster:
                                 "raydeploy.io/group": group_label,
                             },
                         },
-                        "spec": {"containers": [{"name": f"ray-{node_type}", "image": image}]},
+                        "spec": {"containers": [{"name": f"ray-{node_type}", "image": image,
+                                                 "resources": g.get("resources") or {}}],
+                                 "tolerations": g.get("tolerations") or [], "nodeSelector": g.get("nodeSelector") or {}},
                         "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "True"}]},
                     }
                     self.put(pod, ns)
@@ -262,7 +373,35 @@ class Cluster:
     # ----------------------------------------------------------------------------------------
     # time
 
+    def tick_gpus(self):
+        """Nodes advertise their GPUs while a device plugin runs there; GPU pods wait for them."""
+        plugins = [o for o in self.objects.values() if o["kind"] == "DaemonSet" and is_device_plugin(o)]
+        advertised = 0
+        for node in [o for o in self.objects.values() if o["kind"] == "Node"]:
+            status = node.setdefault("status", {})
+            cap = int((status.get("capacity") or {}).get(GPU, 0) or 0)
+            alloc = status.setdefault("allocatable", {})
+            # A plugin the cluster runs that the fake does not model as a DaemonSet (a managed add-on).
+            managed = ((node.get("metadata") or {}).get("annotations") or {}).get("fake.raydeploy.io/managed-plugin")
+            if cap and (managed or any(schedules_on(ds["spec"]["template"]["spec"], node) for ds in plugins)):
+                alloc[GPU] = str(cap)
+                advertised += cap
+            else:
+                alloc.pop(GPU, None)
+        for p in [o for o in self.objects.values() if o["kind"] == "Pod" and gpu_request(o)]:
+            st = p["status"]
+            if st["phase"] != "Pending":
+                continue
+            scheduled = st["conditions"][0]["status"] == "True"
+            if not advertised and scheduled:
+                st["conditions"] = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                     "message": INSUFFICIENT_GPU}]
+                self.event(p["metadata"]["namespace"], p["metadata"]["name"], "FailedScheduling", INSUFFICIENT_GPU)
+            elif advertised and not scheduled and st["conditions"][0].get("message") == INSUFFICIENT_GPU:
+                st["conditions"] = [{"type": "PodScheduled", "status": "True"}]
+
     def tick(self, unschedulable):
+        self.tick_gpus()
         operator = any(o["kind"] == "Deployment" and labels(o).get("app.kubernetes.io/name") == "kuberay-operator"
                        for o in self.objects.values())
         for rc in [o for o in self.objects.values() if o["kind"] == "RayCluster"]:
@@ -274,7 +413,7 @@ class Cluster:
                 group = labels(p).get("raydeploy.io/group")
                 if group in unschedulable or labels(p).get("ray.io/group") in unschedulable:
                     if p["status"]["phase"] == "Pending" and p["status"]["conditions"][0]["status"] == "True":
-                        msg = "0/3 nodes are available: 3 Insufficient nvidia.com/gpu. preemption: 0/3 nodes are available."
+                        msg = INSUFFICIENT_GPU
                         p["status"]["conditions"] = [
                             {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": msg}
                         ]

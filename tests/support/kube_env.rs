@@ -10,6 +10,23 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+/// A docker that builds and pushes by name only: local images and registry tags are marker
+/// files in the fakes' state folder; a push prints a fixed digest.
+pub const NAME_ONLY_DOCKER: &str = r#"S="$RAYDEPLOY_FAKE_STATE/docker"; mkdir -p "$S"
+k() { printf '%s' "$1" | tr '/:@' '___'; }
+last() { for a in "$@"; do l="$a"; done; printf '%s' "$l"; }
+D=sha256:1111111111111111111111111111111111111111111111111111111111111111
+case "$1" in
+  version) echo 27.5.1 ;;
+  buildx) echo "docker: 'buildx' is not a docker command." >&2; exit 1 ;;
+  build) while [ $# -gt 0 ]; do [ "$1" = -t ] && touch "$S/local_$(k "$2")"; shift; done ;;
+  image) r=$(last "$@"); [ -f "$S/local_$(k "$r")" ] && echo sha256:abc || { echo "Error: No such image: $r" >&2; exit 1; } ;;
+  tag) touch "$S/local_$(k "$3")" ;;
+  push) touch "$S/reg_$(k "$2")"; echo "${2##*:}: digest: $D size: 528" ;;
+  manifest) r=$(last "$@"); [ -f "$S/reg_$(k "$r")" ] && echo "{\"Descriptor\":{\"digest\":\"$D\"}}" || { echo "no such manifest: $r" >&2; exit 1; } ;;
+  *) echo "docker stand-in: $*" >&2; exit 1 ;;
+esac"#;
+
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -185,6 +202,12 @@ impl KubeEnv {
     /// `$RAYDEPLOY_FAKE_STATE`: the fakes' state, and the files that open their gates.
     pub fn fake_state_dir(&self) -> PathBuf {
         self.tmp.path().join("fake-state")
+    }
+
+    /// Replaces a fake's state (e.g. the emulated cluster's nodes before a deploy).
+    pub fn set_fake_state(&self, tool: &str, state: &Value) {
+        let path = self.tmp.path().join("fake-state").join(format!("{tool}.json"));
+        std::fs::write(path, serde_json::to_string_pretty(state).unwrap()).unwrap();
     }
 
     pub fn log_path(&self) -> PathBuf {

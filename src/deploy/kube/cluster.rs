@@ -14,8 +14,8 @@
 //!
 //! The ray-cluster release pins the images pushed by `image-push`: a second values file
 //! (`helm/ray-cluster.images.yaml` beside the rendered values, built from [`ImageValues`]) sets
-//! every group's `image.repository` and `image.tag` (`tag@sha256:…`), and both files are passed
-//! to Helm.
+//! every group's `image.repository`, `image.tag` (`tag@sha256:…`) and `image.pullPolicy`, and
+//! both files are passed to Helm.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -30,7 +30,7 @@ use super::{Kube, jobs, secrets, unknown};
 use crate::deploy::{DestroyOptions, approve};
 use crate::model::{GROUP_LABEL, ImageRef, RayGroup};
 use crate::plan::Phase;
-use crate::render::helm::k8s::Image;
+use crate::render::helm::k8s::{Image, RAY_PULL_POLICY};
 use crate::render::helm::{OPERATOR_VALUES, RAY_CLUSTER_VALUES};
 use crate::run::exec::{Cx, Outputs};
 use crate::run::proc::{Cmd, CmdError, Runner, sleep_unless_interrupted};
@@ -142,11 +142,11 @@ pub fn preview(k: &Kube, p: &Phase) -> Vec<String> {
 
 const MOUNTS: &str = "manifests/mounts.yaml";
 
-fn rendered_text<'a>(k: &'a Kube, path: &str) -> Result<&'a str> {
+pub(super) fn rendered_text<'a>(k: &'a Kube, path: &str) -> Result<&'a str> {
     k.s.rendered.files.get(path).map(String::as_str).with_context(|| format!("{path} was not rendered"))
 }
 
-fn rendered_values(k: &Kube, path: &str) -> Result<Value> {
+pub(super) fn rendered_values(k: &Kube, path: &str) -> Result<Value> {
     let v: Value =
         serde_saphyr::from_str(rendered_text(k, path)?).with_context(|| format!("reading the rendered {path}"))?;
     Ok(if v.is_null() { Value::Object(Default::default()) } else { v })
@@ -154,7 +154,7 @@ fn rendered_values(k: &Kube, path: &str) -> Result<Value> {
 
 /// Writes one file of the rendered tree (or a file beside it) for a tool to read; unchanged
 /// files are not rewritten.
-fn write_for_tool(k: &Kube, rel: &str, text: &str) -> Result<PathBuf> {
+pub(super) fn write_for_tool(k: &Kube, rel: &str, text: &str) -> Result<PathBuf> {
     let path = k.s.rendered_dir().join(rel);
     if std::fs::read_to_string(&path).ok().as_deref() == Some(text) {
         return Ok(path);
@@ -337,7 +337,9 @@ impl ImageValues {
                 pins.cpu.as_str()
             };
             let (repository, tag) = split_pinned(reference)?;
-            Ok(Image { repository, tag, pull_policy: None })
+            // The chart takes a group's pull policy from the group's own image (here the head's
+            // too): without it that container's imagePullPolicy renders as null.
+            Ok(Image { repository, tag, pull_policy: Some(RAY_PULL_POLICY) })
         };
         let group = |g: &RayGroup| -> Result<GroupImage> { Ok(GroupImage { image: pin(&g.image)? }) };
         let c = &d.cluster;
@@ -589,7 +591,8 @@ fn not_ready(k: &Kube, r: &Runner, snap: &Snapshot, timeout: Duration) -> String
 // destroy
 
 /// Removes what the deployment put on the cluster, in reverse order: jobs, the RayCluster
-/// release, secrets, mounts, the operator release. What is already gone counts as removed. The
+/// release, secrets, mounts, the NVIDIA device plugin release (unless other pods use GPUs), the
+/// operator release. What is already gone counts as removed. The
 /// KubeRay CRDs and the namespaces stay (other deployments may use them; deleting a CRD deletes
 /// every object of its kind in the cluster).
 pub fn destroy(k: &Kube, o: &DestroyOptions) -> Result<()> {
@@ -607,8 +610,16 @@ pub fn destroy(k: &Kube, o: &DestroyOptions) -> Result<()> {
     }
     approve(
         &format!(
-            "Remove `{}` from the Kubernetes cluster (jobs, RayCluster {}/{}, secrets, mounts, operator {}/{})",
-            d.name, d.cluster.namespace, d.cluster.name, d.operator.namespace, d.operator.release
+            "Remove `{}` from the Kubernetes cluster (jobs, RayCluster {}/{}, secrets, mounts, {}operator {}/{})",
+            d.name,
+            d.cluster.namespace,
+            d.cluster.name,
+            d.device_plugin
+                .as_ref()
+                .map(|p| format!("NVIDIA device plugin {}/{}, ", p.namespace, p.release))
+                .unwrap_or_default(),
+            d.operator.namespace,
+            d.operator.release
         ),
         o.auto_approve,
     )?;
@@ -629,6 +640,8 @@ pub fn destroy(k: &Kube, o: &DestroyOptions) -> Result<()> {
     store.forget(&["secrets"])?;
     mounts_destroy(k, &r)?;
     store.forget(&["mounts"])?;
+    super::device_plugin::destroy(k, &r)?;
+    store.forget(&[super::device_plugin::PHASE])?;
     operator_destroy(k, &r)?;
     store.forget(&["operator", "crds"])?;
     r.info("removed from the cluster (the KubeRay CRDs and namespaces stay)");
@@ -729,6 +742,8 @@ fn live_status(k: &Kube, r: &Runner) -> Result<(String, Value)> {
     };
     text.push_str(&format!("  operator release {}/{}: {}\n", o.namespace, o.release, rel_text(&op)));
     text.push_str(&format!("  ray-cluster release {}/{}: {}\n", c.namespace, c.name, rel_text(&rc_rel)));
+    let (plugin_text, plugin) = super::device_plugin::status(k, r)?;
+    text.push_str(&plugin_text);
     let snap = Snapshot::read(k, r)?;
     let state = snap.state.clone().filter(|s| !s.is_empty());
     text.push_str(&format!(
@@ -772,6 +787,7 @@ fn live_status(k: &Kube, r: &Runner) -> Result<(String, Value)> {
     let json = serde_json::json!({
         "reachable": true,
         "releases": {"operator": op, "cluster": rc_rel},
+        "device_plugin": plugin,
         "raycluster": {"name": c.name, "namespace": c.namespace, "exists": snap.exists, "state": state, "reason": snap.reason},
         "groups": groups_json,
         "dashboard": {"service": c.head_service, "port": DASHBOARD_PORT, "port_forward": forward},

@@ -1,10 +1,11 @@
 //! Targets `aks` and `kubernetes`: terraform, docker, az, helm and kubectl. Each module carries
 //! out a family of phases: [`infra`] (preflight, infra, credentials), [`image`] (image-build,
-//! image-push), [`cluster`] (crds, operator, secrets, mounts, cluster, ready, jobs) with
-//! [`secrets`] resolving secret values, [`jobs`] for RayJobs and [`live`] for reads and writes of
+//! image-push), [`device_plugin`] (device-plugin), [`cluster`] (crds, operator, secrets, mounts,
+//! cluster, ready, jobs) with [`secrets`] resolving secret values, [`jobs`] for RayJobs and [`live`] for reads and writes of
 //! cluster state; this file routes phases and commands to them.
 
 pub mod cluster;
+pub mod device_plugin;
 pub mod image;
 pub mod infra;
 pub mod jobs;
@@ -74,6 +75,7 @@ impl Phases for Kube<'_> {
         match p.id {
             "preflight" | "infra" | "credentials" => infra::probe(self, p, cx),
             "image-build" | "image-push" => image::probe(self, p, cx),
+            device_plugin::PHASE => device_plugin::probe(self, p, cx),
             _ => cluster::probe(self, p, cx),
         }
     }
@@ -82,6 +84,7 @@ impl Phases for Kube<'_> {
         match p.id {
             "preflight" | "infra" | "credentials" => infra::apply(self, p, cx),
             "image-build" | "image-push" => image::apply(self, p, cx),
+            device_plugin::PHASE => device_plugin::apply(self, p, cx),
             _ => cluster::apply(self, p, cx),
         }
     }
@@ -90,6 +93,7 @@ impl Phases for Kube<'_> {
         match p.id {
             "preflight" | "infra" | "credentials" => infra::preview(self, p),
             "image-build" | "image-push" => image::preview(self, p),
+            device_plugin::PHASE => device_plugin::preview(self, p),
             _ => cluster::preview(self, p),
         }
     }
@@ -105,7 +109,11 @@ impl TargetOps for Kube<'_> {
                 s.d.name
             )
         } else {
-            format!("Remove `{}` (Ray cluster, operator, secrets, volumes) from the cluster", s.d.name)
+            format!(
+                "Remove `{}` (Ray cluster, operator{}, secrets, volumes) from the cluster",
+                s.d.name,
+                if s.d.device_plugin.is_some() { ", NVIDIA device plugin" } else { "" }
+            )
         };
         crate::deploy::approve(&what, o.auto_approve)?;
         let o = DestroyOptions { auto_approve: true, ..o.clone() };

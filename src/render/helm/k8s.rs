@@ -18,9 +18,16 @@ pub struct Image {
     pub pull_policy: Option<&'static str>,
 }
 
+/// Pull policy of the Ray images: their tags name their content (and deploy pins digests), so a
+/// node's copy is always the right one.
+pub const RAY_PULL_POLICY: &str = "IfNotPresent";
+
 impl From<&model::ImageRef> for Image {
+    /// A Ray image with its pull policy: the ray-cluster chart writes a group's
+    /// `imagePullPolicy` from the group's own `image` when that is set, so a group image
+    /// without one would render `imagePullPolicy: null`.
     fn from(r: &model::ImageRef) -> Self {
-        Self { repository: r.repository.clone(), tag: r.tag.clone(), pull_policy: None }
+        Self { repository: r.repository.clone(), tag: r.tag.clone(), pull_policy: Some(RAY_PULL_POLICY) }
     }
 }
 

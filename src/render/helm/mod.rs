@@ -1,6 +1,8 @@
-//! Helm values for the kuberay-operator and ray-cluster charts (KubeRay v1.7.0 keys), serialized
-//! from typed structs. Every key emitted is one the charts' templates read.
+//! Helm values for the kuberay-operator and ray-cluster charts (KubeRay v1.7.0 keys) and the
+//! NVIDIA device plugin chart (v0.20.0), serialized from typed structs. Every key emitted is one
+//! the charts' templates read.
 
+pub mod device_plugin;
 pub mod k8s;
 pub mod operator;
 pub mod ray_cluster;
@@ -13,13 +15,19 @@ use crate::model::Deployment;
 pub const OPERATOR_VALUES: &str = "helm/kuberay-operator.values.yaml";
 /// Path of the ray-cluster chart's values file in the rendered tree.
 pub const RAY_CLUSTER_VALUES: &str = "helm/ray-cluster.values.yaml";
+/// Path of the NVIDIA device plugin chart's values file (rendered when it is installed).
+pub const DEVICE_PLUGIN_VALUES: &str = "helm/nvidia-device-plugin.values.yaml";
 
-/// Both values files as (relative path, YAML text).
+/// Every values file as (relative path, YAML text).
 pub fn render(d: &Deployment) -> Result<Vec<(String, String)>, RenderError> {
-    Ok(vec![
+    let mut files = vec![
         (OPERATOR_VALUES.to_string(), to_yaml(OPERATOR_VALUES, &operator::values(d))?),
         (RAY_CLUSTER_VALUES.to_string(), to_yaml(RAY_CLUSTER_VALUES, &ray_cluster::values(d))?),
-    ])
+    ];
+    if let Some(p) = &d.device_plugin {
+        files.push((DEVICE_PLUGIN_VALUES.to_string(), to_yaml(DEVICE_PLUGIN_VALUES, &device_plugin::values(p))?));
+    }
+    Ok(files)
 }
 
 #[cfg(test)]
