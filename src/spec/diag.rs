@@ -207,11 +207,16 @@ fn push_escaped(out: &mut String, c: char) {
 pub const SNIPPET_WIDTH: usize = 120;
 
 /// A window of at most `width` characters of `line` around character `col` (0-based), escaped,
-/// with `…` where it was cut. Also returns, for each character index from the window's start to
-/// its end (inclusive), the byte offset in the result where it starts, so that positions in the
-/// line map into the window: `offsets[i - start]` for a character `i` of the window.
+/// with `…` where it was cut. Also returns the window's first character index, and for each
+/// character index from the window's start to its end (inclusive) the byte offset in the result
+/// where it starts, so that positions in the line map into the window: `offsets[i - start]`.
 pub fn clip_line(line: &str, col: usize, width: usize) -> (String, usize, Vec<usize>) {
-    let chars: Vec<char> = line.chars().collect();
+    clip(line, col, width, false, false)
+}
+
+/// [`clip_line`] for a piece of a line: `cut_left` / `cut_right` say the line goes on beyond it.
+fn clip(piece: &str, col: usize, width: usize, cut_left: bool, cut_right: bool) -> (String, usize, Vec<usize>) {
+    let chars: Vec<char> = piece.chars().collect();
     let n = chars.len();
     let (start, end) = if n <= width {
         (0, n)
@@ -220,7 +225,7 @@ pub fn clip_line(line: &str, col: usize, width: usize) -> (String, usize, Vec<us
         (start, start + width)
     };
     let mut out = String::new();
-    if start > 0 {
+    if start > 0 || cut_left {
         out.push('…');
     }
     let mut offsets = Vec::with_capacity(end - start + 1);
@@ -229,10 +234,32 @@ pub fn clip_line(line: &str, col: usize, width: usize) -> (String, usize, Vec<us
         push_escaped(&mut out, c);
     }
     offsets.push(out.len());
-    if end < n {
+    if end < n || cut_right {
         out.push('…');
     }
     (out, start, offsets)
+}
+
+/// How far a snippet looks for line ends either side of a position: room for a full window of
+/// characters (4 bytes at most each), and a bound, so that a snippet costs the same on a line of
+/// any length (and many problems on one huge line stay linear).
+const SCAN_BYTES: usize = SNIPPET_WIDTH * 4;
+
+/// The part of the line holding `offset` that lies within [`SCAN_BYTES`] of it (without a
+/// trailing `\r`), as byte bounds, and whether those bounds are the line's own start and end.
+fn line_piece(text: &str, offset: usize) -> (usize, usize, bool, bool) {
+    let lo = floor_char_boundary(text, offset.saturating_sub(SCAN_BYTES));
+    let hi = ceil_char_boundary(text, (offset + SCAN_BYTES).min(text.len()));
+    let (start, whole_start) = match text[lo..offset].rfind('\n') {
+        Some(i) => (lo + i + 1, true),
+        None => (lo, lo == 0),
+    };
+    let (end, whole_end) = match text[offset..hi].find('\n') {
+        Some(i) => (offset + i, true),
+        None => (hi, hi == text.len()),
+    };
+    let end = if whole_end && text[start..end].ends_with('\r') { end - 1 } else { end };
+    (start, end, whole_start, whole_end)
 }
 
 /// The part of a source a diagnostic shows: the problem's line and one line either side, each
@@ -253,54 +280,67 @@ struct Snippet {
 impl Snippet {
     fn new(name: String, text: &str, loc: Loc, len: usize) -> Self {
         let offset = floor_char_boundary(text, loc.offset.min(text.len()));
-        let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
-        let line_end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
-        let line = text[line_start..line_end].trim_end_matches('\r');
-        let col = text[line_start..offset].chars().count();
+        let (start, end, whole_start, whole_end) = line_piece(text, offset);
+        let piece = &text[start..end];
+        let col = text[start..offset].chars().count();
         // the label stays on the problem's line
-        let end = floor_char_boundary(text, (offset + len).min(line_start + line.len()).max(offset));
-        let end_col = col + text[offset..end].chars().count();
-        let (clipped, start, offsets) = clip_line(line, col, SNIPPET_WIDTH);
-        let at = |c: usize| offsets[c.clamp(start, start + offsets.len() - 1) - start];
+        let label_end = floor_char_boundary(text, (offset + len).min(end).max(offset));
+        let end_col = col + text[offset..label_end].chars().count();
+        let (clipped, window, offsets) = clip(piece, col, SNIPPET_WIDTH, !whole_start, !whole_end);
+        let at = |c: usize| offsets[c.clamp(window, window + offsets.len() - 1) - window];
         let mut snippet = String::new();
         let mut first_line = loc.line.saturating_sub(1) as usize;
-        let (before, after) = (&text[..line_start], &text[line_end..]);
-        if let Some(prev) = before.strip_suffix('\n') {
-            let prev = prev.rsplit('\n').next().unwrap_or("").trim_end_matches('\r');
-            snippet.push_str(&clip_window(prev, start));
+        // Context lines, cut to the same window when the problem's line is known from its start.
+        if whole_start && start > 0 {
+            let (ps, pe, p_whole_start, _) = line_piece(text, start - 1);
+            let prev = &text[ps..pe];
+            let line = if p_whole_start {
+                clip_window(prev, window, false)
+            } else {
+                clip(prev, prev.chars().count(), SNIPPET_WIDTH, true, false).0
+            };
+            snippet.push_str(&line);
             snippet.push('\n');
             first_line = first_line.saturating_sub(1);
         }
         let label_offset = snippet.len() + at(col);
         let label_len = at(end_col) - at(col);
         snippet.push_str(&clipped);
-        if let Some(next) = after.strip_prefix('\n') {
-            let next = next.split('\n').next().unwrap_or("").trim_end_matches('\r');
+        let next_start = text[end..].find('\n').map(|i| end + i + 1);
+        if let Some(ns) = next_start.filter(|&ns| whole_end && ns < text.len()) {
+            let (_, ne, _, n_whole_end) = line_piece(text, ns);
+            let from = if whole_start { window } else { 0 };
             snippet.push('\n');
-            snippet.push_str(&clip_window(next, start));
+            snippet.push_str(&clip_window(&text[ns..ne], from, !n_whole_end));
         }
         Snippet { name, text: snippet, first_line, label_offset, label_len, col: loc.col.saturating_sub(1) as usize }
     }
 }
 
-/// A context line cut to the same character window as the problem's line.
-fn clip_window(line: &str, start: usize) -> String {
-    let n = line.chars().count();
-    if n <= SNIPPET_WIDTH && start == 0 {
-        return escape(line).into_owned();
-    }
+/// A context line cut to the same character window as the problem's line (`cut_right`: the
+/// line goes on beyond `line`).
+fn clip_window(line: &str, start: usize, cut_right: bool) -> String {
     let mut out = String::new();
-    if start > 0 && n > 0 {
+    if start > 0 && !line.is_empty() {
         out.push('…');
     }
-    let end = (start + SNIPPET_WIDTH).min(n);
-    for c in line.chars().skip(start).take(end.saturating_sub(start)) {
+    let mut taken = 0;
+    let mut rest = line.chars().skip(start);
+    for c in rest.by_ref().take(SNIPPET_WIDTH) {
         push_escaped(&mut out, c);
+        taken += 1;
     }
-    if end < n {
+    if taken == SNIPPET_WIDTH && (rest.next().is_some() || cut_right) || (taken < SNIPPET_WIDTH && cut_right) {
         out.push('…');
     }
     out
+}
+
+fn ceil_char_boundary(s: &str, mut i: usize) -> usize {
+    while i < s.len() && !s.is_char_boundary(i) {
+        i += 1;
+    }
+    i
 }
 
 fn floor_char_boundary(s: &str, mut i: usize) -> usize {
@@ -429,7 +469,8 @@ mod tests {
         let out = report(&text, offset, long.len() + 1).render(false);
         assert!(out.len() < 2_000, "{} bytes of output", out.len());
         assert!(out.contains("raydeploy.yaml:2:6"), "{out}");
-        assert!(out.contains(" 1 │ first: 1") && out.contains(" 3 │ last: 2"), "{out}");
+        // the line before is shown; the one after is not, the problem's line going on past the window
+        assert!(out.contains(" 1 │ first: 1") && !out.contains("last: 2"), "{out}");
         assert!(out.contains("key: [xxx") && out.contains('…'), "{out}");
         // far into the line, the window is centred on the column
         let offset = text.find('[').unwrap() + 300_000;
@@ -437,6 +478,37 @@ mod tests {
         assert!(out.len() < 2_000, "{} bytes of output", out.len());
         assert!(out.contains("[raydeploy.yaml:2:300006]"), "{out}");
         assert!(out.contains("│ …xxx"), "{out}");
+    }
+
+    /// Each snippet looks at a bounded part of its line: 10k problems on a 1 MB line render in
+    /// output (and work) proportional to the problems, where reading the whole line for each would
+    /// scan 10 GB.
+    #[test]
+    fn many_problems_on_one_huge_line_render_in_bounded_snippets() {
+        let line: String = (0..100_000).map(|i| format!("k{i:05}: 1, ")).collect();
+        let text = format!("a: 1\nhead: {{{line}}}\nz: 2\n");
+        let mut sources = Sources::default();
+        sources.add(PathBuf::from("raydeploy.yaml"), text.clone());
+        let problems: Vec<Problem> = (0..10_000)
+            .map(|i| {
+                let offset = text.find(&format!("k{:05}:", i * 10)).unwrap();
+                let col = (offset - 5 + 1) as u32;
+                Problem::new(format!("head.k{:05}", i * 10), "unknown field").at(Loc {
+                    source: 0,
+                    line: 2,
+                    col,
+                    offset,
+                    len: 6,
+                })
+            })
+            .collect();
+        let out = Report { problems: Problems(problems), sources }.render(false);
+        assert!(out.len() < 10_000 * 1_000, "{} bytes", out.len());
+        assert!(out.contains("[raydeploy.yaml:2:8]") && out.contains(" 1 │ a: 1"), "{}", &out[..2_000]);
+        let last = &out[out.rfind("head.k99990").unwrap()..];
+        let col = text.find("k99990:").unwrap() - 5 + 1;
+        assert!(last.contains(&format!("[raydeploy.yaml:2:{col}]")) && last.contains(" 2 │ …"), "{last}");
+        assert!(last.contains("k99990: 1, k99991") && !last.contains(" 1 │"), "{last}");
     }
 
     #[test]

@@ -155,10 +155,10 @@ impl Node {
     pub fn locate_key(&self, path: &Path) -> Loc {
         if let Some((Step::Key(k), parent)) = path.0.split_last() {
             let parent_node = self.locate(&Path(parent.to_vec()));
-            if let Value::Map(entries) = &parent_node.value {
-                if let Some(e) = entries.get(k.as_str()) {
-                    return e.key_loc;
-                }
+            if let Value::Map(entries) = &parent_node.value
+                && let Some(e) = entries.get(k.as_str())
+            {
+                return e.key_loc;
             }
         }
         self.locate(path).loc
@@ -337,10 +337,8 @@ fn plain_message(err: &serde_saphyr::Error) -> String {
     if let Some(rest) = line.strip_prefix("error: ") {
         line = rest;
         // `line 8 column 1: message`
-        if rest.starts_with("line ") {
-            if let Some((_, msg)) = rest.split_once(": ") {
-                line = msg;
-            }
+        if let Some((_, msg)) = rest.split_once(": ").filter(|_| rest.starts_with("line ")) {
+            line = msg;
         }
     }
     if let Some(i) = line.find(" at line ") {
