@@ -116,4 +116,26 @@ mod tests {
         assert_eq!(base.locate_key(&Path::parse("cluster.workerGroups[1].replicas")).source, 1);
         assert_eq!(base.locate_key(&Path::parse("cluster.workerGroups[0].replicas")).source, 0);
     }
+
+    /// 40k named items merged with 40k overlay items (200k nodes each, under the reader's limit): a
+    /// scan of the list per overlay item would look at about 2 billion names; the name index keeps
+    /// it linear (no time is measured: the size makes a quadratic merge blow the suite).
+    #[test]
+    fn large_named_lists_merge_by_a_name_index() {
+        const N: usize = 40_000;
+        let base: String = (0..N).map(|i| format!("    - {{name: g{i}, replicas: 1}}\n")).collect();
+        let over: String = (0..N).map(|i| format!("    - {{name: g{}, replicas: 2}}\n", i * 2)).collect();
+        let mut base = parse(&format!("cluster:\n  workerGroups:\n{base}"), 0, "the spec").unwrap().doc;
+        let over = parse(&format!("cluster:\n  workerGroups:\n{over}"), 1, "the overlay").unwrap().doc;
+        let mut problems = Problems::default();
+        merge(&mut base, over, &Path::root(), &mut problems);
+        assert!(problems.is_empty());
+        let groups = base.to_json()["cluster"]["workerGroups"].as_array().unwrap().clone();
+        // even names up to 2N: half of them existed (merged), half are new (appended)
+        assert_eq!(groups.len(), N + N / 2);
+        assert_eq!(groups[0]["replicas"], 2);
+        assert_eq!(groups[1]["replicas"], 1);
+        assert_eq!(groups[N]["name"], format!("g{N}"));
+        assert_eq!(groups[N + N / 2 - 1]["name"], format!("g{}", 2 * N - 2));
+    }
 }
