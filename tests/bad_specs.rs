@@ -12,6 +12,9 @@
 //! # env: dev                                               (pass `-e dev`)
 //! # setenv: NAME=value                                     (set in the otherwise clean env)
 //! ```
+//!
+//! Whatever the case, stderr never carries a raw control character (other than newline) or a
+//! bidirectional-text control: the input's are shown escaped.
 
 use std::path::{Path, PathBuf};
 
@@ -90,6 +93,13 @@ fn flatten(s: &str) -> String {
     joined.join(" ").split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// Control characters and bidirectional formatting characters, which a terminal interprets.
+fn is_unsafe(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+        || matches!(c, '\u{2028}' | '\u{2029}')
+}
+
 fn clean_cmd(case: &Case) -> Command {
     let mut cmd = Command::cargo_bin("raydeploy").expect("the raydeploy binary");
     cmd.env_clear();
@@ -129,6 +139,9 @@ fn check(case: &Case, command: &str, extra: &[&std::ffi::OsStr], out: Option<&Pa
         if flat.contains(&flatten(a)) {
             failures.push(format!("unexpected `{a}`"));
         }
+    }
+    if let Some(c) = stderr.chars().find(|&c| c != '\n' && is_unsafe(c)) {
+        failures.push(format!("raw U+{:04X} in stderr", c as u32));
     }
     for l in &case.lines {
         if !stderr.contains(&format!(":{l}:")) {

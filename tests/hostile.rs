@@ -216,3 +216,80 @@ fn known_nasty_values() {
         check(s).unwrap_or_else(|e| panic!("{s:?}: {e}"));
     }
 }
+
+/// Control characters, bidirectional-text controls and the Unicode line separators: what a
+/// terminal would interpret if a diagnostic printed it raw.
+fn is_unsafe(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+        || matches!(c, '\u{2028}' | '\u{2029}')
+}
+
+/// Arbitrary text, weighted towards the characters diagnostics must escape and towards YAML syntax.
+fn nasty() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        any::<char>().prop_map(String::from),
+        prop::sample::select(vec![
+            '\0', '\u{7}', '\u{8}', '\u{1b}', '\r', '\n', '\t', '\u{7f}', '\u{85}', '\u{9b}', '\u{200e}', '\u{202e}',
+            '\u{2066}', '\u{2069}', '\u{2028}', '\u{61c}',
+        ])
+        .prop_map(String::from),
+        "[a-z:{}\\[\\]#&*!|>'\" -]{1,4}",
+    ];
+    prop::collection::vec(piece, 1..12).prop_map(|v| v.concat())
+}
+
+/// Loads `text` as a spec (and builds the model); returns every diagnostic text it printed.
+fn diagnostics(text: &str) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("raydeploy.yaml");
+    std::fs::write(&path, text).unwrap();
+    let report = match spec::load(&path, None, &|_| None) {
+        Err(r) => r,
+        Ok(loaded) => match model::build(&loaded, None) {
+            Err(problems) => loaded.report(problems),
+            Ok(_) => return vec![],
+        },
+    };
+    vec![report.render(false), report.short(), report.to_string()]
+}
+
+fn assert_clean(texts: &[String], input: &str) -> Result<(), TestCaseError> {
+    for t in texts {
+        if let Some(c) = t.chars().find(|&c| c != '\n' && is_unsafe(c)) {
+            return Err(TestCaseError::fail(format!("raw U+{:04X} for input {input:?}:\n{t}", c as u32)));
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Arbitrary strings as values and keys (well-formed YAML), and raw in the YAML text (where they
+    /// may break its syntax): whatever is reported, it shows them escaped.
+    #[test]
+    fn diagnostics_never_carry_raw_control_or_bidi_characters(s in nasty()) {
+        let as_value = spec_yaml(&s);
+        let as_key = serde_saphyr::to_string(&json!({
+            "apiVersion": "raydeploy/v1", "kind": "RayDeployment", "name": "hostile", "target": "local",
+            "cluster": { "head": {}, "env": { s.clone(): "x" }, "namespace": s.clone() }
+        }))
+        .unwrap();
+        let raw = format!("apiVersion: raydeploy/v1\nkind: RayDeployment\nname: {s}\ntarget: local\ncluster:\n  namespace: {s}\n  head: {{}}\n");
+        for text in [as_value, as_key, raw] {
+            assert_clean(&diagnostics(&text), &s)?;
+        }
+    }
+}
+
+#[test]
+fn control_and_bidi_characters_in_rendered_strings_are_rejected_where_they_are() {
+    for (s, what) in [("a\0b", "U+0000"), ("a\u{202e}b", "U+202E"), ("a\rb", "U+000D"), ("a\u{1b}[31mb", "U+001B")] {
+        let texts = diagnostics(&spec_yaml(s));
+        assert!(!texts.is_empty(), "{s:?} was accepted");
+        assert!(texts[1].contains("azure.tags.note: the value contains the"), "{s:?}: {}", texts[1]);
+        assert!(texts[1].contains(what), "{s:?}: {}", texts[1]);
+        assert_clean(&texts, s).unwrap();
+    }
+}

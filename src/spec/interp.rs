@@ -18,7 +18,7 @@ pub fn interpolate(node: &mut Node, path: &Path, vars: &dyn Fn(&str) -> Option<S
             }
         }
         Value::Map(entries) => {
-            for e in entries.iter_mut() {
+            for e in entries.values_mut() {
                 if path.0.is_empty() && e.key == "secrets" {
                     continue;
                 }

@@ -57,8 +57,8 @@ pub fn load(path: &FsPath, env: Option<&str>, vars: &dyn Fn(&str) -> Option<Stri
     let dir =
         path.parent().map(|p| if p.as_os_str().is_empty() { FsPath::new(".") } else { p }).unwrap_or(FsPath::new("."));
     let src = sources.add(path.to_path_buf(), text.clone());
-    let mut doc = parse_doc(&text, src, &sources, false)?;
     let mut problems = Problems::default();
+    let mut doc = parse_doc(&text, src, &sources, false, &mut problems)?;
 
     let mut name_from_overlay = false;
     if let Some(env) = env {
@@ -81,14 +81,13 @@ pub fn load(path: &FsPath, env: Option<&str>, vars: &dyn Fn(&str) -> Option<Stri
             }
         };
         let esrc = sources.add(env_path.clone(), env_text.clone());
-        let overlay = parse_doc(&env_text, esrc, &sources, true)?;
+        let overlay = parse_doc(&env_text, esrc, &sources, true, &mut problems)?;
         if !matches!(overlay.value, node::Value::Map(_)) {
             return Err(fail(
                 &sources,
                 Problem::new("", "an environment overlay must be a map of spec fields").at(overlay.loc),
             ));
         }
-        check_duplicates(&overlay, &Path::root(), &mut problems);
         name_from_overlay = overlay.get("name").is_some();
         for forbidden in ["apiVersion", "kind"] {
             if let Some(n) = overlay.get(forbidden) {
@@ -97,7 +96,6 @@ pub fn load(path: &FsPath, env: Option<&str>, vars: &dyn Fn(&str) -> Option<Stri
         }
         overlay::merge(&mut doc, overlay, &Path::root(), &mut problems);
     }
-    check_duplicates_base(&doc, &sources, &mut problems);
     interp::interpolate(&mut doc, &Path::root(), vars, &mut problems);
 
     let schema_problems = schema_check::check(&doc);
@@ -110,7 +108,8 @@ pub fn load(path: &FsPath, env: Option<&str>, vars: &dyn Fn(&str) -> Option<Stri
         Ok(s) => s,
         Err(e) => {
             let path = Path::parse(&e.path().to_string());
-            let p = Problem::new(&path, e.inner().to_string()).at(doc.locate(&path).loc);
+            let message = schema_check::plain_type_message(&e.inner().to_string());
+            let p = Problem::new(&path, message).at(doc.locate(&path).loc);
             return Err(Report { problems: Problems(vec![p]), sources });
         }
     };
@@ -121,15 +120,26 @@ pub fn load(path: &FsPath, env: Option<&str>, vars: &dyn Fn(&str) -> Option<Stri
     Ok(Loaded { spec, doc, sources, dir: dir.to_path_buf(), env: env.map(String::from), job_limits, deployment })
 }
 
-/// Parses the spec or an overlay (`overlay`: an empty overlay changes nothing; an empty spec is an error).
-fn parse_doc(text: &str, src: usize, sources: &Sources, overlay: bool) -> Result<Node, Report> {
-    let mut doc = node::parse(text, src).map_err(|e| Report {
-        problems: Problems(vec![Problem::new("", format!("invalid YAML: {}", e.message)).at(e.loc)]),
+/// Parses the spec or an overlay (`overlay`: an empty overlay changes nothing; an empty spec is an
+/// error). Problems that do not stop the other checks (duplicate keys, unknown tags: each
+/// document's own, found once, before merging) go to `problems`.
+fn parse_doc(
+    text: &str,
+    src: usize,
+    sources: &Sources,
+    overlay: bool,
+    problems: &mut Problems,
+) -> Result<Node, Report> {
+    let what = if overlay { "the environment overlay" } else { "the spec" };
+    let parsed = node::parse(text, src, what).map_err(|e| Report {
+        problems: Problems(vec![Problem::new("", e.message).at(e.loc)]),
         sources: sources.clone(),
     })?;
+    problems.0.extend(parsed.problems.0);
+    let mut doc = parsed.doc;
     if matches!(doc.value, node::Value::Null) {
         if overlay {
-            doc.value = node::Value::Map(vec![]);
+            doc.value = node::Value::Map(node::Map::new());
         } else {
             let p = Problem::new("", format!("the spec is empty: {} has no fields", sources.name(src)))
                 .help("start from `raydeploy init`, which writes a commented starter spec")
@@ -146,34 +156,6 @@ fn parse_doc(text: &str, src: usize, sources: &Sources, overlay: bool) -> Result
         });
     }
     Ok(doc)
-}
-
-/// Duplicate keys are checked on the base before merging (the overlay is checked separately).
-fn check_duplicates_base(doc: &Node, _sources: &Sources, problems: &mut Problems) {
-    check_duplicates(doc, &Path::root(), problems);
-}
-
-fn check_duplicates(node: &Node, path: &Path, problems: &mut Problems) {
-    match &node.value {
-        node::Value::Map(entries) => {
-            for (i, e) in entries.iter().enumerate() {
-                if let Some(first) = entries[..i].iter().find(|f| f.key == e.key) {
-                    problems.push(
-                        Problem::new(path.key(&e.key), format!("duplicate key `{}`", e.key))
-                            .help(format!("it is already set on line {}", first.key_loc.line))
-                            .at(e.key_loc),
-                    );
-                }
-                check_duplicates(&e.value, &path.key(&e.key), problems);
-            }
-        }
-        node::Value::Seq(items) => {
-            for (i, item) in items.iter().enumerate() {
-                check_duplicates(item, &path.index(i), problems);
-            }
-        }
-        _ => {}
-    }
 }
 
 /// Environment names available next to the spec: every `environments/<env>.yaml` that a

@@ -6,8 +6,8 @@ use std::sync::OnceLock;
 use jsonschema::error::{TypeKind, ValidationErrorKind};
 use serde_json::Value as J;
 
-use super::diag::{Problem, Problems};
-use super::node::{Node, Path, Step};
+use super::diag::{Problem, Problems, is_bidi_control, is_unsafe_char};
+use super::node::{Node, Path, Step, Value};
 use super::types::Spec;
 
 /// The spec's JSON Schema (what `raydeploy schema` prints).
@@ -58,10 +58,12 @@ fn validator() -> &'static jsonschema::Validator {
     V.get_or_init(|| jsonschema::validator_for(schema()).expect("the generated schema compiles"))
 }
 
-/// Checks `doc` against the schema; returns located problems.
+/// Checks `doc` against the schema, and every key and string in it for characters that no
+/// rendered file may carry; returns located problems.
 pub fn check(doc: &Node) -> Problems {
     let instance = doc.to_json();
     let mut problems = Problems::default();
+    check_text(doc, &Path::root(), &mut problems);
     for err in validator().iter_errors(&instance) {
         let path = Path::from_pointer(err.instance_path().as_str(), doc);
         let node = doc.locate(&path);
@@ -170,6 +172,77 @@ pub fn check(doc: &Node) -> Problems {
         }
     }
     problems
+}
+
+/// Every string of the spec may end up in a rendered file (names, labels, tags, env values,
+/// entrypoints, paths…), so each key and string value is checked here, once, after overlays and
+/// `${env:…}` interpolation: control characters other than tab and newline, and bidirectional
+/// formatting characters (which make text display in another order than the one a tool reads it
+/// in), are rejected where they occur.
+fn check_text(node: &Node, path: &Path, problems: &mut Problems) {
+    match &node.value {
+        Value::Str(s) => {
+            if let Some(p) = unsafe_text(s, path, "the value") {
+                problems.push(p.at(node.loc));
+            }
+        }
+        Value::Seq(items) => {
+            for (i, item) in items.iter().enumerate() {
+                check_text(item, &path.index(i), problems);
+            }
+        }
+        Value::Map(entries) => {
+            for e in entries.values() {
+                let child = path.key(&e.key);
+                if let Some(p) = unsafe_text(&e.key, &child, "the key") {
+                    problems.push(p.at(e.key_loc));
+                }
+                check_text(&e.value, &child, problems);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A problem for the first character of `s` that must not reach an artifact, if any.
+fn unsafe_text(s: &str, path: &Path, what: &str) -> Option<Problem> {
+    let (i, c) = s.chars().enumerate().find(|&(_, c)| c != '\t' && c != '\n' && is_unsafe_char(c))?;
+    let kind = if is_bidi_control(c) { "bidirectional-text control" } else { "control character" };
+    Some(
+        Problem::new(path, format!("{what} contains the {kind} U+{:04X} (character {})", c as u32, i + 1))
+            .help("remove it: rendered files must read the same in every tool (tab and newline are allowed)"),
+    )
+}
+
+/// serde's message when a value passed the schema but does not fit its Rust type, such as
+/// "invalid value: integer `99999999999`, expected u32": the type is said as the range or kind of
+/// value the field takes.
+pub fn plain_type_message(msg: &str) -> String {
+    let Some((head, expected)) = msg.rsplit_once(", expected ") else { return msg.to_string() };
+    let range = |lo: i128, hi: i128| format!("a whole number from {lo} to {hi}");
+    let words = match expected.trim() {
+        "u8" => range(0, u8::MAX.into()),
+        "u16" => range(0, u16::MAX.into()),
+        "u32" => range(0, u32::MAX.into()),
+        "u64" | "usize" => range(0, u64::MAX.into()),
+        "i8" => range(i8::MIN.into(), i8::MAX.into()),
+        "i16" => range(i16::MIN.into(), i16::MAX.into()),
+        "i32" => range(i32::MIN.into(), i32::MAX.into()),
+        "i64" | "isize" => range(i64::MIN.into(), i64::MAX.into()),
+        "f32" | "f64" => "a number".into(),
+        "a string" | "a borrowed string" | "a char" => "a string".into(),
+        "a boolean" => "true or false".into(),
+        other if other.starts_with("struct ") || other.starts_with("a map") => "a map".into(),
+        other if other.starts_with("a sequence") => "a list".into(),
+        other => other.to_string(),
+    };
+    let found = head
+        .strip_prefix("invalid value: ")
+        .or_else(|| head.strip_prefix("invalid type: "))
+        .unwrap_or(head)
+        .replace("integer ", "")
+        .replace("floating point ", "");
+    format!("expected {words}, found {found}")
 }
 
 /// A hint for quantities written with decimal-byte units (`12GB`) where Kubernetes wants `12Gi`.
@@ -329,4 +402,23 @@ fn shape(s: &J) -> String {
         return format!("a map with exactly one of {}", keys.join(", "));
     }
     describe(Some(s)).unwrap_or_else(|| "a value of another shape".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rust_types_in_serde_messages_become_ranges_and_kinds() {
+        assert_eq!(
+            plain_type_message("invalid value: integer `99999999999`, expected u32"),
+            "expected a whole number from 0 to 4294967295, found `99999999999`"
+        );
+        assert_eq!(
+            plain_type_message("invalid type: floating point `1.5`, expected i64"),
+            format!("expected a whole number from {} to {}, found `1.5`", i64::MIN, i64::MAX)
+        );
+        assert_eq!(plain_type_message("invalid type: map, expected a string"), "expected a string, found map");
+        assert_eq!(plain_type_message("missing field `name`"), "missing field `name`");
+    }
 }
