@@ -148,8 +148,9 @@ fn scheduler_places_a_pod_by_node_selector() {
                 .as_array()
                 .unwrap()
                 .iter()
-                .any(|e| e["reason"] == "Scheduled" && e["source"]["component"] == "default-scheduler"
-                    || e["reason"] == "Scheduled" && e["reportingComponent"] == "default-scheduler"),
+                .any(|e| e["reason"] == "Scheduled"
+                    && (e["source"]["component"] == "default-scheduler"
+                        || e["reportingComponent"] == "default-scheduler")),
             "a Scheduled event from default-scheduler: {events}"
         );
     });
