@@ -734,15 +734,25 @@ impl TestBed {
         }
         let dir = kuberay_data().join("charts/kuberay-operator/crds");
         self.kubectl(&["apply", "--server-side", "--force-conflicts", "-f", &dir.display().to_string()]);
-        self.kubectl(&[
-            "wait",
-            "--for=condition=Established",
-            "crd/rayclusters.ray.io",
-            "crd/rayjobs.ray.io",
-            "crd/rayservices.ray.io",
-            "crd/raycronjobs.ray.io",
-            &format!("--timeout={}s", START_TIMEOUT.as_secs()),
-        ]);
+        // Polled here: `kubectl wait --for=condition=Established` fails outright on a CRD that
+        // has no conditions yet.
+        let crds = ["rayclusters.ray.io", "rayjobs.ray.io", "rayservices.ray.io", "raycronjobs.ray.io"];
+        self.wait_for("the KubeRay CRDs to be Established", START_TIMEOUT, |note| {
+            let pending: Vec<&str> = crds
+                .iter()
+                .copied()
+                .filter(|crd| {
+                    let c = self.get_json(&["crd", crd]);
+                    !c["status"]["conditions"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|c| c["type"] == "Established" && c["status"] == "True")
+                })
+                .collect();
+            *note = format!("not yet Established: {pending:?}");
+            pending.is_empty().then_some(())
+        });
         *done = true;
     }
 
