@@ -759,6 +759,7 @@ impl TestBed {
     /// Starts the KubeRay operator (leader election off, metrics and probes on 127.0.0.1), after
     /// the CRDs it watches, and waits for its /readyz. Once.
     pub fn start_operator(&self) {
+        let t0 = Instant::now();
         self.install_kuberay_crds();
         let mut started = self.operator.lock().unwrap_or_else(|e| e.into_inner());
         if *started {
@@ -782,6 +783,7 @@ impl TestBed {
             (code == 200).then_some(())
         });
         *started = true;
+        eprintln!("test bed: KubeRay CRDs and operator ready in {:.1} s", t0.elapsed().as_secs_f64());
     }
 
     /// Stops every process this bed started (SIGTERM, then SIGKILL after [`STOP_GRACE`]), then the
