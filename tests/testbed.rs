@@ -50,7 +50,8 @@ fn running(bed: &TestBed, ns: &str, pod: &str) -> Value {
 #[test]
 fn programs_are_there() {
     let dir = testbed::check_programs();
-    let v = std::process::Command::new(dir.join("kubectl")).args(["version", "--client", "-o", "json"]).output().unwrap();
+    let v =
+        std::process::Command::new(dir.join("kubectl")).args(["version", "--client", "-o", "json"]).output().unwrap();
     let v: Value = serde_json::from_slice(&v.stdout).unwrap();
     let versions = std::fs::read_to_string(testbed::repo_root().join("tests/testbed/versions")).unwrap();
     let pinned = versions.lines().find_map(|l| l.strip_prefix("KUBERNETES=")).unwrap();
@@ -140,19 +141,20 @@ fn scheduler_places_a_pod_by_node_selector() {
         let scheduled = condition(&p, "PodScheduled").unwrap();
         assert_eq!(scheduled["status"], "True");
         assert!(p["status"]["podIP"].as_str().is_some_and(|ip| !ip.is_empty()), "kwok gives the pod an IP");
-        // The binding was the real scheduler's.
-        let events = bed.kubectl(&["get", "events", "-n", ns, "--field-selector=involvedObject.name=p", "-o", "json"]);
-        let events: Value = serde_json::from_str(&events).unwrap();
-        assert!(
+        // The binding was the real scheduler's (its events are written asynchronously).
+        bed.wait_for("a Scheduled event from default-scheduler", WAIT, |note| {
+            let events = bed.get_json(&["events", "-n", ns, "--field-selector=involvedObject.name=p"]);
+            *note = events["items"].to_string();
             events["items"]
-                .as_array()
-                .unwrap()
+                .as_array()?
                 .iter()
-                .any(|e| e["reason"] == "Scheduled"
-                    && (e["source"]["component"] == "default-scheduler"
-                        || e["reportingComponent"] == "default-scheduler")),
-            "a Scheduled event from default-scheduler: {events}"
-        );
+                .any(|e| {
+                    e["reason"] == "Scheduled"
+                        && (e["source"]["component"] == "default-scheduler"
+                            || e["reportingComponent"] == "default-scheduler")
+                })
+                .then_some(())
+        });
     });
 }
 
@@ -205,11 +207,18 @@ fn raycluster_from_chart(helm: &str) {
         let items = pods["items"].as_array().cloned().unwrap_or_default();
         *note = items
             .iter()
-            .map(|p| format!("{} {} {}", p["metadata"]["name"], p["metadata"]["labels"]["ray.io/node-type"], p["status"]["phase"]))
+            .map(|p| {
+                format!(
+                    "{} {} {}",
+                    p["metadata"]["name"], p["metadata"]["labels"]["ray.io/node-type"], p["status"]["phase"]
+                )
+            })
             .collect::<Vec<_>>()
             .join("; ");
         let running = |kind: &str| {
-            items.iter().any(|p| p["metadata"]["labels"]["ray.io/node-type"] == kind && p["status"]["phase"] == "Running")
+            items
+                .iter()
+                .any(|p| p["metadata"]["labels"]["ray.io/node-type"] == kind && p["status"]["phase"] == "Running")
         };
         (running("head") && running("worker")).then_some(items)
     });
@@ -257,11 +266,6 @@ fn start_times() {
         times.push((started, stopped));
     }
     for (i, (started, stopped)) in times.iter().enumerate() {
-        eprintln!(
-            "test bed start #{}: {:.1} s (stop {:.1} s)",
-            i + 1,
-            started.as_secs_f64(),
-            stopped.as_secs_f64()
-        );
+        eprintln!("test bed start #{}: {:.1} s (stop {:.1} s)", i + 1, started.as_secs_f64(), stopped.as_secs_f64());
     }
 }
