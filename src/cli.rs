@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::deploy;
+use crate::deploy::kube::azure_preflight::Check;
 use crate::model::{self, Deployment};
 use crate::preview;
 use crate::render;
@@ -47,6 +48,27 @@ impl From<TargetArg> for Target {
             TargetArg::Aks => Target::Aks,
             TargetArg::Kubernetes => Target::Kubernetes,
             TargetArg::Local => Target::Local,
+        }
+    }
+}
+
+/// A part of the Azure preflight that `--skip-preflight` leaves out.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipCheck {
+    /// vCPU quota per family, Spot and regional (`az vm list-usage`).
+    Quota,
+    /// VM sizes offered in the region, its zones and for Spot (`az vm list-skus`).
+    Skus,
+    /// The Kubernetes version is offered (`az aks get-versions`).
+    Versions,
+}
+
+impl From<SkipCheck> for Check {
+    fn from(c: SkipCheck) -> Self {
+        match c {
+            SkipCheck::Quota => Check::Quota,
+            SkipCheck::Skus => Check::Skus,
+            SkipCheck::Versions => Check::Versions,
         }
     }
 }
@@ -102,6 +124,9 @@ pub enum Command {
         /// Allow changes that replace or delete the cluster, a node pool, the registry or the RayCluster.
         #[arg(long)]
         allow_destroy: bool,
+        /// Leave out parts of the Azure preflight (for accounts that may not read them).
+        #[arg(long, value_enum, value_delimiter = ',', value_name = "CHECKS")]
+        skip_preflight: Vec<SkipCheck>,
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
     },
@@ -119,6 +144,9 @@ pub enum Command {
         /// Write the plan to PLAN (and Terraform's saved plan to PLAN.tfplan) for `deploy --plan`.
         #[arg(long, value_name = "PLAN")]
         out: Option<PathBuf>,
+        /// Leave out parts of the Azure preflight (for accounts that may not read them).
+        #[arg(long, value_enum, value_delimiter = ',', value_name = "CHECKS")]
+        skip_preflight: Vec<SkipCheck>,
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
     },
@@ -304,13 +332,17 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Deploy { args, dry_run, with_jobs, auto_approve, plan, allow_destroy, output } => {
+        Command::Deploy { args, dry_run, with_jobs, auto_approve, plan, allow_destroy, skip_preflight, output } => {
             let Some(mut s) = session(&args, output)? else { return Ok(ExitCode::from(1)) };
+            skip(&mut s, &skip_preflight);
             let opts = deploy::DeployOptions { dry_run, with_jobs, auto_approve, plan, allow_destroy };
             Ok(ExitCode::from(deploy::deploy(&mut s, &opts)?))
         }
-        Command::Plan { args, offline, against, out, output } => {
-            let Some(s) = session(&args, output)? else { return Ok(ExitCode::from(1)) };
+        Command::Plan { args, offline, against, out, skip_preflight, output } => {
+            let Some(mut s) = session(&args, output)? else { return Ok(ExitCode::from(1)) };
+            if !(offline || against.is_some()) {
+                skip(&mut s, &skip_preflight);
+            }
             let opts = preview::Options { offline: offline || against.is_some(), against, out };
             let plan = preview::run(&s, &opts)?;
             match output {
@@ -372,6 +404,21 @@ fn session(args: &SpecArgs, output: Output) -> Result<Option<deploy::Session>> {
     warn(&d);
     let rendered = render::render(&d)?;
     Ok(Some(deploy::Session::new(d, rendered, Style::detect(output == Output::Json))))
+}
+
+/// Records `--skip-preflight` and says, loudly on stderr, what goes unchecked.
+fn skip(s: &mut deploy::Session, checks: &[SkipCheck]) {
+    s.skip_preflight = checks.iter().map(|c| Check::from(*c)).collect();
+    if s.d.target != Target::Aks {
+        return;
+    }
+    for c in &s.skip_preflight {
+        eprintln!(
+            "WARNING: --skip-preflight={}: NOT checking {} before creating anything; a shortfall fails minutes into terraform apply",
+            c.as_str(),
+            c.what()
+        );
+    }
 }
 
 fn print_either(output: Output, text: &str, json: &serde_json::Value) -> Result<()> {
