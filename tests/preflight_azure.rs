@@ -41,6 +41,7 @@ cluster:
     - { name: cpu, vmSize: Standard_D4s_v5, cpu: 2, memory: 4Gi, replicas: 1, minReplicas: 1, maxReplicas: 3 }
     - { name: gpu, vmSize: Standard_NC8as_T4_v3, gpus: 1, replicas: 0, maxReplicas: 4 }
     - { name: spot, vmSize: Standard_NC4as_T4_v3, gpus: 1, replicas: 0, maxReplicas: 2, spot: true }
+  autoscaler: { enabled: true }
 "#;
 
 /// The process environment is shared: one in-process run at a time sets it.

@@ -123,13 +123,26 @@ impl Outcome {
 
 // ---------------------------------------------------------------------------------------------
 // The answers, as the Azure CLI prints them (only the fields used are read; others are ignored).
+// Azure writes `null` for empty lists and strings (e.g. `"restrictionInfo": {"zones": null}` on a
+// region-wide restriction): every field reads `null` as empty.
+
+fn nullable<'de, D, T>(d: D) -> std::result::Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
 
 /// An item of `az vm list-usage -o json`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct Usage {
+    #[serde(deserialize_with = "nullable")]
     pub current_value: i64,
+    #[serde(deserialize_with = "nullable")]
     pub limit: i64,
+    #[serde(deserialize_with = "nullable")]
     pub name: UsageName,
 }
 
@@ -137,8 +150,10 @@ pub struct Usage {
 #[serde(default, rename_all = "camelCase")]
 pub struct UsageName {
     /// `standardNCASv3_T4Family`, `lowPriorityCores`, `cores`, …
+    #[serde(deserialize_with = "nullable")]
     pub value: String,
     /// `Standard NCASv3_T4 Family vCPUs`
+    #[serde(deserialize_with = "nullable")]
     pub localized_value: String,
 }
 
@@ -146,28 +161,38 @@ pub struct UsageName {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct Sku {
+    #[serde(deserialize_with = "nullable")]
     pub name: String,
+    #[serde(deserialize_with = "nullable")]
     pub resource_type: String,
     /// The quota family (`az vm list-usage`'s `name.value`).
     pub family: Option<String>,
+    #[serde(deserialize_with = "nullable")]
     pub locations: Vec<String>,
+    #[serde(deserialize_with = "nullable")]
     pub location_info: Vec<LocationInfo>,
+    #[serde(deserialize_with = "nullable")]
     pub capabilities: Vec<Capability>,
+    #[serde(deserialize_with = "nullable")]
     pub restrictions: Vec<Restriction>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct LocationInfo {
+    #[serde(deserialize_with = "nullable")]
     pub location: String,
     /// Logical zones the size is offered in.
+    #[serde(deserialize_with = "nullable")]
     pub zones: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct Capability {
+    #[serde(deserialize_with = "nullable")]
     pub name: String,
+    #[serde(deserialize_with = "nullable")]
     pub value: String,
 }
 
@@ -176,16 +201,22 @@ pub struct Capability {
 pub struct Restriction {
     /// `Location` or `Zone`.
     #[serde(rename = "type")]
+    #[serde(deserialize_with = "nullable")]
     pub kind: String,
+    #[serde(deserialize_with = "nullable")]
     pub reason_code: String,
+    #[serde(deserialize_with = "nullable")]
     pub values: Vec<String>,
+    #[serde(deserialize_with = "nullable")]
     pub restriction_info: RestrictionInfo,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct RestrictionInfo {
+    #[serde(deserialize_with = "nullable")]
     pub locations: Vec<String>,
+    #[serde(deserialize_with = "nullable")]
     pub zones: Vec<String>,
 }
 
@@ -237,6 +268,7 @@ impl Sku {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct Versions {
+    #[serde(deserialize_with = "nullable")]
     pub values: Vec<KubeVersion>,
 }
 
@@ -244,18 +276,23 @@ pub struct Versions {
 #[serde(default, rename_all = "camelCase")]
 pub struct KubeVersion {
     /// `major.minor`
+    #[serde(deserialize_with = "nullable")]
     pub version: String,
     pub is_preview: Option<bool>,
+    #[serde(deserialize_with = "nullable")]
     pub capabilities: VersionCapabilities,
     /// Tolerated at the top level too.
+    #[serde(deserialize_with = "nullable")]
     pub support_plan: Vec<String>,
     /// Patch versions (`1.33.2`) → their upgrades.
+    #[serde(deserialize_with = "nullable")]
     pub patch_versions: BTreeMap<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct VersionCapabilities {
+    #[serde(deserialize_with = "nullable")]
     pub support_plan: Vec<String>,
 }
 
@@ -782,7 +819,7 @@ fn read_json<T: serde::de::DeserializeOwned>(r: &Runner, cmd: &Cmd) -> Result<T>
 }
 
 fn unreadable(check: Check, e: &anyhow::Error) -> Finding {
-    Finding::new(Level::Error, check, "azure.location", format!("cannot read {}: {e:#}", check.what())).help(format!(
+    Finding::new(Level::Error, check, "azure.location", format!("cannot check {}: {e:#}", check.what())).help(format!(
         "fix the access (az login, a Reader role on the subscription), or deploy with --skip-preflight={} to go without this check",
         check.as_str()
     ))
@@ -1156,6 +1193,38 @@ cluster:
                 }
             }
         }
+    }
+
+    #[test]
+    fn answers_parse_with_the_nulls_azure_writes() {
+        let skus: Vec<Sku> = serde_json::from_str(
+            r#"[{"resourceType": "virtualMachines", "name": "Standard_NC4as_T4_v3", "tier": "Standard",
+                "size": "NC4as_T4_v3", "family": "standardNCASv3_T4Family", "locations": ["westeurope"],
+                "locationInfo": [{"location": "westeurope", "zones": ["2", "1"], "zoneDetails": []}],
+                "capabilities": [{"name": "vCPUs", "value": "4"}, {"name": "LowPriorityCapable", "value": "True"}],
+                "restrictions": [{"type": "Location", "values": ["westeurope"],
+                  "restrictionInfo": {"locations": ["westeurope"], "zones": null},
+                  "reasonCode": "NotAvailableForSubscription"}],
+                "apiVersions": null, "costs": null, "kind": null}]"#,
+        )
+        .unwrap();
+        assert!(skus[0].restricted_in("WestEurope"));
+        assert_eq!(skus[0].zones_in("westeurope"), BTreeSet::from(["1".to_string(), "2".to_string()]));
+        assert!(skus[0].spot_capable());
+        let usage: Vec<Usage> = serde_json::from_str(
+            r#"[{"currentValue": 8, "limit": 24, "localName": "Standard NCASv3_T4 Family vCPUs",
+                 "name": {"localizedValue": "Standard NCASv3_T4 Family vCPUs", "value": "standardNCASv3_T4Family"},
+                 "unit": "Count"}]"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (usage[0].name.value.as_str(), usage[0].current_value, usage[0].limit),
+            ("standardNCASv3_T4Family", 8, 24)
+        );
+        let v = versions(
+            r#"{"values": [{"version": "1.33", "isPreview": null, "capabilities": {"supportPlan": null}, "patchVersions": null}]}"#,
+        );
+        assert!(v.values[0].standard() && !v.values[0].preview());
     }
 
     #[test]
