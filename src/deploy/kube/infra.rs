@@ -537,6 +537,9 @@ fn deployed_pools(k: &Kube, r: &Runner, subscription: &str) -> Result<Vec<azure_
 /// The Azure preflight outside a deploy (for `raydeploy plan`): the subscription (`az account
 /// show`), then the reads; the Kubernetes version it chooses is kept for Terraform's plan.
 pub(crate) fn azure_findings(k: &Kube) -> Result<azure_preflight::Outcome> {
+    if azure_preflight::Check::ALL.iter().all(|c| k.s.skip_preflight.contains(c)) {
+        return Ok(azure_preflight::Outcome::default());
+    }
     let r = Runner::new(
         "plan",
         Some(&k.s.dir.join("logs").join("plan.log")),
