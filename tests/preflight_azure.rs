@@ -446,3 +446,24 @@ fn dry_run_lists_the_reads() {
     }
     assert!(env.calls().is_empty());
 }
+
+#[test]
+fn the_reads_are_retried_like_every_read() {
+    let mut env = sandbox(SPEC);
+    env.set("RAYDEPLOY_FAKE_FAULTS", "az:vm list-usage=fail2,az:aks get-versions=fail1");
+    let r = run_phases(&env);
+    assert!(r.ok(), "{r:?}");
+    let usage = env.find("az", &["vm", "list-usage"]);
+    assert_eq!(usage.iter().map(|c| c.exit.clone()).collect::<Vec<_>>(), [1, 1, 0]);
+    assert_eq!(env.find("az", &["aks", "get-versions"]).len(), 2);
+
+    // A read that keeps failing is a problem like the others, with the way around it.
+    let mut env = sandbox(SPEC);
+    env.set("RAYDEPLOY_FAKE_FAULTS", "az:vm list-usage=fail");
+    let err = refused(
+        &env,
+        &["azure.location: cannot check the vCPU quota per VM family, Spot and regional (az vm list-usage)"],
+    );
+    assert!(err.contains("--skip-preflight=quota"), "{err}");
+    assert_eq!(env.find("az", &["vm", "list-usage"]).len(), 3, "three attempts");
+}
