@@ -509,6 +509,8 @@ fn require_outputs(o: Outputs) -> Result<Outputs> {
     Ok(o)
 }
 
+/// The subscription Terraform runs in. Also hands Terraform the Kubernetes version preflight
+/// chose for a spec that leaves it open (`Terraform::at` reads it from the session).
 fn subscription_of(k: &Kube, cx: &Cx) -> Option<String> {
     if let Some(v) = cx.output("preflight", "kubernetes_version") {
         let _ = k.s.kubernetes_version.set(v);
