@@ -8,6 +8,7 @@ use anyhow::Result;
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::deploy;
+use crate::deploy::kube::azure_preflight::Check;
 use crate::model::{self, Deployment};
 use crate::preview;
 use crate::render;
@@ -48,6 +49,27 @@ impl From<TargetArg> for Target {
             TargetArg::Aks => Target::Aks,
             TargetArg::Kubernetes => Target::Kubernetes,
             TargetArg::Local => Target::Local,
+        }
+    }
+}
+
+/// A part of the Azure preflight that `--skip-preflight` leaves out.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipCheck {
+    /// vCPU quota per family, Spot and regional (`az vm list-usage`).
+    Quota,
+    /// VM sizes offered in the region, its zones and for Spot (`az vm list-skus`).
+    Skus,
+    /// The Kubernetes version is offered (`az aks get-versions`).
+    Versions,
+}
+
+impl From<SkipCheck> for Check {
+    fn from(c: SkipCheck) -> Self {
+        match c {
+            SkipCheck::Quota => Check::Quota,
+            SkipCheck::Skus => Check::Skus,
+            SkipCheck::Versions => Check::Versions,
         }
     }
 }
@@ -108,6 +130,9 @@ pub enum Command {
         /// Allow changes that replace or delete the cluster, a node pool, the registry or the RayCluster.
         #[arg(long)]
         allow_destroy: bool,
+        /// Leave out parts of the Azure preflight (for accounts that may not read them).
+        #[arg(long, value_enum, value_delimiter = ',', value_name = "CHECKS")]
+        skip_preflight: Vec<SkipCheck>,
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
     },
@@ -129,6 +154,9 @@ pub enum Command {
         /// listed for information only: a deploy without --with-jobs does not run them).
         #[arg(long)]
         with_jobs: bool,
+        /// Leave out parts of the Azure preflight (for accounts that may not read them).
+        #[arg(long, value_enum, value_delimiter = ',', value_name = "CHECKS")]
+        skip_preflight: Vec<SkipCheck>,
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
     },
@@ -365,13 +393,17 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Deploy { args, dry_run, with_jobs, auto_approve, plan, allow_destroy, output } => {
+        Command::Deploy { args, dry_run, with_jobs, auto_approve, plan, allow_destroy, skip_preflight, output } => {
             let Some(mut s) = session(&args, output)? else { return Ok(ExitCode::from(1)) };
+            skip(&mut s, &skip_preflight);
             let opts = deploy::DeployOptions { dry_run, with_jobs, auto_approve, plan, allow_destroy };
             Ok(ExitCode::from(deploy::deploy(&mut s, &opts)?))
         }
-        Command::Plan { args, offline, against, out, with_jobs, output } => {
-            let Some(s) = session(&args, output)? else { return Ok(ExitCode::from(1)) };
+        Command::Plan { args, offline, against, out, with_jobs, skip_preflight, output } => {
+            let Some(mut s) = session(&args, output)? else { return Ok(ExitCode::from(1)) };
+            if !(offline || against.is_some()) {
+                skip(&mut s, &skip_preflight);
+            }
             let opts = preview::Options { offline: offline || against.is_some(), against, out, with_jobs };
             let plan = preview::run(&s, &opts)?;
             let text = match output {
@@ -434,6 +466,21 @@ fn session(args: &SpecArgs, output: Output) -> Result<Option<deploy::Session>> {
     warn(&d);
     let Some(rendered) = render_checked(&d)? else { return Ok(None) };
     Ok(Some(deploy::Session::new(d, rendered, Style::detect(output == Output::Json))))
+}
+
+/// Records `--skip-preflight` and says, loudly on stderr, what goes unchecked.
+fn skip(s: &mut deploy::Session, checks: &[SkipCheck]) {
+    s.skip_preflight = checks.iter().map(|c| Check::from(*c)).collect();
+    if s.d.target != Target::Aks {
+        return;
+    }
+    for c in &s.skip_preflight {
+        eprintln!(
+            "WARNING: --skip-preflight={}: NOT checking {} before creating anything; a shortfall fails minutes into terraform apply",
+            c.as_str(),
+            c.what()
+        );
+    }
 }
 
 /// Prints what a command found, as text or JSON, scrubbed of every secret value this run knows

@@ -17,13 +17,14 @@ pub fn explain(d: &Deployment) -> String {
                 format!(
                     "{} (Kubernetes {}, {} CNI{}, maxPods {})",
                     a.aks_name,
-                    a.kubernetes_version,
+                    a.kubernetes_version.as_deref().unwrap_or("newest AKS offers, looked up by deploy"),
                     a.network_plugin,
                     a.network_plugin_mode.map(|m| format!(" {m}")).unwrap_or_default(),
                     a.max_pods
                 ),
             ),
             ("registry", format!("{} ({})", a.acr_login_server, a.acr_sku)),
+            ("zones", if a.zones.is_empty() { "none (regional)".to_string() } else { a.zones.join(", ") }),
             (
                 "system pool",
                 format!(
@@ -84,6 +85,9 @@ pub fn explain(d: &Deployment) -> String {
         ]);
     }
     table(&mut o, &rows);
+    if let Some(a) = &d.azure {
+        quota(&mut o, a);
+    }
     let _ = writeln!(o, "\nImage");
     let _ = writeln!(o, "  base            {}:{}", d.image.base, d.image.base_tag);
     if let Some(i) = &d.image.cpu {
@@ -140,6 +144,29 @@ pub fn explain(d: &Deployment) -> String {
     }
     o.push_str("\nPod sizes: auto = whole CPUs and GiB of the node's allocatable (AKS reservations and eviction\nthreshold) minus the DaemonSet reserve; cpu %/mem % = Ray pods per node × request ÷ allocatable.\n");
     o
+}
+
+/// vCPUs per quota at every pool's minimum and maximum node count (the families from the built-in
+/// table; `deploy` asks Azure for each size's family and the free quota).
+fn quota(o: &mut String, a: &crate::model::AzureModel) {
+    use crate::model::azure::{REGIONAL_QUOTA, SPOT_QUOTA, pool_demands, quota_family, quota_needs};
+    let demands = pool_demands(a);
+    let needs = quota_needs(&demands, |s| quota_family(s).map(str::to_string));
+    let _ = writeln!(o, "\nvCPU quota in {} (checked against the subscription by deploy's preflight)", a.location);
+    let mut rows: Vec<Vec<String>> =
+        vec![["quota", "vcpus at min", "vcpus at max", "pools"].iter().map(|s| s.to_string()).collect()];
+    for n in &needs {
+        let name = match n.quota.as_str() {
+            SPOT_QUOTA => format!("{SPOT_QUOTA} (Spot)"),
+            REGIONAL_QUOTA => format!("{REGIONAL_QUOTA} (regional total)"),
+            f => f.to_string(),
+        };
+        rows.push(vec![name, n.min.to_string(), n.max.to_string(), n.pools.join(", ")]);
+    }
+    table(o, &rows);
+    for d in demands.iter().filter(|d| !d.spot && quota_family(&d.vm_size).is_none()) {
+        let _ = writeln!(o, "  {} ({}): family not in the built-in table; deploy asks Azure", d.vm_size, d.pool);
+    }
 }
 
 fn table(o: &mut String, rows: &[Vec<String>]) {

@@ -219,7 +219,7 @@ fn unchanged_inputs_skip_and_a_fresh_checkout_asks_terraform_instead_of_applying
     assert_eq!(outcome(&r, "infra"), Outcome::Skipped);
     assert_eq!(outcome(&r, "credentials"), Outcome::Skipped);
     assert_eq!(lines(&env, "terraform"), ["terraform version -json"]);
-    assert!(env.find("az", &["aks"]).is_empty());
+    assert!(env.find("az", &["aks", "get-credentials"]).is_empty());
 
     // A fresh checkout (no .raydeploy): plan -detailed-exitcode says 0, so no apply; the outputs
     // come from the live state; credentials are fetched again (a read).
@@ -262,7 +262,7 @@ fn a_failed_apply_is_resumed_with_a_new_plan_and_nothing_after_it_ran() {
     assert!(err.contains("terraform") && err.contains("apply") && err.contains("code 1"), "{err}");
     assert!(err.contains("injected failure"), "the stderr tail is in the error: {err}");
     assert_eq!(env.phase_status("tiny", "infra"), "failed");
-    assert!(env.find("az", &["aks"]).is_empty());
+    assert!(env.find("az", &["aks", "get-credentials"]).is_empty());
     assert_eq!(env.find("terraform", &["apply"]).len(), 1, "apply is never retried");
     assert!(!env.state_dir("tiny").join("rendered/terraform/raydeploy.tfplan").exists());
 

@@ -323,3 +323,56 @@ fn rendering_is_deterministic() {
         assert_eq!(std::fs::read(&f).unwrap(), std::fs::read(b.path().join(rel)).unwrap(), "{}", rel.display());
     }
 }
+
+#[test]
+fn an_unpinned_kubernetes_version_is_a_variable_an_existing_cluster_ignores() {
+    // `raydeploy init`'s starter spec leaves the version to the newest AKS offers.
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("raydeploy.yaml");
+    std::fs::write(&spec, raydeploy::cli::STARTER).unwrap();
+    let out = render(&spec, None);
+    let tf = out.path().join("terraform");
+    let res = Std::new(TERRAFORM).args(["fmt", "-check", "-diff"]).arg(&tf).output().unwrap();
+    assert!(res.status.success(), "terraform fmt -check:\n{}", String::from_utf8_lossy(&res.stdout));
+    let body = parse(&tf.join("main.tf"));
+    let var = body
+        .blocks()
+        .find(|b| b.identifier() == "variable" && b.labels()[0].as_str() == "kubernetes_version")
+        .expect("variable kubernetes_version");
+    assert_eq!(attr(var.body(), "default").map(value), Some(hcl::Value::Null));
+    let aks = resources(&body).find(|r| resource_type(r) == "azurerm_kubernetes_cluster").expect("cluster");
+    assert_eq!(format!("{}", attr(aks.body(), "kubernetes_version").unwrap()), "var.kubernetes_version");
+    let ignored = |b: &Block| {
+        block(b.body(), "lifecycle")
+            .and_then(|l| attr(l.body(), "ignore_changes"))
+            .map(|e| format!("{e}"))
+            .unwrap_or_default()
+    };
+    let cluster_ignores: String = ignored(aks).split_whitespace().collect();
+    assert_eq!(cluster_ignores, "[kubernetes_version]");
+    // Pools follow the control plane: a pool added later is never newer than an existing cluster.
+    let system = block(aks.body(), "default_node_pool").unwrap();
+    assert!(attr(system.body(), "orchestrator_version").is_none());
+    let pools: Vec<&Block> =
+        resources(&body).filter(|r| resource_type(r) == "azurerm_kubernetes_cluster_node_pool").collect();
+    assert!(!pools.is_empty());
+    for p in pools {
+        assert!(attr(p.body(), "orchestrator_version").is_none());
+    }
+
+    // A pinned version is a literal, and nothing ignores it.
+    let out = render(&root().join("examples/gpu-autoscaling/raydeploy.yaml"), None);
+    let text = std::fs::read_to_string(out.path().join("terraform/main.tf")).unwrap();
+    assert!(
+        !text.contains("variable \"kubernetes_version\"") && !text.contains("ignore_changes = [kubernetes_version]")
+    );
+    assert!(text.contains(r#"orchestrator_version        = "1.34""#), "{text}");
+    // azure.zones: every pool, the system pool too.
+    let body = parse(&out.path().join("terraform/main.tf"));
+    let aks = resources(&body).find(|r| resource_type(r) == "azurerm_kubernetes_cluster").expect("cluster");
+    let system = block(aks.body(), "default_node_pool").unwrap();
+    assert_eq!(strings(attr(system.body(), "zones").expect("system pool zones")), ["1", "2", "3"]);
+    for p in resources(&body).filter(|r| resource_type(r) == "azurerm_kubernetes_cluster_node_pool") {
+        assert_eq!(strings(attr(p.body(), "zones").expect("pool zones")), ["1", "2", "3"]);
+    }
+}

@@ -5,9 +5,10 @@
 
 pub mod kube;
 
+use std::collections::BTreeSet;
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::{Context, Result, bail};
 
@@ -21,6 +22,7 @@ use crate::run::redact::Redactor;
 use crate::run::state::Store;
 use crate::run::{deployment_dir, signals};
 use crate::spec::Target;
+use kube::azure_preflight::Check;
 
 /// Exit code of a run stopped by Ctrl-C.
 pub const EXIT_INTERRUPTED: u8 = 130;
@@ -39,6 +41,11 @@ pub struct Session {
     pub allow_destroy: bool,
     /// Terraform's saved plan to apply instead of planning anew (`deploy --plan`).
     pub saved_tfplan: Option<PathBuf>,
+    /// Parts of the Azure preflight left out (`--skip-preflight`).
+    pub skip_preflight: BTreeSet<Check>,
+    /// The Kubernetes version the Azure preflight chose for a spec that leaves it open (passed
+    /// to Terraform as `-var=kubernetes_version=…`).
+    pub kubernetes_version: OnceLock<String>,
 }
 
 impl Session {
@@ -55,6 +62,8 @@ impl Session {
             style,
             allow_destroy: false,
             saved_tfplan: None,
+            skip_preflight: BTreeSet::new(),
+            kubernetes_version: OnceLock::new(),
         }
     }
 

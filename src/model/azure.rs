@@ -93,6 +93,187 @@ fn family(name: &str) -> String {
     out
 }
 
+/// `az vm list-usage` name of the regional vCPU quota every regular (non-Spot) VM counts against.
+pub const REGIONAL_QUOTA: &str = "cores";
+/// `az vm list-usage` name of the regional Spot (low-priority) vCPU quota, whatever the family.
+pub const SPOT_QUOTA: &str = "lowPriorityCores";
+
+/// The vCPU quota family of the built-in sizes, as `az vm list-skus` reports it (`family`) and
+/// `az vm list-usage` names it. For `explain`, offline, only: a deploy asks Azure for each
+/// size's family. Azure is not consistent about the case of the first letter; compare
+/// case-insensitively.
+const QUOTA_FAMILIES: &[(&str, &[&str])] = &[
+    (
+        "standardDSv5Family",
+        &[
+            "Standard_D2s_v5",
+            "Standard_D4s_v5",
+            "Standard_D8s_v5",
+            "Standard_D16s_v5",
+            "Standard_D32s_v5",
+            "Standard_D48s_v5",
+            "Standard_D64s_v5",
+            "Standard_D96s_v5",
+        ],
+    ),
+    (
+        "standardDDSv5Family",
+        &[
+            "Standard_D2ds_v5",
+            "Standard_D4ds_v5",
+            "Standard_D8ds_v5",
+            "Standard_D16ds_v5",
+            "Standard_D32ds_v5",
+            "Standard_D48ds_v5",
+            "Standard_D64ds_v5",
+            "Standard_D96ds_v5",
+        ],
+    ),
+    (
+        "standardESv5Family",
+        &[
+            "Standard_E2s_v5",
+            "Standard_E4s_v5",
+            "Standard_E8s_v5",
+            "Standard_E16s_v5",
+            "Standard_E20s_v5",
+            "Standard_E32s_v5",
+            "Standard_E48s_v5",
+            "Standard_E64s_v5",
+            "Standard_E96s_v5",
+        ],
+    ),
+    ("standardEISv5Family", &["Standard_E104is_v5"]),
+    (
+        "standardFSv2Family",
+        &[
+            "Standard_F2s_v2",
+            "Standard_F4s_v2",
+            "Standard_F8s_v2",
+            "Standard_F16s_v2",
+            "Standard_F32s_v2",
+            "Standard_F48s_v2",
+            "Standard_F64s_v2",
+            "Standard_F72s_v2",
+        ],
+    ),
+    (
+        "standardNCASv3_T4Family",
+        &["Standard_NC4as_T4_v3", "Standard_NC8as_T4_v3", "Standard_NC16as_T4_v3", "Standard_NC64as_T4_v3"],
+    ),
+    (
+        "StandardNCADSA100v4Family",
+        &["Standard_NC24ads_A100_v4", "Standard_NC48ads_A100_v4", "Standard_NC96ads_A100_v4"],
+    ),
+    ("StandardNCadsH100v5Family", &["Standard_NC40ads_H100_v5", "Standard_NC80adis_H100_v5"]),
+    ("standardNDASv4_A100Family", &["Standard_ND96asr_v4"]),
+];
+
+/// The quota family of a built-in size (offline table; see [`QUOTA_FAMILIES`]).
+pub fn quota_family(size: &str) -> Option<&'static str> {
+    QUOTA_FAMILIES.iter().find(|(_, sizes)| sizes.iter().any(|s| s.eq_ignore_ascii_case(size))).map(|(f, _)| *f)
+}
+
+/// What one node pool can take of the subscription's vCPU quota.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PoolDemand {
+    pub pool: String,
+    /// The Ray group on the pool (none for the system pool).
+    pub group: Option<String>,
+    pub vm_size: String,
+    pub vcpus: u32,
+    pub min_nodes: u32,
+    /// Nodes at creation (`node_count`).
+    pub initial_nodes: u32,
+    pub max_nodes: u32,
+    pub spot: bool,
+}
+
+impl PoolDemand {
+    pub fn min_vcpus(&self) -> u64 {
+        self.min_nodes as u64 * self.vcpus as u64
+    }
+    pub fn max_vcpus(&self) -> u64 {
+        self.max_nodes as u64 * self.vcpus as u64
+    }
+}
+
+/// Every pool of the cluster, the system pool first.
+pub fn pool_demands(a: &crate::model::AzureModel) -> Vec<PoolDemand> {
+    std::iter::once(&a.system_pool)
+        .chain(&a.ray_pools)
+        .map(|p| PoolDemand {
+            pool: p.name.clone(),
+            group: p.group.clone(),
+            vm_size: p.vm_size.clone(),
+            vcpus: p.vm.vcpus,
+            min_nodes: p.min_count,
+            initial_nodes: p.node_count,
+            max_nodes: p.max_count,
+            spot: p.spot,
+        })
+        .collect()
+}
+
+/// The vCPUs one quota (an `az vm list-usage` name) must have room for.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct QuotaNeed {
+    /// A family (`standardDSv5Family`), [`SPOT_QUOTA`] or [`REGIONAL_QUOTA`].
+    pub quota: String,
+    /// With every pool at its minimum node count.
+    pub min: u64,
+    /// With every pool at its maximum node count (what the autoscaler can reach).
+    pub max: u64,
+    /// Pools counting against it.
+    pub pools: Vec<String>,
+}
+
+/// Per quota, the vCPUs the pools need: each regular pool against its family (`family` gives a
+/// size's family, `None` when unknown: the pool then counts only against the regional total),
+/// Spot pools against [`SPOT_QUOTA`] instead, and every regular pool against [`REGIONAL_QUOTA`]
+/// (Spot vCPUs have their own regional quota). Families first (by name), then Spot, then the
+/// regional total.
+pub fn quota_needs(demands: &[PoolDemand], family: impl Fn(&str) -> Option<String>) -> Vec<QuotaNeed> {
+    let mut by: std::collections::BTreeMap<String, QuotaNeed> = Default::default();
+    let mut add = |quota: &str, d: &PoolDemand| {
+        let key = quota.to_ascii_lowercase();
+        let n = by.entry(key).or_insert_with(|| QuotaNeed { quota: quota.to_string(), min: 0, max: 0, pools: vec![] });
+        n.min += d.min_vcpus();
+        n.max += d.max_vcpus();
+        n.pools.push(d.pool.clone());
+    };
+    let mut spot = vec![];
+    let mut regular = vec![];
+    for d in demands {
+        if d.spot {
+            spot.push(d);
+            continue;
+        }
+        regular.push(d);
+        if let Some(f) = family(&d.vm_size) {
+            add(&f, d);
+        }
+    }
+    let mut out: Vec<QuotaNeed> = std::mem::take(&mut by).into_values().collect();
+    let mut tail: std::collections::BTreeMap<String, QuotaNeed> = Default::default();
+    for (quota, list) in [(SPOT_QUOTA, &spot), (REGIONAL_QUOTA, &regular)] {
+        for d in list.iter() {
+            let n = tail.entry(quota.to_string()).or_insert_with(|| QuotaNeed {
+                quota: quota.to_string(),
+                min: 0,
+                max: 0,
+                pools: vec![],
+            });
+            n.min += d.min_vcpus();
+            n.max += d.max_vcpus();
+            n.pools.push(d.pool.clone());
+        }
+    }
+    out.extend(tail.remove(SPOT_QUOTA));
+    out.extend(tail.remove(REGIONAL_QUOTA));
+    out
+}
+
 /// Default max pods per node for the network configuration (AKS defaults).
 pub fn default_max_pods(plugin: NetworkPlugin, mode: NetworkMode) -> u32 {
     match (plugin, mode) {
@@ -187,5 +368,49 @@ mod tests {
         assert_eq!(r, (1.6 * GI as f64) as u64 + 750 * MI);
         assert!(same_family("Standard_D8s_v5").contains(&"Standard_D16s_v5"));
         assert!(!same_family("Standard_D8s_v5").contains(&"Standard_D16ds_v5"));
+    }
+
+    #[test]
+    fn every_built_in_size_has_a_quota_family() {
+        for (name, ..) in VM_SIZES {
+            assert!(quota_family(name).is_some(), "{name}");
+        }
+        assert_eq!(quota_family("standard_nc8as_t4_v3"), Some("standardNCASv3_T4Family"));
+        assert_eq!(quota_family("Standard_B2s"), None);
+    }
+
+    #[test]
+    fn needs_per_family_spot_and_regional_total() {
+        let d = |pool: &str, size: &str, vcpus, min, max, spot| PoolDemand {
+            pool: pool.into(),
+            group: None,
+            vm_size: size.into(),
+            vcpus,
+            min_nodes: min,
+            initial_nodes: min,
+            max_nodes: max,
+            spot,
+        };
+        let demands = [
+            d("system", "Standard_D2s_v5", 2, 1, 1, false),
+            d("rayhead", "Standard_D8s_v5", 8, 1, 1, false),
+            d("cpu", "Standard_D8s_v5", 8, 1, 5, false),
+            d("gpu", "Standard_NC4as_T4_v3", 4, 0, 2, true),
+            d("t4", "Standard_NC8as_T4_v3", 8, 0, 3, false),
+            d("odd", "Standard_X9", 9, 1, 1, false),
+        ];
+        let needs = quota_needs(&demands, |s| quota_family(s).map(str::to_string));
+        let got: Vec<(&str, u64, u64)> = needs.iter().map(|n| (n.quota.as_str(), n.min, n.max)).collect();
+        assert_eq!(
+            got,
+            [
+                ("standardDSv5Family", 18, 50),
+                ("standardNCASv3_T4Family", 0, 24),
+                ("lowPriorityCores", 0, 8),
+                ("cores", 27, 83),
+            ]
+        );
+        assert_eq!(needs[0].pools, ["system", "rayhead", "cpu"]);
+        assert_eq!(needs[2].pools, ["gpu"]);
     }
 }

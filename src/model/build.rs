@@ -158,7 +158,7 @@ impl Builder<'_> {
         let azure_ctx = if target == Target::Aks { s.azure.as_ref() } else { None };
         let max_pods = azure_ctx
             .map(|a| a.network.max_pods.unwrap_or_else(|| azure::default_max_pods(a.network.plugin, a.network.mode)));
-        let k8s = azure_ctx.and_then(|a| azure::k8s_minor(&a.kubernetes_version));
+        let k8s = azure_ctx.and_then(|a| a.kubernetes_version.as_deref()).and_then(azure::k8s_minor);
 
         let image = self.image(name, target);
         let mut head = self.group_head(&image, target, max_pods, k8s);
@@ -903,12 +903,28 @@ impl Builder<'_> {
         max_pods: u32,
         k8s: Option<(u32, u32)>,
     ) -> AzureModel {
-        if k8s.is_none() {
+        if let Some(v) = &a.kubernetes_version
+            && k8s.is_none()
+        {
             self.err(
                 "azure.kubernetesVersion",
-                format!("`{}` is not a Kubernetes version (1.X)", a.kubernetes_version),
-                Some("e.g. kubernetesVersion: \"1.30\"".into()),
+                format!("`{v}` is not a Kubernetes version (1.X)"),
+                Some("e.g. kubernetesVersion: \"1.33\", or leave it out for the newest AKS offers".into()),
             );
+        }
+        let mut zones: Vec<String> = vec![];
+        for z in &a.zones {
+            if !matches!(z.as_str(), "1" | "2" | "3") {
+                self.err(
+                    "azure.zones",
+                    format!("`{z}` is not an availability zone"),
+                    Some("Azure regions number their zones \"1\", \"2\" and \"3\"".into()),
+                );
+            } else if zones.contains(z) {
+                self.err("azure.zones", format!("zone `{z}` is listed twice"), None);
+            } else {
+                zones.push(z.clone());
+            }
         }
         if a.location.is_empty() || !a.location.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()) {
             self.err(
@@ -1108,6 +1124,7 @@ impl Builder<'_> {
             dns_prefix: name.to_string(),
             aks_name,
             kubernetes_version: a.kubernetes_version.clone(),
+            zones,
             network_plugin: match a.network.plugin {
                 spec::NetworkPlugin::Azure => "azure",
                 spec::NetworkPlugin::Kubenet => "kubenet",

@@ -82,7 +82,10 @@ pub struct AzureModel {
     pub resource_group: String,
     pub aks_name: String,
     pub dns_prefix: String,
-    pub kubernetes_version: String,
+    /// Pinned version; none: the newest AKS offers outside preview, resolved at deploy time.
+    pub kubernetes_version: Option<String>,
+    /// Availability zones of every node pool (empty: regional).
+    pub zones: Vec<String>,
     pub network_plugin: &'static str,
     /// `overlay` for Azure CNI Overlay, else none.
     pub network_plugin_mode: Option<&'static str>,

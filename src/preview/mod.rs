@@ -145,6 +145,9 @@ pub struct Plan {
     pub destructive: Vec<Destructive>,
     pub layers: Vec<Layer>,
     pub fingerprint: Fingerprint,
+    /// What the Azure preflight found (live aks plans): quota, VM sizes, Kubernetes version.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub preflight: Vec<crate::deploy::kube::azure_preflight::Finding>,
 }
 
 impl Plan {
@@ -172,12 +175,21 @@ impl Plan {
             destructive,
             layers,
             fingerprint: Fingerprint { spec: d.spec_hash.clone(), rendered: rendered_hash(r), live: BTreeMap::new() },
+            preflight: vec![],
         }
     }
 
-    /// Terraform's convention: 0 no changes, 2 changes (1 is an error, decided by the caller).
+    /// Terraform's convention: 0 no changes, 2 changes; 1 when the Azure preflight found a
+    /// problem a deploy would stop at (other errors are decided by the caller).
     pub fn exit_code(&self) -> u8 {
-        if self.changes { 2 } else { 0 }
+        use crate::deploy::kube::azure_preflight::Level;
+        if self.preflight.iter().any(|f| f.level == Level::Error) {
+            1
+        } else if self.changes {
+            2
+        } else {
+            0
+        }
     }
 }
 
@@ -199,7 +211,14 @@ pub fn run(s: &crate::deploy::Session, o: &Options) -> anyhow::Result<Plan> {
     let plan = if o.offline || s.d.target == Target::Local {
         offline_plan(s, o.against.as_deref(), o.with_jobs)?
     } else {
-        live::plan(s, o.out.as_deref().map(planfile::tfplan_path).as_deref(), o.with_jobs)?
+        // The Azure preflight first: it chooses the Kubernetes version Terraform plans with.
+        let found = match s.d.target {
+            Target::Aks => Some(crate::deploy::kube::infra::azure_findings(&crate::deploy::kube::Kube::new(s)?)?),
+            _ => None,
+        };
+        let mut plan = live::plan(s, o.out.as_deref().map(planfile::tfplan_path).as_deref(), o.with_jobs)?;
+        plan.preflight = found.map(|f| f.findings).unwrap_or_default();
+        plan
     };
     if let Some(out) = &o.out {
         planfile::write(out, &plan)?;

@@ -40,6 +40,21 @@ pub fn render(p: &Plan, color: bool) -> String {
     };
     let _ =
         writeln!(s, "{}", paint.bold(&format!("Plan for `{}` (target {}, {how})", p.deployment, p.target.as_str())));
+    if !p.preflight.is_empty() {
+        use crate::deploy::kube::azure_preflight::Level;
+        let _ = writeln!(s, "\n{}", paint.bold("Azure preflight (what a deploy checks before creating anything)"));
+        for f in &p.preflight {
+            let (tag, line) = match f.level {
+                Level::Error => ("!! error", paint.red(&format!("  !! error: {}: {}", f.field, f.message))),
+                Level::Warning => ("warning", paint.yellow(&format!("  warning: {}: {}", f.field, f.message))),
+                Level::Info => ("note", format!("  note: {}: {}", f.field, f.message)),
+            };
+            let _ = writeln!(s, "{line}");
+            if let Some(h) = &f.help {
+                let _ = writeln!(s, "  {}  help: {h}", " ".repeat(tag.len()));
+            }
+        }
+    }
     if !p.destructive.is_empty() {
         let _ = writeln!(
             s,

@@ -92,9 +92,14 @@ pub struct Azure {
     /// Resource group; default `rg-<deployment>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_group: Option<String>,
-    /// AKS Kubernetes version, e.g. "1.30".
-    #[serde(default = "default_k8s_version")]
-    pub kubernetes_version: String,
+    /// AKS Kubernetes version (`1.X`, quoted), e.g. "1.33". Default: the newest version AKS
+    /// offers in the region outside preview, looked up by `deploy` when it creates the cluster;
+    /// an existing cluster keeps its version until one is set here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes_version: Option<String>,
+    /// Availability zones of every node pool, e.g. ["1", "2", "3"]; default: none (regional).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub zones: Vec<String>,
     #[serde(default)]
     pub network: Network,
     #[serde(default)]
@@ -114,10 +119,6 @@ pub struct Azure {
     /// VM sizes missing from the built-in table: their vCPUs, memory and GPUs.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub vm_sizes: BTreeMap<String, VmShape>,
-}
-
-fn default_k8s_version() -> String {
-    "1.30".into()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]

@@ -22,7 +22,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
-use super::{Kube, unknown};
+use super::{Kube, azure_preflight, unknown};
 use crate::deploy::{DestroyOptions, approve};
 use crate::plan::Phase;
 use crate::run::exec::{Cx, Outputs};
@@ -77,6 +77,9 @@ pub fn preview(k: &Kube, p: &Phase) -> Vec<String> {
             if k.aks() {
                 v.push(Cmd::new("terraform").args(["version", "-json"]).display());
                 v.push(az(k, None, ["account", "show", "--output", "json"]).display());
+                if let Some(a) = &k.s.d.azure {
+                    v.extend(azure_preflight::preview(a, &k.s.skip_preflight));
+                }
             }
             v.push(docker_version().display());
             v.push(helm_version().display());
@@ -110,10 +113,12 @@ pub fn preview(k: &Kube, p: &Phase) -> Vec<String> {
 // preflight
 
 /// Checks, before anything mutates, that every tool is present with a usable version, that the
-/// Azure account works, and that every secret source resolves; lists every problem at once.
+/// Azure account works and the subscription has room for the deployment (quota, VM sizes,
+/// Kubernetes version), and that every secret source resolves; lists every problem at once.
 fn preflight(k: &Kube, cx: &Cx) -> Result<Outputs> {
     let r = &cx.runner;
     let mut outputs = Outputs::new();
+    let mut azure = None;
     let problems: Vec<String> = std::thread::scope(|scope| {
         let mut checks = vec![];
         if k.aks() {
@@ -122,12 +127,22 @@ fn preflight(k: &Kube, cx: &Cx) -> Result<Outputs> {
         checks.push(scope.spawn(|| check_docker(r)));
         checks.push(scope.spawn(|| check_helm(r)));
         checks.push(scope.spawn(|| check_kubectl(r)));
-        let account = k.aks().then(|| scope.spawn(|| account(k, r)));
+        // The Azure reads need the subscription: they run after the account check, beside the others.
+        let account = k.aks().then(|| {
+            scope.spawn(|| {
+                account(k, r).map(|id| {
+                    let found =
+                        azure_preflight::run(&k.s.d, r, Some(&id), &k.s.skip_preflight, || deployed_pools(k, r, &id));
+                    (id, found)
+                })
+            })
+        });
         let mut problems: Vec<String> = checks.into_iter().flat_map(|h| h.join().expect("check thread")).collect();
         if let Some(a) = account {
             match a.join().expect("account thread") {
-                Ok(id) => {
+                Ok((id, found)) => {
                     outputs.insert("subscription_id".into(), id);
+                    azure = Some(found);
                 }
                 Err(e) => problems.push(e),
             }
@@ -135,6 +150,19 @@ fn preflight(k: &Kube, cx: &Cx) -> Result<Outputs> {
         problems
     });
     let mut problems = problems;
+    if let Some(found) = azure {
+        for f in &found.findings {
+            match f.level {
+                azure_preflight::Level::Error => problems.push(f.text()),
+                azure_preflight::Level::Warning => r.info(&format!("warning: {}", f.text().replace('\n', "\n  "))),
+                azure_preflight::Level::Info => r.info(&f.text().replace('\n', "; ")),
+            }
+        }
+        if let Some(v) = found.kubernetes_version {
+            let _ = k.s.kubernetes_version.set(v.clone());
+            outputs.insert("kubernetes_version".into(), v);
+        }
+    }
     problems.extend(super::secrets::check_sources(k));
     if let Some(p) = context_problem(k) {
         problems.push(p);
@@ -147,7 +175,11 @@ fn preflight(k: &Kube, cx: &Cx) -> Result<Outputs> {
             problems.iter().map(|p| format!("  - {}", p.replace('\n', "\n    "))).collect::<Vec<_>>().join("\n")
         );
     }
-    r.info("tools, account and secret sources are usable");
+    r.info(if k.aks() {
+        "tools, account, Azure quota, VM sizes, Kubernetes version and secret sources are usable"
+    } else {
+        "tools and secret sources are usable"
+    });
     Ok(outputs)
 }
 
@@ -312,12 +344,16 @@ fn context_problem(k: &Kube) -> Option<String> {
 pub(crate) struct Terraform {
     dir: PathBuf,
     subscription: Option<String>,
+    /// `-var=kubernetes_version=…` for `plan` when the spec leaves the version open.
+    kubernetes_version: Option<String>,
 }
 
 impl Terraform {
     fn at(k: &Kube, subscription: Option<String>) -> Self {
         let dir = k.s.rendered_dir().join("terraform");
-        Self { dir: std::path::absolute(&dir).unwrap_or(dir), subscription }
+        let pinned = k.s.d.azure.as_ref().is_some_and(|a| a.kubernetes_version.is_some());
+        let kubernetes_version = if pinned { None } else { k.s.kubernetes_version.get().cloned() };
+        Self { dir: std::path::absolute(&dir).unwrap_or(dir), subscription, kubernetes_version }
     }
 
     /// Writes the rendered tree and points at it.
@@ -355,12 +391,11 @@ impl Terraform {
     /// `plan -detailed-exitcode` saving the plan to `out` (relative to the Terraform folder, or
     /// absolute); exit 0 (no changes) and 2 (changes) are success.
     pub(crate) fn plan_to(&self, out: &Path) -> Cmd {
-        self.cmd("plan")
-            .args(["-input=false", "-no-color", "-detailed-exitcode", LOCK_TIMEOUT])
-            .arg(format!("-out={}", out.display()))
-            .timeout(T_PLAN)
-            .idempotent(2)
-            .ok_codes(&[0, 2])
+        let mut c = self.cmd("plan").args(["-input=false", "-no-color", "-detailed-exitcode", LOCK_TIMEOUT]);
+        if let Some(v) = &self.kubernetes_version {
+            c = c.arg(format!("-var=kubernetes_version={v}"));
+        }
+        c.arg(format!("-out={}", out.display())).timeout(T_PLAN).idempotent(2).ok_codes(&[0, 2])
     }
 
     /// Applies the saved plan, and only it. Never retried.
@@ -393,6 +428,11 @@ impl Terraform {
             serde_json::from_str(&o.stdout).context("terraform show -json printed something that is not JSON")?;
         let changes = crate::preview::infra::from_plan_json(&json);
         crate::deploy::refuse_destructive(changes.iter().filter_map(|c| c.destructive.as_deref()))
+    }
+
+    /// `show -json` of the state (what exists).
+    fn show_state(&self) -> Cmd {
+        self.cmd("show").args(["-json", "-no-color"]).timeout(T_OUTPUT).idempotent(3).quiet()
     }
 
     fn output(&self) -> Cmd {
@@ -469,8 +509,51 @@ fn require_outputs(o: Outputs) -> Result<Outputs> {
     Ok(o)
 }
 
+/// The subscription Terraform runs in. Also hands Terraform the Kubernetes version preflight
+/// chose for a spec that leaves it open (`Terraform::at` reads it from the session).
 fn subscription_of(k: &Kube, cx: &Cx) -> Option<String> {
+    if let Some(v) = cx.output("preflight", "kubernetes_version") {
+        let _ = k.s.kubernetes_version.set(v);
+    }
     wanted_subscription(k).or_else(|| cx.output("preflight", "subscription_id"))
+}
+
+/// The node pools Terraform's state has (for the quota check of a redeploy): `show -json` of the
+/// state in the rendered folder once initialised (local state lives there, so none before), or
+/// after `init` with a remote backend (a fresh checkout of a deployed spec).
+fn deployed_pools(k: &Kube, r: &Runner, subscription: &str) -> Result<Vec<azure_preflight::DeployedPool>> {
+    let mut tf = Terraform::at(k, Some(subscription.to_string()));
+    if !tf.dir.join(".terraform").is_dir() {
+        if k.s.d.azure.as_ref().is_none_or(|a| a.state.is_none()) {
+            return Ok(vec![]);
+        }
+        tf = Terraform::prepared(k, Some(subscription.to_string()))?;
+        r.run(&tf.init())?;
+    }
+    let o = r.run(&tf.show_state())?;
+    let json: serde_json::Value =
+        serde_json::from_str(&o.stdout).context("terraform show -json printed something that is not JSON")?;
+    Ok(azure_preflight::deployed_pools(&json))
+}
+
+/// The Azure preflight outside a deploy (for `raydeploy plan`): the subscription (`az account
+/// show`), then the reads; the Kubernetes version it chooses is kept for Terraform's plan.
+pub(crate) fn azure_findings(k: &Kube) -> Result<azure_preflight::Outcome> {
+    if azure_preflight::Check::ALL.iter().all(|c| k.s.skip_preflight.contains(c)) {
+        return Ok(azure_preflight::Outcome::default());
+    }
+    let r = Runner::new(
+        "plan",
+        Some(&k.s.dir.join("logs").join("plan.log")),
+        k.s.redactor.clone(),
+        std::sync::Arc::new(crate::run::progress::Plain::default()),
+    )?;
+    let sub = subscription_now(k, &r)?;
+    let found = azure_preflight::run(&k.s.d, &r, Some(&sub), &k.s.skip_preflight, || deployed_pools(k, &r, &sub));
+    if let Some(v) = &found.kubernetes_version {
+        let _ = k.s.kubernetes_version.set(v.clone());
+    }
+    Ok(found)
 }
 
 /// Unchanged since the last completed run: skip. Otherwise ask Terraform: a plan without

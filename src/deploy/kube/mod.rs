@@ -1,9 +1,12 @@
 //! Targets `aks` and `kubernetes`: terraform, docker, az, helm and kubectl. Each module carries
-//! out a family of phases: [`infra`] (preflight, infra, credentials), [`image`] (image-build,
+//! out a family of phases: [`infra`] (preflight, infra, credentials; [`azure_preflight`] checks
+//! the subscription's quota, VM sizes and Kubernetes versions), [`image`] (image-build,
 //! image-push), [`device_plugin`] (device-plugin), [`cluster`] (crds, operator, secrets, mounts,
-//! cluster, ready, jobs) with [`secrets`] resolving secret values, [`jobs`] for RayJobs and [`live`] for reads and writes of
+//! cluster, ready, jobs) with [`secrets`] resolving secret values, [`jobs`] for RayJobs and
+//! [`live`] for reads and writes of
 //! cluster state; this file routes phases and commands to them.
 
+pub mod azure_preflight;
 pub mod cluster;
 pub mod device_plugin;
 pub mod image;
