@@ -77,6 +77,18 @@ fn condition<'a>(obj: &'a Value, kind: &str) -> Option<&'a Value> {
 /// groups' tolerations expect) for deployment `name`.
 fn bed_for(name: &str, cpu: &str) -> &'static TestBed {
     let bed = shared();
+    // The operator watches the KubeRay CRDs, so they come first (without raydeploy's label: its
+    // crds phase still applies them). Waited for here by condition: a `kubectl wait` right after
+    // the first apply can find no `status.conditions` yet.
+    let crds = testbed::kuberay_data().join("charts/kuberay-operator/crds");
+    bed.kubectl(&["apply", "--server-side", "--force-conflicts", "-f", &crds.display().to_string()]);
+    for crd in ["rayclusters.ray.io", "rayjobs.ray.io", "rayservices.ray.io", "raycronjobs.ray.io"] {
+        bed.wait_for(&format!("CRD {crd} to be Established"), WAIT, |note| {
+            let c = bed.get_json(&["crd", crd]);
+            *note = c["status"].to_string();
+            condition(&c, "Established").is_some_and(|c| c["status"] == "True").then_some(())
+        });
+    }
     bed.start_operator();
     bed.add_node(&NodeSpec::new(&format!("{name}-cpu")).cpu(cpu).memory("32Gi").label("raydeploy.test/pool", "cpu"));
     bed.add_node(
@@ -253,7 +265,7 @@ fn deploy_from_nothing_then_noop_plan_status_destroy(helm: &str) {
     // destroy: nothing of the deployment is left; a second destroy succeeds.
     let o = p.run(&["destroy", "--auto-approve"]);
     assert!(o.status.success(), "destroy:\n{}", text(&o));
-    let releases = bed.helm(helm, &["list", "-A", "-a", "-q"]);
+    let releases = bed.helm(helm, &["list", "-A", "-q", "--deployed", "--failed", "--pending", "--uninstalling"]);
     assert!(!releases.lines().any(|l| l == name), "ray-cluster release gone: {releases}");
     let rcs = bed.get_json(&["rayclusters", "-n", &name]);
     assert_eq!(rcs["items"].as_array().unwrap().len(), 0, "{rcs}");
