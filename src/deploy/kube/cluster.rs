@@ -337,7 +337,8 @@ impl ImageValues {
                 pins.cpu.as_str()
             };
             let (repository, tag) = split_pinned(reference)?;
-            Ok(Image { repository, tag, pull_policy: None })
+            // The chart renders a group image's pullPolicy as is: never leave it null.
+            Ok(Image { repository, tag, pull_policy: Some(crate::render::helm::k8s::PULL_POLICY) })
         };
         let group = |g: &RayGroup| -> Result<GroupImage> { Ok(GroupImage { image: pin(&g.image)? }) };
         let c = &d.cluster;

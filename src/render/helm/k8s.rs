@@ -8,6 +8,9 @@ use serde::Serialize;
 use crate::model::{self, MountModel, RayGroup};
 use crate::spec::quantity::{format_cpu, format_memory};
 
+/// The pull policy of the images raydeploy sets (the ray-cluster chart's default).
+pub const PULL_POLICY: &str = "IfNotPresent";
+
 /// A container image split the way the charts take it.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]

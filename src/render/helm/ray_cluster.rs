@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::k8s::{self, EnvFrom, EnvVar, Image, NameRef, Resources, Toleration, Volume, VolumeMount};
+use super::k8s::{self, EnvFrom, EnvVar, Image, NameRef, PULL_POLICY, Resources, Toleration, Volume, VolumeMount};
 use crate::model::{DEPLOYMENT_LABEL, Deployment, GROUP_LABEL, RayGroup};
 use crate::spec::UpscalingMode;
 
@@ -148,7 +148,10 @@ fn worker_group(d: &Deployment, g: &RayGroup) -> WorkerValues {
         replicas: Some(g.replicas),
         min_replicas: Some(g.min_replicas),
         max_replicas: Some(g.max_replicas),
-        image: Some(Image::from(&g.image)),
+        // A group's own `image` replaces the chart's top-level one, pull policy included: without
+        // it the chart renders `imagePullPolicy: null`, which the RayCluster CRD's schema refuses
+        // when Helm applies server-side (Helm 4).
+        image: Some(Image { pull_policy: Some(PULL_POLICY), ..Image::from(&g.image) }),
         pod: pod(d, g),
     }
 }
