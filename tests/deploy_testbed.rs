@@ -30,6 +30,10 @@ const WAIT: Duration = Duration::from_secs(180);
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn spec(name: &str, cpu_replicas: u32, extra: &str) -> String {
+    spec_cpu(name, cpu_replicas, 1, extra)
+}
+
+fn spec_cpu(name: &str, cpu_replicas: u32, worker_cpu: u32, extra: &str) -> String {
     format!(
         r#"apiVersion: raydeploy/v1
 kind: RayDeployment
@@ -51,7 +55,7 @@ cluster:
   head: {{ cpu: 1, memory: 2Gi }}
   workerGroups:
     - name: cpu
-      cpu: 1
+      cpu: {worker_cpu}
       memory: 2Gi
       replicas: {cpu_replicas}
     - name: gpu
@@ -283,4 +287,85 @@ fn helm3_deploy_noop_plan_status_destroy() {
 #[test]
 fn helm4_deploy_noop_plan_status_destroy() {
     deploy_from_nothing_then_noop_plan_status_destroy("helm4");
+}
+
+/// A worker asking more CPU than any node has: `ready` gives up after RAYDEPLOY_READY_TIMEOUT,
+/// naming the pod and the scheduler's reason.
+fn unschedulable_worker(helm: &str) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let name = format!("big-{helm}");
+    let bed = bed_for(&name, "4");
+    let mut p = project(bed, helm, &spec_cpu(&name, 1, 64, ""));
+    p.set("RAYDEPLOY_READY_TIMEOUT", "20");
+    let (o, _) = deploy(&p, &[]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "deploy with an unschedulable worker:\n{out}");
+    let pods = bed.get_json(&["pods", "-n", &name, "-l", &format!("ray.io/cluster={name},ray.io/group=cpu")]);
+    let pod = pods["items"][0]["metadata"]["name"].as_str().expect("the cpu worker's pod exists").to_string();
+    assert_eq!(pods["items"][0]["status"]["phase"], "Pending");
+    assert!(out.contains("is not ready after 20s"), "{out}");
+    assert!(out.contains(&pod), "the message names pod {pod}:\n{out}");
+    assert!(out.contains("Insufficient cpu"), "the message gives the scheduler's reason:\n{out}");
+    let state: Value =
+        serde_json::from_str(&std::fs::read_to_string(p.state_dir(&name).join("state.json")).unwrap()).unwrap();
+    assert_eq!(state["phases"]["ready"]["status"], "failed", "{}", state["phases"]);
+    let o = p.run(&["destroy", "--auto-approve"]);
+    assert!(o.status.success(), "destroy:\n{}", text(&o));
+}
+
+#[test]
+fn helm3_unschedulable_worker_fails_ready_with_the_schedulers_reason() {
+    unschedulable_worker("helm3");
+}
+
+#[test]
+fn helm4_unschedulable_worker_fails_ready_with_the_schedulers_reason() {
+    unschedulable_worker("helm4");
+}
+
+/// `job submit`: the API server accepts the RayJob raydeploy renders (the CRD's schema validates
+/// it on the way in). Its run cannot complete: kwok's pods run no Ray, so the RayJob's submitter
+/// never reaches the dashboard. Only the acceptance is asserted; the waiting `job submit` is
+/// interrupted once the object is stored.
+fn rayjob_accepted(helm: &str) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let name = format!("job-{helm}");
+    let bed = bed_for(&name, "8");
+    let jobs = "jobs:\n  - name: hello\n    entrypoint: python -c 'print(42)'\n    activeDeadlineSeconds: 600\n";
+    let p = project(bed, helm, &spec(&name, 1, jobs));
+    let (o, _) = deploy(&p, &[]);
+    assert!(o.status.success(), "deploy:\n{}", text(&o));
+    p.clear_calls();
+    let child = p.spawn(&["job", "submit", "hello"]);
+    let rj = bed.wait_for("RayJob hello to be stored", WAIT, |note| {
+        let out = bed.kubectl_output(&["get", "rayjob", "hello", "-n", &name, "-o", "json"]);
+        *note = String::from_utf8_lossy(&out.stderr).into_owned();
+        out.status.success().then(|| serde_json::from_slice::<Value>(&out.stdout).unwrap())
+    });
+    // SAFETY: SIGINT to the raydeploy process this test started (nsenter execs it).
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(rj["spec"]["entrypoint"], "python -c 'print(42)'", "{rj}");
+    assert!(
+        p.calls().iter().any(|c| c.tool == "kubectl" && c.argv.first().is_some_and(|a| a == "apply")),
+        "raydeploy applied the RayJob: {:#?}\n{}",
+        p.calls(),
+        text(&out)
+    );
+    let o = p.run(&["destroy", "--auto-approve"]);
+    assert!(o.status.success(), "destroy:\n{}", text(&o));
+    let left = bed.get_json(&["rayjobs", "-n", &name]);
+    assert_eq!(left["items"].as_array().unwrap().len(), 0, "destroy removes the RayJob: {left}");
+}
+
+#[test]
+fn helm3_rayjob_is_accepted_by_the_api_server() {
+    rayjob_accepted("helm3");
+}
+
+#[test]
+fn helm4_rayjob_is_accepted_by_the_api_server() {
+    rayjob_accepted("helm4");
 }

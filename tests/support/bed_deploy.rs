@@ -172,8 +172,17 @@ impl BedDeploy {
         self.calls().iter().filter(|c| c.mutating()).map(Call::line).collect()
     }
 
+    /// `raydeploy ARGS…` started in the background (see [`BedDeploy::run`]).
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        self.command(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("raydeploy runs")
+    }
+
     /// `raydeploy ARGS…` inside the bed's network namespace, with only this project's environment.
     pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("raydeploy runs")
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(which("nsenter"));
         c.args(["-t", &self.bed.netns_pid().to_string(), "-n", "--"])
             .arg(assert_cmd::cargo::cargo_bin("raydeploy"))
@@ -184,7 +193,7 @@ impl BedDeploy {
         for (k, v) in &self.vars {
             c.env(k, v);
         }
-        c.output().expect("raydeploy runs")
+        c
     }
 }
 
