@@ -183,10 +183,16 @@ fn deploy_from_nothing_then_noop_plan_status_destroy(helm: &str) {
         "a server-side apply"
     );
     // The operator release, from the local charts, and its Deployment Available (kwok runs it).
-    let rel: Value = serde_json::from_str(&bed.helm(helm, &["status", "kuberay-operator", "-n", "kuberay", "-o", "json"]))
-        .expect("helm status JSON");
+    let rel: Value =
+        serde_json::from_str(&bed.helm(helm, &["status", "kuberay-operator", "-n", "kuberay", "-o", "json"]))
+            .expect("helm status JSON");
     assert_eq!(rel["info"]["status"], "deployed", "{rel}");
-    let ups: Vec<String> = p.calls().iter().filter(|c| c.tool == "helm" && c.argv.first().is_some_and(|a| a == "upgrade")).map(|c| c.line()).collect();
+    let ups: Vec<String> = p
+        .calls()
+        .iter()
+        .filter(|c| c.tool == "helm" && c.argv.first().is_some_and(|a| a == "upgrade"))
+        .map(|c| c.line())
+        .collect();
     assert!(ups.iter().any(|l| l.contains("kuberay-operator") && l.contains("vendor/kuberay")), "{ups:#?}");
     bed.wait_for("the operator Deployment to be Available", WAIT, |note| {
         let deploys = bed.get_json(&["deployments", "-n", "kuberay"]);
