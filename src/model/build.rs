@@ -226,7 +226,11 @@ impl Builder<'_> {
         }
         if let Some(rest) = at.strip_prefix("oci://") {
             if rest.is_empty() || rest.contains(char::is_whitespace) {
-                self.err("kuberay.charts", format!("`{at}` is not an OCI reference"), Some("e.g. oci://myregistry.azurecr.io/helm".into()));
+                self.err(
+                    "kuberay.charts",
+                    format!("`{at}` is not an OCI reference"),
+                    Some("e.g. oci://myregistry.azurecr.io/helm".into()),
+                );
             }
             return ChartSource::Oci(at.into());
         }

@@ -216,11 +216,19 @@ pub struct Release {
     pub revision: String,
 }
 
+/// `helm list` flags selecting every release status, understood by Helm 3 and Helm 4 alike.
+pub const ALL_RELEASE_STATUSES: [&str; 6] =
+    ["--deployed", "--failed", "--pending", "--superseded", "--uninstalled", "--uninstalling"];
+
 /// The release `name` in `ns` (any status), or none.
 pub fn release(k: &Kube, r: &Runner, name: &str, ns: &str) -> Result<Option<Release>> {
     let c = k
         .helm()
-        .args(["list", "-n", ns, "-a", "-o", "json", "--filter"])
+        // Every status, spelled out: Helm 3 lists only deployed and failed releases unless told
+        // (`-a`), and Helm 4 lists every status by default and has no `-a` any more.
+        .args(["list", "-n", ns, "-o", "json"])
+        .args(ALL_RELEASE_STATUSES)
+        .arg("--filter")
         .arg(format!("^{}$", regex_escape(name)))
         .timeout(READ_TIMEOUT)
         .idempotent(READ_ATTEMPTS)

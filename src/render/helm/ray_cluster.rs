@@ -148,6 +148,9 @@ fn worker_group(d: &Deployment, g: &RayGroup) -> WorkerValues {
         replicas: Some(g.replicas),
         min_replicas: Some(g.min_replicas),
         max_replicas: Some(g.max_replicas),
+        // A group's own `image` replaces the chart's top-level one, pull policy included: without
+        // it the chart renders `imagePullPolicy: null`, which the RayCluster CRD's schema refuses
+        // when Helm applies server-side (Helm 4).
         image: Some(Image::from(&g.image)),
         pod: pod(d, g),
     }
