@@ -58,6 +58,10 @@ fn example_runs_its_job_over_several_nodes_restores_a_killed_worker_and_destroys
         st["nodes"].as_array().unwrap().iter().all(|n| n["state"] == "running" && n["in_cluster"] == true),
         "{st:#}"
     );
+    // The head's job agent is a driver of the head: a dead worker cannot take it down.
+    let head_id = dep.state()["data"]["local"]["nodes"]["head"]["node_id"].as_str().unwrap().to_string();
+    let drivers = dep.live_driver_nodes();
+    assert!(!drivers.is_empty() && drivers.iter().all(|n| *n == head_id), "drivers on {drivers:?}, head {head_id}");
     let url = st["dashboard_url"].as_str().unwrap().to_string();
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
     let (out, _) = expect_code(&dep.raydeploy(&["dashboard"]), 0, "dashboard");

@@ -135,6 +135,36 @@ impl Api {
         Ok(())
     }
 
+    /// Connects the head's job agent (this client's address: the head's dashboard agent, not the
+    /// dashboard) to Ray, and returns once it is connected; call it while the head is the only
+    /// node. The agent connects on its first job request, as a driver on the first live node
+    /// with its IP, and every node here shares 127.0.0.1: connected later, it may land on a
+    /// worker. When that worker dies, the GCS marks the agent's driver finished and drops the
+    /// classes it exported (among them the job supervisor's) while the agent goes on, so every
+    /// later submission fails with "Job supervisor actor died". Connected now, it is on the head.
+    pub fn attach_job_agent(&self, until: std::time::Instant) -> Result<()> {
+        // Stopping a job that does not exist: the agent connects, then answers 404.
+        let url = format!("{}/api/job_agent/jobs/raydeploy-attach/stop", self.base);
+        loop {
+            let err = match self.agent.post(&url).send_empty() {
+                Ok(mut r) => {
+                    let status = r.status().as_u16();
+                    if status == 404 {
+                        return Ok(());
+                    }
+                    let body = r.body_mut().read_to_string().unwrap_or_default();
+                    format!("HTTP {status}: {}", tail(&body))
+                }
+                // Not listening yet.
+                Err(e) => e.to_string(),
+            };
+            if std::time::Instant::now() >= until || crate::run::signals::interrupted() {
+                bail!("the head's job agent did not connect to Ray (POST {url}: {err})");
+            }
+            crate::run::proc::sleep_unless_interrupted(Duration::from_millis(200));
+        }
+    }
+
     /// The submissions of the spec's job `name`, newest first.
     pub fn submissions(&self, name: &str) -> Result<Vec<JobInfo>> {
         let mut v: Vec<JobInfo> = self.jobs()?.into_iter().filter(|j| j.job.as_deref() == Some(name)).collect();

@@ -34,6 +34,8 @@ use sizing::{Machine, NodePlan, Sizing};
 pub const DATA_KEY: &str = "local";
 /// How long `ready` waits for every node to be alive.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(180);
+/// How long a new head's job agent may take to listen and connect to Ray.
+const AGENT_CONNECT_WAIT: Duration = Duration::from_secs(180);
 
 /// What the state records about the local cluster.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -223,6 +225,12 @@ impl<'a> Local<'a> {
         let gcs = format!("127.0.0.1:{}", rec.ports["port"]);
         let url = format!("http://127.0.0.1:{}", rec.ports["dashboard-port"]);
         cx.runner.info(&format!("head: {} process(es), GCS {gcs}, dashboard {url}", rec.procs.len()));
+        // Before any worker joins: the job agent's driver must be on the head (see attach_job_agent).
+        let agent = format!("http://127.0.0.1:{}", rec.ports["dashboard-agent-listen-port"]);
+        if let Err(e) = Api::new(&agent).attach_job_agent(Instant::now() + AGENT_CONNECT_WAIT) {
+            nodes::stop_nodes(&self.dir, &[&rec]);
+            return Err(e);
+        }
         LocalState::update(cx.store, |ls| {
             ls.temp_dir = Some(self.temp_dir.clone());
             ls.gcs_address = Some(gcs);

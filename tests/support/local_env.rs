@@ -152,6 +152,32 @@ impl LocalDeployment {
     pub fn marked(&self) -> Vec<u32> {
         marked(&self.dir)
     }
+
+    /// The GCS node id (hex) of every live driver (a process connected to Ray as a driver, such
+    /// as the head's job agent), read from the GCS's job table with the deployment's own Ray.
+    pub fn live_driver_nodes(&self) -> Vec<String> {
+        let st = self.state();
+        let gcs = st["data"]["local"]["gcs_address"].as_str().unwrap().to_string();
+        // The deployment's Python: the interpreter of a Python process of the head.
+        let python = st["data"]["local"]["nodes"]["head"]["procs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|p| std::fs::read(format!("/proc/{}/cmdline", p["pid"])).ok())
+            .filter_map(|c| c.split(|b| *b == 0).next().map(|a| String::from_utf8_lossy(a).into_owned()))
+            .find(|a| a.ends_with("/bin/python"))
+            .expect("a Python process on the head");
+        let script = concat!(
+            "import sys\n",
+            "from ray._raylet import GcsClient\n",
+            "for j in GcsClient(address=sys.argv[1]).get_all_job_info().values():\n",
+            "    if not j.is_dead: print(j.driver_address.node_id.hex())\n",
+        );
+        let out = self.ns.command(python).args(["-c", script, &gcs]).output().expect("python runs");
+        let (o, e) = text(&out);
+        assert!(out.status.success(), "reading the job table failed:\n{o}\n{e}");
+        o.lines().map(str::to_string).collect()
+    }
 }
 
 pub fn marked(dir: &Path) -> Vec<u32> {
