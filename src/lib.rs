@@ -7,9 +7,9 @@
 pub mod cli;
 pub mod deploy;
 pub mod explain;
+pub mod graph;
 pub mod local;
 pub mod model;
-pub mod plan;
 pub mod preview;
 pub mod render;
 pub mod run;

@@ -33,7 +33,7 @@ use docker_env::DockerEnv;
 use kube_env::KubeEnv;
 use raydeploy::deploy::Session;
 use raydeploy::deploy::kube::Kube;
-use raydeploy::plan::{self, Graph};
+use raydeploy::graph::{self, Graph};
 use raydeploy::run::exec::{self, Outcome, Report};
 use raydeploy::run::progress::{Collect, Event, Style};
 
@@ -142,7 +142,7 @@ fn session(spec: &Path) -> (Session, Arc<Collect>) {
 
 /// The deploy graph cut down to `phases` (the cluster phases need a cluster).
 fn sub_graph(s: &Session, phases: &[&str]) -> Graph {
-    let mut g = plan::graph(&s.d, &s.rendered, plan::Options::default());
+    let mut g = graph::graph(&s.d, &s.rendered, graph::Options::default());
     g.phases.retain(|p| phases.contains(&p.id));
     for p in &mut g.phases {
         p.deps.retain(|d| phases.contains(d));

@@ -12,8 +12,8 @@ use std::sync::{Arc, OnceLock};
 
 use anyhow::{Context, Result, bail};
 
+use crate::graph::{self, Graph};
 use crate::model::Deployment;
-use crate::plan::{self, Graph};
 use crate::render::Rendered;
 use crate::run::exec::{self, Env, Outcome, Phases, Report};
 use crate::run::lock::Lock;
@@ -188,7 +188,7 @@ pub fn ops(s: &Session) -> Result<Box<dyn TargetOps + '_>> {
 }
 
 pub fn graph(s: &Session, opts: &DeployOptions) -> Graph {
-    plan::graph(&s.d, &s.rendered, plan::Options { with_jobs: opts.with_jobs })
+    graph::graph(&s.d, &s.rendered, graph::Options { with_jobs: opts.with_jobs })
 }
 
 /// `deploy`: the phase graph, run (or printed with `--dry-run`).

@@ -21,7 +21,7 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::deploy::{DestroyOptions, Session, TargetOps};
-use crate::plan::{Inputs, Phase};
+use crate::graph::{Inputs, Phase};
 use crate::run::exec::{Cx, Outputs, Phases};
 use crate::run::proc::{Runner, sleep_unless_interrupted, timeout_cap};
 use crate::run::signals;

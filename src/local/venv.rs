@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+use crate::graph::Inputs;
 use crate::model::ImageModel;
-use crate::plan::Inputs;
 use crate::run::proc::{Cmd, Runner, sleep_unless_interrupted};
 use crate::run::signals;
 

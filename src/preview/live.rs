@@ -265,7 +265,7 @@ fn layers(s: &Session, tfplan: Option<&Path>, with_jobs: bool) -> Result<(Vec<La
         let summary: Vec<String> = l.resources.iter().map(|c| format!("{:?} {}", c.action, c.address)).collect();
         fp.insert(
             "terraform changes".into(),
-            crate::plan::Inputs::new().value("c", &summary).finish()[..16].to_string(),
+            crate::graph::Inputs::new().value("c", &summary).finish()[..16].to_string(),
         );
         let _ = json;
         layers.push(l);

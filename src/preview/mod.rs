@@ -285,12 +285,12 @@ pub(crate) enum Existence {
 /// completed with the same inputs and every job succeeded (see the targets' probes).
 fn jobs_phase_runs(s: &crate::deploy::Session) -> anyhow::Result<(bool, BTreeMap<String, String>)> {
     use crate::run::state::PhaseStatus;
-    let g = crate::plan::graph(&s.d, &s.rendered, crate::plan::Options { with_jobs: true });
+    let g = crate::graph::graph(&s.d, &s.rendered, crate::graph::Options { with_jobs: true });
     let Some(p) = g.phases.iter().find(|p| p.id == "jobs") else { return Ok((false, BTreeMap::new())) };
     let store = s.store()?;
     let upstream: BTreeMap<String, BTreeMap<String, String>> =
         p.deps.iter().filter_map(|d| store.phase(d).map(|r| (d.to_string(), r.outputs))).collect();
-    let hash = crate::plan::effective_hash(p, &upstream);
+    let hash = crate::graph::effective_hash(p, &upstream);
     let last = store.phase("jobs");
     let skipped = last.as_ref().is_some_and(|r| {
         r.status == PhaseStatus::Completed && r.input_hash == hash && r.outputs.values().all(|v| v == "SUCCEEDED")
@@ -349,7 +349,7 @@ pub(crate) fn jobs_layer(
 
 /// Hash of every rendered file (path and content).
 pub fn rendered_hash(r: &Rendered) -> String {
-    crate::plan::Inputs::new().files(r, "").finish()
+    crate::graph::Inputs::new().files(r, "").finish()
 }
 
 /// Files of `files` under `prefix` (a folder, or a file name stem like `manifests/secrets`).

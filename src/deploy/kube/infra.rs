@@ -24,7 +24,7 @@ use serde::Deserialize;
 
 use super::{Kube, azure_preflight, unknown};
 use crate::deploy::{DestroyOptions, approve};
-use crate::plan::Phase;
+use crate::graph::Phase;
 use crate::run::exec::{Cx, Outputs};
 use crate::run::proc::{Cmd, CmdError, Runner};
 use crate::run::state::PhaseStatus;

@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use super::{DestroyOptions, Session, TargetOps};
-use crate::plan::Phase;
+use crate::graph::Phase;
 use crate::run::exec::{Cx, Outputs, Phases};
 use crate::run::proc::Cmd;
 use crate::spec::Target;
