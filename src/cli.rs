@@ -10,7 +10,7 @@ use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use crate::deploy;
 use crate::deploy::kube::azure_preflight::Check;
 use crate::model::{self, Deployment};
-use crate::preview;
+use crate::plan;
 use crate::render;
 use crate::run::progress::Style;
 use crate::run::redact::Redactor;
@@ -404,10 +404,10 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             if !(offline || against.is_some()) {
                 skip(&mut s, &skip_preflight);
             }
-            let opts = preview::Options { offline: offline || against.is_some(), against, out, with_jobs };
-            let plan = preview::run(&s, &opts)?;
+            let opts = plan::Options { offline: offline || against.is_some(), against, out, with_jobs };
+            let plan = plan::run(&s, &opts)?;
             let text = match output {
-                Output::Text => preview::text::render(&plan, stdout_color()),
+                Output::Text => plan::text::render(&plan, stdout_color()),
                 Output::Json => String::new(),
             };
             print_either(output, &text, &serde_json::to_value(&plan)?)?;

@@ -10,7 +10,8 @@ pub mod explain;
 pub mod graph;
 pub mod local;
 pub mod model;
-pub mod preview;
+pub mod plan;
+
 pub mod render;
 pub mod run;
 pub mod spec;

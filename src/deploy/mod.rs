@@ -215,7 +215,7 @@ pub fn deploy(s: &mut Session, opts: &DeployOptions) -> Result<u8> {
     let store = s.store()?;
     let report = exec::execute(&g, ops.as_ref(), &store, &s.env());
     if report.ok() {
-        crate::preview::snapshot::record(&s.d, &s.rendered)
+        crate::plan::snapshot::record(&s.d, &s.rendered)
             .with_context(|| format!("recording the applied snapshot in {}", s.dir.display()))?;
     }
     finish(s, &report, &store)
@@ -224,11 +224,11 @@ pub fn deploy(s: &mut Session, opts: &DeployOptions) -> Result<u8> {
 /// Refuses destructive changes (against the last applied snapshot) before anything runs; the
 /// infra phase checks Terraform's own plan again before applying it.
 fn guard(s: &Session) -> Result<()> {
-    let snap = crate::preview::snapshot::dir(&s.d);
+    let snap = crate::plan::snapshot::dir(&s.d);
     if !snap.is_dir() {
         return Ok(());
     }
-    let plan = crate::preview::offline_plan(s, None, false)?;
+    let plan = crate::plan::offline_plan(s, None, false)?;
     refuse_destructive(plan.destructive.iter().map(|d| d.reason.as_str()))
 }
 
@@ -246,18 +246,18 @@ pub fn refuse_destructive<'a>(reasons: impl Iterator<Item = &'a str>) -> Result<
 
 /// `deploy --plan`: the plan must still hold; returns Terraform's saved plan when there is one.
 fn check_plan(s: &Session, path: &std::path::Path) -> Result<Option<PathBuf>> {
-    use crate::preview::{self, planfile};
+    use crate::plan::{self, planfile};
     let f = planfile::read(path)?;
     if f.deployment != s.d.name {
         bail!("{} is a plan for `{}`, not `{}`", path.display(), f.deployment, s.d.name);
     }
-    let mut now = preview::Fingerprint {
+    let mut now = plan::Fingerprint {
         spec: s.d.spec_hash.clone(),
-        rendered: preview::rendered_hash(&s.rendered),
+        rendered: plan::rendered_hash(&s.rendered),
         live: Default::default(),
     };
-    if f.mode == preview::Mode::Live {
-        now.live = preview::live::fingerprint(s)?;
+    if f.mode == plan::Mode::Live {
+        now.live = plan::live::fingerprint(s)?;
     }
     let moved = planfile::drift(&f.fingerprint, &now);
     if !moved.is_empty() {

@@ -426,7 +426,7 @@ impl Terraform {
         let o = r.run(&self.show(plan))?;
         let json: serde_json::Value =
             serde_json::from_str(&o.stdout).context("terraform show -json printed something that is not JSON")?;
-        let changes = crate::preview::infra::from_plan_json(&json);
+        let changes = crate::plan::infra::from_plan_json(&json);
         crate::deploy::refuse_destructive(changes.iter().filter_map(|c| c.destructive.as_deref()))
     }
 
