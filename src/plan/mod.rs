@@ -147,7 +147,7 @@ pub struct Plan {
     pub fingerprint: Fingerprint,
     /// What the Azure preflight found (live aks plans): quota, VM sizes, Kubernetes version.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub preflight: Vec<crate::deploy::kube::azure_preflight::Finding>,
+    pub preflight: Vec<crate::targets::kube::azure_preflight::Finding>,
 }
 
 impl Plan {
@@ -182,7 +182,7 @@ impl Plan {
     /// Terraform's convention: 0 no changes, 2 changes; 1 when the Azure preflight found a
     /// problem a deploy would stop at (other errors are decided by the caller).
     pub fn exit_code(&self) -> u8 {
-        use crate::deploy::kube::azure_preflight::Level;
+        use crate::targets::kube::azure_preflight::Level;
         if self.preflight.iter().any(|f| f.level == Level::Error) {
             1
         } else if self.changes {
@@ -207,13 +207,13 @@ pub struct Options {
 }
 
 /// Computes the plan (and writes the plan file when asked).
-pub fn run(s: &crate::deploy::Session, o: &Options) -> anyhow::Result<Plan> {
+pub fn run(s: &crate::context::Context, o: &Options) -> anyhow::Result<Plan> {
     let plan = if o.offline || s.d.target == Target::Local {
         offline_plan(s, o.against.as_deref(), o.with_jobs)?
     } else {
         // The Azure preflight first: it chooses the Kubernetes version Terraform plans with.
         let found = match s.d.target {
-            Target::Aks => Some(crate::deploy::kube::infra::azure_findings(&crate::deploy::kube::Kube::new(s)?)?),
+            Target::Aks => Some(crate::targets::kube::infra::azure_findings(&crate::targets::kube::Kube::new(s)?)?),
             _ => None,
         };
         let mut plan = live::plan(s, o.out.as_deref().map(planfile::tfplan_path).as_deref(), o.with_jobs)?;
@@ -229,7 +229,7 @@ pub fn run(s: &crate::deploy::Session, o: &Options) -> anyhow::Result<Plan> {
 /// The offline plan against `against` or the last applied snapshot; `with_jobs` as `plan
 /// --with-jobs`.
 pub fn offline_plan(
-    s: &crate::deploy::Session,
+    s: &crate::context::Context,
     against: Option<&std::path::Path>,
     with_jobs: bool,
 ) -> anyhow::Result<Plan> {
@@ -283,7 +283,7 @@ pub(crate) enum Existence {
 
 /// Whether `deploy --with-jobs` would run the `jobs` phase now: it skips it only when the phase
 /// completed with the same inputs and every job succeeded (see the targets' probes).
-fn jobs_phase_runs(s: &crate::deploy::Session) -> anyhow::Result<(bool, BTreeMap<String, String>)> {
+fn jobs_phase_runs(s: &crate::context::Context) -> anyhow::Result<(bool, BTreeMap<String, String>)> {
     use crate::run::state::PhaseStatus;
     let g = crate::graph::graph(&s.d, &s.rendered, crate::graph::Options { with_jobs: true });
     let Some(p) = g.phases.iter().find(|p| p.id == "jobs") else { return Ok((false, BTreeMap::new())) };
@@ -303,7 +303,7 @@ fn jobs_phase_runs(s: &crate::deploy::Session) -> anyhow::Result<(bool, BTreeMap
 /// with it, they count exactly when `deploy --with-jobs` would submit them. `facts` says, per job,
 /// what is known about it (on the cluster, manifest changed…); `diff` is the manifests' diff.
 pub(crate) fn jobs_layer(
-    s: &crate::deploy::Session,
+    s: &crate::context::Context,
     with_jobs: bool,
     cluster: Existence,
     facts: &BTreeMap<String, String>,

@@ -223,7 +223,7 @@ mod tests {
     use super::*;
 
     fn img(pkgs: &[&str]) -> ImageModel {
-        let d = crate::local::example_deployment();
+        let d = crate::targets::local::example_deployment();
         ImageModel { pip_packages: pkgs.iter().map(|s| s.to_string()).collect(), ..d.image }
     }
 
