@@ -108,11 +108,11 @@ fn deploy(env: &KubeEnv) -> Run {
     Run { seconds, phases }
 }
 
-fn graph(env: &KubeEnv) -> raydeploy::plan::Graph {
+fn graph(env: &KubeEnv) -> raydeploy::graph::Graph {
     let args = raydeploy::cli::SpecArgs { spec: env.spec(), env: None, target: None };
     let (_, d) = raydeploy::cli::load_model(&args).unwrap_or_else(|r| panic!("{}", r.short()));
     let r = raydeploy::render::render(&d).unwrap();
-    raydeploy::plan::graph(&d, &r, Default::default())
+    raydeploy::graph::graph(&d, &r, Default::default())
 }
 
 fn main() {

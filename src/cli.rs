@@ -7,14 +7,16 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
+use crate::context::{self, Context};
 use crate::deploy;
-use crate::deploy::kube::azure_preflight::Check;
+use crate::model::azure::Check;
 use crate::model::{self, Deployment};
-use crate::preview;
+use crate::plan;
 use crate::render;
 use crate::run::progress::Style;
 use crate::run::redact::Redactor;
 use crate::spec::{self, Report, Target};
+use crate::targets;
 
 #[derive(Parser, Debug)]
 #[command(name = "raydeploy", version, about = "One declarative Ray-cluster spec → a running Ray deployment", long_about = None)]
@@ -394,34 +396,34 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Deploy { args, dry_run, with_jobs, auto_approve, plan, allow_destroy, skip_preflight, output } => {
-            let Some(mut s) = session(&args, output)? else { return Ok(ExitCode::from(1)) };
+            let Some(mut s) = load_context(&args, output)? else { return Ok(ExitCode::from(1)) };
             skip(&mut s, &skip_preflight);
-            let opts = deploy::DeployOptions { dry_run, with_jobs, auto_approve, plan, allow_destroy };
+            let opts = context::DeployOptions { dry_run, with_jobs, auto_approve, plan, allow_destroy };
             Ok(ExitCode::from(deploy::deploy(&mut s, &opts)?))
         }
         Command::Plan { args, offline, against, out, with_jobs, skip_preflight, output } => {
-            let Some(mut s) = session(&args, output)? else { return Ok(ExitCode::from(1)) };
+            let Some(mut s) = load_context(&args, output)? else { return Ok(ExitCode::from(1)) };
             if !(offline || against.is_some()) {
                 skip(&mut s, &skip_preflight);
             }
-            let opts = preview::Options { offline: offline || against.is_some(), against, out, with_jobs };
-            let plan = preview::run(&s, &opts)?;
+            let opts = plan::Options { offline: offline || against.is_some(), against, out, with_jobs };
+            let plan = plan::run(&s, &opts)?;
             let text = match output {
-                Output::Text => preview::text::render(&plan, stdout_color()),
+                Output::Text => plan::text::render(&plan, stdout_color()),
                 Output::Json => String::new(),
             };
             print_either(output, &text, &serde_json::to_value(&plan)?)?;
             Ok(ExitCode::from(plan.exit_code()))
         }
         Command::Destroy { args, auto_approve, keep_infra, output } => {
-            let Some(s) = session(&args, output)? else { return Ok(ExitCode::from(1)) };
-            let opts = deploy::DestroyOptions { auto_approve, keep_infra };
-            deploy::ops(&s)?.destroy(&s, &opts)?;
+            let Some(s) = load_context(&args, output)? else { return Ok(ExitCode::from(1)) };
+            let opts = context::DestroyOptions { auto_approve, keep_infra };
+            targets::for_context(&s)?.destroy(&s, &opts)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { args, output } => {
-            let Some(s) = session(&args, output)? else { return Ok(ExitCode::from(1)) };
-            let (text, live) = deploy::ops(&s)?.status(&s)?;
+            let Some(s) = load_context(&args, output)? else { return Ok(ExitCode::from(1)) };
+            let (text, live) = targets::for_context(&s)?.status(&s)?;
             let mut json = serde_json::json!({
                 "format_version": STATUS_FORMAT_VERSION,
                 "deployment": s.d.name,
@@ -437,8 +439,8 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Job { command } => job(command),
         Command::Dashboard { args } => {
-            let Some(s) = session(&args, Output::Text)? else { return Ok(ExitCode::from(1)) };
-            deploy::ops(&s)?.dashboard(&s)?;
+            let Some(s) = load_context(&args, Output::Text)? else { return Ok(ExitCode::from(1)) };
+            targets::for_context(&s)?.dashboard(&s)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Schema => {
@@ -453,9 +455,9 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// Validates and renders the spec into a session for the commands that act on a deployment;
+/// Validates and renders the spec into a context for the commands that act on a deployment;
 /// `None` after printing the spec's problems (nothing has run).
-fn session(args: &SpecArgs, output: Output) -> Result<Option<deploy::Session>> {
+fn load_context(args: &SpecArgs, output: Output) -> Result<Option<Context>> {
     let (_, d) = match load_model(args) {
         Ok(v) => v,
         Err(r) => {
@@ -465,11 +467,11 @@ fn session(args: &SpecArgs, output: Output) -> Result<Option<deploy::Session>> {
     };
     warn(&d);
     let Some(rendered) = render_checked(&d)? else { return Ok(None) };
-    Ok(Some(deploy::Session::new(d, rendered, Style::detect(output == Output::Json))))
+    Ok(Some(Context::new(d, rendered, Style::detect(output == Output::Json))))
 }
 
 /// Records `--skip-preflight` and says, loudly on stderr, what goes unchecked.
-fn skip(s: &mut deploy::Session, checks: &[SkipCheck]) {
+fn skip(s: &mut Context, checks: &[SkipCheck]) {
     s.skip_preflight = checks.iter().map(|c| Check::from(*c)).collect();
     if s.d.target != Target::Aks {
         return;
@@ -503,7 +505,7 @@ fn job(command: JobCommand) -> Result<ExitCode> {
         JobCommand::Submit { args, output, .. } | JobCommand::List { args, output } => (args, *output),
         JobCommand::Logs { args, .. } | JobCommand::Delete { args, .. } => (args, Output::Text),
     };
-    let Some(s) = session(args, output)? else { return Ok(ExitCode::from(1)) };
+    let Some(s) = load_context(args, output)? else { return Ok(ExitCode::from(1)) };
     if let JobCommand::Submit { name, .. } | JobCommand::Logs { name, .. } | JobCommand::Delete { name, .. } = &command
         && !s.d.jobs.iter().any(|j| &j.name == name)
     {
@@ -514,17 +516,17 @@ fn job(command: JobCommand) -> Result<ExitCode> {
             if known.is_empty() { "none".to_string() } else { known.join(", ") }
         );
     }
-    let ops = deploy::ops(&s)?;
+    let target = targets::for_context(&s)?;
     Ok(ExitCode::from(match &command {
-        JobCommand::Submit { name, follow, .. } => ops.job_submit(&s, name, *follow)?,
-        JobCommand::Logs { name, .. } => ops.job_logs(&s, name)?,
+        JobCommand::Submit { name, follow, .. } => target.job_submit(&s, name, *follow)?,
+        JobCommand::Logs { name, .. } => target.job_logs(&s, name)?,
         JobCommand::List { .. } => {
-            let (text, json) = ops.job_list(&s)?;
+            let (text, json) = target.job_list(&s)?;
             print_either(output, &text, &json)?;
             0
         }
         JobCommand::Delete { name, .. } => {
-            ops.job_delete(&s, name)?;
+            target.job_delete(&s, name)?;
             0
         }
     }))

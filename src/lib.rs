@@ -1,16 +1,23 @@
-//! raydeploy: one declarative Ray-cluster spec → validated deployment model → rendered artifacts.
+//! raydeploy: one declarative Ray-cluster spec → validated deployment model → rendered artifacts
+//! → a running Ray deployment.
 //!
-//! The pipeline, pure until the last step: [`spec`] (load, overlay, interpolate, check) →
-//! [`model`] (derived names, node pools, pod sizing, cross-layer rules) → [`render`] (one module
-//! per artifact family) → CLI.
+//! The pipeline, pure until [`run`]: [`spec`] (load, overlay, interpolate, check) → [`model`]
+//! (derived names, node pools, pod sizing, cross-layer rules) → [`render`] (one module per
+//! artifact family) → [`graph`] (the phases of a deploy and the hash of each one's inputs) →
+//! [`run`] (subprocesses, state, lock, logs, redaction, the graph's runner) → [`targets`] (the
+//! phases and commands of [`targets::kube`] for `aks` and `kubernetes` and [`targets::local`]
+//! for `local`; what both need is in [`context`], never in one another) → the commands:
+//! [`deploy`], [`plan`] (the preview of a deploy, live or offline), [`explain`], and [`cli`]
+//! (clap, thin; status, destroy, jobs and dashboard go straight to the target).
 
 pub mod cli;
+pub mod context;
 pub mod deploy;
 pub mod explain;
-pub mod local;
+pub mod graph;
 pub mod model;
 pub mod plan;
-pub mod preview;
 pub mod render;
 pub mod run;
 pub mod spec;
+pub mod targets;

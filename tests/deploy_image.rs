@@ -31,11 +31,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use docker_env::DockerEnv;
 use kube_env::KubeEnv;
-use raydeploy::deploy::Session;
-use raydeploy::deploy::kube::Kube;
-use raydeploy::plan::{self, Graph};
+use raydeploy::context::Context;
+use raydeploy::graph::{self, Graph};
 use raydeploy::run::exec::{self, Outcome, Report};
 use raydeploy::run::progress::{Collect, Event, Style};
+use raydeploy::targets::kube::Kube;
 
 /// The repository path inside the registry.
 const REPO: &str = "acme/ray-imgtest";
@@ -130,19 +130,19 @@ fn write_spec(dir: &Path, registry: &str, pip: &str) -> PathBuf {
 }
 
 /// A session of `spec` whose progress events are collected.
-fn session(spec: &Path) -> (Session, Arc<Collect>) {
+fn session(spec: &Path) -> (Context, Arc<Collect>) {
     let loaded = raydeploy::spec::load(spec, None, &|_: &str| None).unwrap_or_else(|r| panic!("{}", r.short()));
     let d = raydeploy::model::build(&loaded, None).unwrap_or_else(|p| panic!("{}", loaded.report(p).short()));
     let rendered = raydeploy::render::render(&d).expect("render");
-    let mut s = Session::new(d, rendered, Style::Plain);
+    let mut s = Context::new(d, rendered, Style::Plain);
     let events = Arc::new(Collect::default());
     s.reporter = events.clone();
     (s, events)
 }
 
 /// The deploy graph cut down to `phases` (the cluster phases need a cluster).
-fn sub_graph(s: &Session, phases: &[&str]) -> Graph {
-    let mut g = plan::graph(&s.d, &s.rendered, plan::Options::default());
+fn sub_graph(s: &Context, phases: &[&str]) -> Graph {
+    let mut g = graph::graph(&s.d, &s.rendered, graph::Options::default());
     g.phases.retain(|p| phases.contains(&p.id));
     for p in &mut g.phases {
         p.deps.retain(|d| phases.contains(d));
@@ -152,11 +152,11 @@ fn sub_graph(s: &Session, phases: &[&str]) -> Graph {
 }
 
 /// A run of the image phases: the report and each phase's recorded outputs.
-fn run(s: &Session) -> (Report, BTreeMap<String, BTreeMap<String, String>>) {
+fn run(s: &Context) -> (Report, BTreeMap<String, BTreeMap<String, String>>) {
     run_phases(s, &["image-build", "image-push"])
 }
 
-fn run_phases(s: &Session, phases: &[&str]) -> (Report, BTreeMap<String, BTreeMap<String, String>>) {
+fn run_phases(s: &Context, phases: &[&str]) -> (Report, BTreeMap<String, BTreeMap<String, String>>) {
     let g = sub_graph(s, phases);
     let kube = Kube::new(s).unwrap();
     let store = s.store().unwrap();

@@ -11,10 +11,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::{Mutex, MutexGuard};
 
 use raydeploy::cli::{SpecArgs, load_model};
-use raydeploy::deploy::kube::Kube;
-use raydeploy::deploy::{DeployOptions, DestroyOptions, Session, kube::infra};
+use raydeploy::context::{Context, DestroyOptions};
 use raydeploy::run::exec::{self, Outcome, Report};
 use raydeploy::run::progress::Style;
+use raydeploy::targets::kube::Kube;
+use raydeploy::targets::kube::infra;
 
 #[path = "support/kube_env.rs"]
 mod kube_env;
@@ -104,11 +105,11 @@ fn sandbox(spec: &str) -> KubeEnv {
     env
 }
 
-fn session(env: &KubeEnv) -> Session {
+fn session(env: &KubeEnv) -> Context {
     let args = SpecArgs { spec: env.spec(), env: None, target: None };
     let (_, d) = load_model(&args).unwrap_or_else(|r| panic!("spec: {}", r.short()));
     let rendered = raydeploy::render::render(&d).expect("render");
-    Session::new(d, rendered, Style::Plain)
+    Context::new(d, rendered, Style::Plain)
 }
 
 /// Runs preflight, infra and credentials as a deploy would.
@@ -116,12 +117,12 @@ fn run(env: &KubeEnv) -> Report {
     run_with(env, |_| {})
 }
 
-/// Same, with the session adjusted first (`--allow-destroy`, `--plan`).
-fn run_with(env: &KubeEnv, adjust: impl FnOnce(&mut Session)) -> Report {
+/// Same, with the context adjusted first (`--allow-destroy`, `--plan`).
+fn run_with(env: &KubeEnv, adjust: impl FnOnce(&mut Context)) -> Report {
     let _g = EnvGuard::new(env);
     let mut s = session(env);
     adjust(&mut s);
-    let mut g = raydeploy::deploy::graph(&s, &DeployOptions::default());
+    let mut g = raydeploy::graph::graph(&s.d, &s.rendered, Default::default());
     g.phases.retain(|p| PHASES.contains(&p.id));
     let k = Kube::new(&s).unwrap();
     let store = s.store().unwrap();

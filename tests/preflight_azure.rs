@@ -9,10 +9,10 @@
 use std::sync::{Mutex, MutexGuard};
 
 use raydeploy::cli::{SpecArgs, load_model};
-use raydeploy::deploy::kube::Kube;
-use raydeploy::deploy::{DeployOptions, Session};
+use raydeploy::context::Context;
 use raydeploy::run::exec::{self, Outcome, Report};
 use raydeploy::run::progress::Style;
+use raydeploy::targets::kube::Kube;
 
 #[path = "support/kube_env.rs"]
 mod kube_env;
@@ -145,8 +145,8 @@ fn run_phases(env: &KubeEnv) -> Report {
     let args = SpecArgs { spec: env.spec(), env: None, target: None };
     let (_, d) = load_model(&args).unwrap_or_else(|r| panic!("spec: {}", r.short()));
     let rendered = raydeploy::render::render(&d).expect("render");
-    let s = Session::new(d, rendered, Style::Plain);
-    let mut g = raydeploy::deploy::graph(&s, &DeployOptions::default());
+    let s = Context::new(d, rendered, Style::Plain);
+    let mut g = raydeploy::graph::graph(&s.d, &s.rendered, Default::default());
     g.phases.retain(|p| ["preflight", "infra", "credentials"].contains(&p.id));
     let k = Kube::new(&s).unwrap();
     let store = s.store().unwrap();

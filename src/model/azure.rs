@@ -1,5 +1,6 @@
 //! Azure facts the fit check needs: a table of VM sizes and the AKS allocatable formula
-//! (node-resource-reservations, AKS 1.29+ and earlier).
+//! (node-resource-reservations, AKS 1.29+ and earlier), and the parts of the Azure preflight
+//! ([`Check`]) that `--skip-preflight` can leave out.
 
 use crate::spec::quantity::{GI, MI};
 use crate::spec::{NetworkMode, NetworkPlugin};
@@ -345,6 +346,36 @@ pub fn allocatable(vm: VmShape, max_pods: u32, k8s_minor: Option<(u32, u32)>) ->
 pub fn k8s_minor(version: &str) -> Option<(u32, u32)> {
     let mut it = version.trim_start_matches('v').split('.');
     Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
+/// A part of the Azure preflight `--skip-preflight` can leave out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Check {
+    Quota,
+    Skus,
+    Versions,
+}
+
+impl Check {
+    pub const ALL: [Check; 3] = [Check::Quota, Check::Skus, Check::Versions];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Check::Quota => "quota",
+            Check::Skus => "skus",
+            Check::Versions => "versions",
+        }
+    }
+
+    /// What is not checked when the check is skipped, for the warning.
+    pub fn what(self) -> &'static str {
+        match self {
+            Check::Quota => "the vCPU quota per VM family, Spot and regional (az vm list-usage)",
+            Check::Skus => "that every VM size is offered in the region, its zones and for Spot (az vm list-skus)",
+            Check::Versions => "that AKS offers the Kubernetes version (az aks get-versions)",
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,311 +1,549 @@
-//! The phase graph of a deploy: which phases a target has, what each waits for, and a hash of
-//! each phase's inputs (its rendered artifacts and the model facts it uses). The runner adds the
-//! outputs of upstream phases to that hash at run time (an image digest, a kubeconfig path), so
-//! a phase re-runs exactly when something it consumes changed.
+//! `raydeploy plan`: one preview across every layer (infrastructure, image, operator, NVIDIA
+//! device plugin, cluster, secrets, mounts, jobs), as text with unified diffs or as versioned JSON, with Terraform's exit
+//! codes (0 no change, 2 changes, 1 error). Offline it compares the render with the snapshot
+//! recorded by the last successful deploy (or any rendered folder); live it asks Terraform, the
+//! registry, Helm and the cluster. Destructive changes are listed first and block `deploy`
+//! unless `--allow-destroy`.
+//!
+//! Jobs are runs, not state: a deploy submits them only with `--with-jobs`, so the `jobs` layer
+//! counts as a change only in `plan --with-jobs` (and then only when `deploy --with-jobs` would
+//! submit them); otherwise it lists the jobs for information.
 
-use std::collections::{BTreeMap, BTreeSet};
+pub mod azurerm;
+pub mod infra;
+pub mod live;
+pub mod planfile;
+pub mod snapshot;
+pub mod text;
+
+use std::collections::BTreeMap;
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use crate::model::Deployment;
 use crate::render::Rendered;
 use crate::spec::Target;
+use infra::ResourceChange;
 
-/// One step of a deploy.
-#[derive(Debug, Clone, Serialize)]
-pub struct Phase {
-    pub id: &'static str,
-    /// Phases that must complete first.
-    pub deps: Vec<&'static str>,
-    /// Changes something outside this machine's state folder (a cloud resource, a release, a
-    /// process). Read-only phases (checks, waits) have `mutating: false`.
-    pub mutating: bool,
-    /// Runs on every deploy, whatever the state says (checks and waits).
-    pub always: bool,
-    /// What the phase does, for `--dry-run` and `status`.
-    pub summary: &'static str,
-    /// Hash of the phase's own inputs (hex).
-    pub hash: String,
+/// Version of the JSON document `plan --output json` prints (and plan files hold).
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Live,
+    Offline,
 }
 
-/// Phases in a topological order (every phase after its dependencies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Nothing to do.
+    Unchanged,
+    /// Exists and changes.
+    Changes,
+    /// Does not exist yet: everything in it is created.
+    Create,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ItemAction {
+    Add,
+    Change,
+    Remove,
+    Build,
+    /// A job `deploy --with-jobs` submits (`plan --with-jobs`).
+    Run,
+    /// Listed for information, not a change (a job without `--with-jobs`, or one that already
+    /// ran with the same inputs).
+    Info,
+}
+
+impl ItemAction {
+    pub fn symbol(self) -> &'static str {
+        match self {
+            ItemAction::Add => "+",
+            ItemAction::Change => "~",
+            ItemAction::Remove => "-",
+            ItemAction::Build => "*",
+            ItemAction::Run => ">",
+            ItemAction::Info => "i",
+        }
+    }
+}
+
+/// One named thing in a layer that changes (a secret key, a job, the image).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Item {
+    pub action: ItemAction,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl Item {
+    pub fn new(action: ItemAction, name: impl Into<String>, detail: Option<String>) -> Self {
+        Self { action, name: name.into(), detail }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
-pub struct Graph {
+pub struct Layer {
+    /// `infra`, `image`, `operator`, `device-plugin`, `cluster`, `secrets`, `mounts`, `jobs`
+    pub layer: &'static str,
+    pub status: Status,
+    /// E.g. "will be created after credentials".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<ResourceChange>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub items: Vec<Item>,
+    /// Unified diff of the layer's artifacts (secret values never appear: only placeholders).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
+}
+
+impl Layer {
+    pub fn new(layer: &'static str) -> Self {
+        Self { layer, status: Status::Unchanged, note: None, resources: vec![], items: vec![], diff: None }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Destructive {
+    pub layer: &'static str,
+    pub address: String,
+    pub reason: String,
+}
+
+/// What a plan was computed from, to refuse applying it once any of it moved.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct Fingerprint {
+    /// Hash of the resolved spec.
+    pub spec: String,
+    /// Hash of every rendered file.
+    pub rendered: String,
+    /// Live facts by name (Terraform plan, release revisions, image presence); live plans only.
+    #[serde(default)]
+    pub live: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub format_version: u32,
+    pub deployment: String,
     pub target: Target,
-    pub phases: Vec<Phase>,
+    pub mode: Mode,
+    /// The baseline of an offline plan.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub against: Option<String>,
+    /// Any layer changes.
+    pub changes: bool,
+    /// Changes that replace or delete the cluster, a node pool, the registry or the RayCluster.
+    pub destructive: Vec<Destructive>,
+    pub layers: Vec<Layer>,
+    pub fingerprint: Fingerprint,
+    /// What the Azure preflight found (live aks plans): quota, VM sizes, Kubernetes version.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub preflight: Vec<crate::targets::kube::azure_preflight::Finding>,
 }
 
-/// What the user asked to include.
-#[derive(Debug, Clone, Copy, Default)]
+impl Plan {
+    pub fn new(d: &Deployment, r: &Rendered, mode: Mode, against: Option<String>, layers: Vec<Layer>) -> Self {
+        let mut destructive = vec![];
+        for l in &layers {
+            for c in &l.resources {
+                if let Some(reason) = &c.destructive {
+                    destructive.push(Destructive {
+                        layer: l.layer,
+                        address: c.address.clone(),
+                        reason: reason.clone(),
+                    });
+                }
+            }
+        }
+        let changes = layers.iter().any(|l| l.status != Status::Unchanged);
+        Plan {
+            format_version: FORMAT_VERSION,
+            deployment: d.name.clone(),
+            target: d.target,
+            mode,
+            against,
+            changes,
+            destructive,
+            layers,
+            fingerprint: Fingerprint { spec: d.spec_hash.clone(), rendered: rendered_hash(r), live: BTreeMap::new() },
+            preflight: vec![],
+        }
+    }
+
+    /// Terraform's convention: 0 no changes, 2 changes; 1 when the Azure preflight found a
+    /// problem a deploy would stop at (other errors are decided by the caller).
+    pub fn exit_code(&self) -> u8 {
+        use crate::targets::kube::azure_preflight::Level;
+        if self.preflight.iter().any(|f| f.level == Level::Error) {
+            1
+        } else if self.changes {
+            2
+        } else {
+            0
+        }
+    }
+}
+
+/// What `plan` was asked for.
+#[derive(Debug, Clone, Default)]
 pub struct Options {
-    /// Add the `jobs` phase (submit every job after the cluster is ready).
+    /// No cloud or cluster access.
+    pub offline: bool,
+    /// Baseline folder instead of the last applied snapshot.
+    pub against: Option<std::path::PathBuf>,
+    /// Plan file to write.
+    pub out: Option<std::path::PathBuf>,
+    /// Count the jobs `deploy --with-jobs` would submit as changes.
     pub with_jobs: bool,
 }
 
-/// Hashes labelled parts: `(label, bytes)` pairs, order-sensitive.
-#[derive(Default)]
-pub struct Inputs {
-    h: Sha256,
-}
-
-impl Inputs {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    pub fn add(mut self, label: &str, bytes: impl AsRef<[u8]>) -> Self {
-        let b = bytes.as_ref();
-        self.h.update((label.len() as u64).to_le_bytes());
-        self.h.update(label.as_bytes());
-        self.h.update((b.len() as u64).to_le_bytes());
-        self.h.update(b);
-        self
-    }
-
-    /// Adds a serializable model value.
-    pub fn value(self, label: &str, v: &impl Serialize) -> Self {
-        self.add(label, serde_json::to_vec(v).expect("model serializes"))
-    }
-
-    /// Adds every rendered file under `prefix` (path and content).
-    pub fn files(mut self, r: &Rendered, prefix: &str) -> Self {
-        for (path, text) in r.files.range(prefix.to_string()..) {
-            if !path.starts_with(prefix) {
-                break;
-            }
-            self = self.add(path, text);
-        }
-        self
-    }
-
-    pub fn finish(self) -> String {
-        hex(&self.h.finalize())
-    }
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The hash a phase runs with: its own inputs plus what its direct dependencies produced.
-pub fn effective_hash(phase: &Phase, upstream: &BTreeMap<String, BTreeMap<String, String>>) -> String {
-    let mut i = Inputs::new().add("self", &phase.hash);
-    for d in &phase.deps {
-        if let Some(outs) = upstream.get(*d) {
-            for (k, v) in outs {
-                i = i.add(&format!("{d}.{k}"), v);
-            }
-        }
-    }
-    i.finish()
-}
-
-fn phase(id: &'static str, deps: &[&'static str], mutating: bool, summary: &'static str, hash: Inputs) -> Phase {
-    Phase { id, deps: deps.to_vec(), mutating, always: false, summary, hash: hash.finish() }
-}
-
-fn check(id: &'static str, deps: &[&'static str], summary: &'static str, hash: Inputs) -> Phase {
-    Phase { always: true, ..phase(id, deps, false, summary, hash) }
-}
-
-/// The phase graph of `d` for its target.
-pub fn graph(d: &Deployment, r: &Rendered, opts: Options) -> Graph {
-    let mut phases = match d.target {
-        Target::Aks | Target::Kubernetes => kube_graph(d, r),
-        Target::Local => local_graph(d),
-    };
-    if opts.with_jobs && !d.jobs.is_empty() {
-        let jobs = Inputs::new().value("jobs", &d.jobs).files(r, "manifests/jobs/");
-        phases.push(phase("jobs", &["ready"], true, "submit every job and wait for its result", jobs));
-    }
-    Graph { target: d.target, phases }
-}
-
-fn kube_graph(d: &Deployment, r: &Rendered) -> Vec<Phase> {
-    let aks = d.target == Target::Aks;
-    let mut v = vec![check("preflight", &[], "tools, account and secret sources usable; spec valid", Inputs::new())];
-    if aks {
-        v.push(phase(
-            "infra",
-            &["preflight"],
-            true,
-            "terraform init, plan -out, apply of that plan",
-            Inputs::new().files(r, "terraform/"),
-        ));
-    }
-    let image = Inputs::new().files(r, "image/").value("image", &(&d.image.content_hash, &d.image.cpu, &d.image.gpu));
-    v.push(phase("image-build", &["preflight"], true, "docker build of the Ray image (CPU and GPU tags)", image));
-    let push_deps: &[&'static str] = if aks { &["image-build", "infra"] } else { &["image-build"] };
-    v.push(phase("image-push", push_deps, true, "docker push to the registry; record the digest", Inputs::new()));
-    let kube_root: &'static str = if aks {
-        v.push(phase(
-            "credentials",
-            &["infra"],
-            true,
-            "az aks get-credentials into the deployment's own kubeconfig",
-            Inputs::new().value("aks", &d.azure.as_ref().map(|a| (&a.resource_group, &a.aks_name))),
-        ));
-        "credentials"
+/// Computes the plan (and writes the plan file when asked).
+pub fn run(s: &crate::context::Context, o: &Options) -> anyhow::Result<Plan> {
+    let plan = if o.offline || s.d.target == Target::Local {
+        offline_plan(s, o.against.as_deref(), o.with_jobs)?
     } else {
-        "preflight"
+        // The Azure preflight first: it chooses the Kubernetes version Terraform plans with.
+        let found = match s.d.target {
+            Target::Aks => Some(crate::targets::kube::infra::azure_findings(&crate::targets::kube::Kube::new(s)?)?),
+            _ => None,
+        };
+        let mut plan = live::plan(s, o.out.as_deref().map(planfile::tfplan_path).as_deref(), o.with_jobs)?;
+        plan.preflight = found.map(|f| f.findings).unwrap_or_default();
+        plan
     };
-    let op = &d.operator;
-    v.push(phase(
-        "crds",
-        &[kube_root],
-        true,
-        "kubectl apply --server-side of the KubeRay CRDs",
-        Inputs::new().value("operator", &op.version),
-    ));
-    v.push(phase(
-        "operator",
-        &["crds"],
-        true,
-        "helm upgrade --install kuberay-operator",
-        Inputs::new().files(r, "helm/kuberay-operator").value("operator", op),
-    ));
-    v.push(phase(
-        "secrets",
-        &[kube_root],
-        true,
-        "resolve secret values and kubectl apply them from stdin",
-        Inputs::new().files(r, "manifests/secrets").value("secrets", &d.secrets),
-    ));
-    v.push(phase(
-        "mounts",
-        &[kube_root],
-        true,
-        "kubectl apply of storage volumes and claims",
-        Inputs::new().files(r, "manifests/mounts"),
-    ));
-    let mut cluster_deps = vec!["operator", "secrets", "mounts", "image-push"];
-    if let Some(p) = &d.device_plugin {
-        v.push(phase(
-            "device-plugin",
-            &[kube_root],
-            true,
-            "helm upgrade --install nvidia-device-plugin, unless the cluster already runs a device plugin",
-            Inputs::new().files(r, "helm/nvidia-device-plugin").value("device_plugin", p),
-        ));
-        cluster_deps.push("device-plugin");
+    if let Some(out) = &o.out {
+        planfile::write(out, &plan)?;
     }
-    v.push(phase(
-        "cluster",
-        &cluster_deps,
-        true,
-        "helm upgrade --install ray-cluster",
-        Inputs::new().files(r, "helm/ray-cluster"),
-    ));
-    v.push(check("ready", &["cluster"], "wait for the RayCluster and its head pod to be ready", Inputs::new()));
-    v
+    Ok(plan)
 }
 
-fn local_graph(d: &Deployment) -> Vec<Phase> {
-    let img = &d.image;
-    vec![
-        phase(
-            "env",
-            &[],
-            true,
-            "virtual environment with ray[default] and the spec's pip packages",
-            Inputs::new().value("env", &(&img.ray_version, &img.python, &img.pip_packages)),
-        ),
-        phase(
-            "head",
-            &["env"],
-            true,
-            "ray start --head on free loopback ports",
-            Inputs::new().value("head", &d.cluster.head).value("env", &d.cluster.env),
-        ),
-        phase(
-            "workers",
-            &["head"],
-            true,
-            "ray start --address, one per replica per group",
-            Inputs::new().value("workers", &d.cluster.workers).value("env", &d.cluster.env),
-        ),
-        check("ready", &["workers"], "wait until every node is alive", Inputs::new()),
-    ]
+/// The offline plan against `against` or the last applied snapshot; `with_jobs` as `plan
+/// --with-jobs`.
+pub fn offline_plan(
+    s: &crate::context::Context,
+    against: Option<&std::path::Path>,
+    with_jobs: bool,
+) -> anyhow::Result<Plan> {
+    let (base, label) = match against {
+        Some(dir) => {
+            let b =
+                snapshot::load(dir)?.ok_or_else(|| anyhow::anyhow!("--against {}: no such folder", dir.display()))?;
+            (Some(b), Some(dir.display().to_string()))
+        }
+        None => {
+            let dir = snapshot::dir(&s.d);
+            let b = snapshot::load(&dir)?;
+            let label = b.as_ref().map(|_| "the last applied snapshot".to_string());
+            (b, label)
+        }
+    };
+    let mut layers =
+        offline(&s.d, &s.rendered, base.as_ref()).map_err(|e| anyhow::anyhow!("cannot compare Terraform: {e}"))?;
+    if !s.d.jobs.is_empty() {
+        let prefix = "manifests/jobs/";
+        let empty = BTreeMap::new();
+        let (o, n) = (under(base.as_ref().map_or(&empty, |b| &b.files), prefix), under(&s.rendered.files, prefix));
+        let facts: BTreeMap<String, String> =
+            s.d.jobs
+                .iter()
+                .filter(|_| s.d.target != Target::Local)
+                .map(|j| {
+                    let file = format!("{prefix}{}.yaml", j.name);
+                    let fact = match (base.is_some(), o.get(&file), n.get(&file)) {
+                        (false, _, _) => "nothing deployed yet",
+                        (true, None, _) => "new since the last deploy",
+                        (true, Some(a), Some(b)) if a == b => "manifest unchanged since the last deploy",
+                        _ => "manifest changed since the last deploy",
+                    };
+                    (j.name.clone(), fact.to_string())
+                })
+                .collect();
+        let exists = if base.is_none() { Existence::NotYet("ready") } else { Existence::Exists };
+        layers.push(jobs_layer(s, with_jobs, exists, &facts, diff_files(&o, &n))?);
+    }
+    Ok(Plan::new(&s.d, &s.rendered, Mode::Offline, label, layers))
 }
 
-impl Graph {
-    pub fn get(&self, id: &str) -> Option<&Phase> {
-        self.phases.iter().find(|p| p.id == id)
-    }
+/// Whether the cluster the jobs run on exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Existence {
+    Exists,
+    /// Not yet: created after this phase.
+    NotYet(&'static str),
+}
 
-    /// Phases grouped by depth: every phase of a level can run at the same time.
-    pub fn levels(&self) -> Vec<Vec<&Phase>> {
-        let mut depth: BTreeMap<&str, usize> = BTreeMap::new();
-        for p in &self.phases {
-            let d = p.deps.iter().filter_map(|d| depth.get(d)).map(|d| d + 1).max().unwrap_or(0);
-            depth.insert(p.id, d);
-        }
-        let n = depth.values().max().map_or(0, |m| m + 1);
-        let mut levels = vec![vec![]; n];
-        for p in &self.phases {
-            levels[depth[p.id]].push(p);
-        }
-        levels
-    }
+/// Whether `deploy --with-jobs` would run the `jobs` phase now: it skips it only when the phase
+/// completed with the same inputs and every job succeeded (see the targets' probes).
+fn jobs_phase_runs(s: &crate::context::Context) -> anyhow::Result<(bool, BTreeMap<String, String>)> {
+    use crate::run::state::PhaseStatus;
+    let g = crate::graph::graph(&s.d, &s.rendered, crate::graph::Options { with_jobs: true });
+    let Some(p) = g.phases.iter().find(|p| p.id == "jobs") else { return Ok((false, BTreeMap::new())) };
+    let store = s.store()?;
+    let upstream: BTreeMap<String, BTreeMap<String, String>> =
+        p.deps.iter().filter_map(|d| store.phase(d).map(|r| (d.to_string(), r.outputs))).collect();
+    let hash = crate::graph::effective_hash(p, &upstream);
+    let last = store.phase("jobs");
+    let skipped = last.as_ref().is_some_and(|r| {
+        r.status == PhaseStatus::Completed && r.input_hash == hash && r.outputs.values().all(|v| v == "SUCCEEDED")
+    });
+    Ok((!skipped, last.map(|r| r.outputs).unwrap_or_default()))
+}
 
-    /// The longest chain of `weight`s through the graph (the least possible wall time).
-    pub fn critical_path(&self, weight: impl Fn(&str) -> f64) -> f64 {
-        let mut finish: BTreeMap<&str, f64> = BTreeMap::new();
-        for p in &self.phases {
-            let start = p.deps.iter().filter_map(|d| finish.get(d)).fold(0.0, |a: f64, b| a.max(*b));
-            finish.insert(p.id, start + weight(p.id));
+/// The `jobs` layer. Jobs are runs, not state: without `with_jobs` they are listed for
+/// information and never count as changes (a deploy without `--with-jobs` does not touch them);
+/// with it, they count exactly when `deploy --with-jobs` would submit them. `facts` says, per job,
+/// what is known about it (on the cluster, manifest changed…); `diff` is the manifests' diff.
+pub(crate) fn jobs_layer(
+    s: &crate::context::Context,
+    with_jobs: bool,
+    cluster: Existence,
+    facts: &BTreeMap<String, String>,
+    diff: Option<String>,
+) -> anyhow::Result<Layer> {
+    let mut l = Layer::new("jobs");
+    l.diff = diff;
+    let (runs, last) = jobs_phase_runs(s)?;
+    let runs = runs || matches!(cluster, Existence::NotYet(_));
+    for j in &s.d.jobs {
+        let name = if s.d.target == Target::Local { j.name.clone() } else { format!("RayJob/{}", j.name) };
+        let mut detail: Vec<String> = facts.get(&j.name).cloned().into_iter().collect();
+        if let Some(status) = last.get(&j.name) {
+            detail.push(format!("last run by deploy --with-jobs: {status}"));
         }
-        finish.values().fold(0.0, |a: f64, b| a.max(*b))
+        let action = match (with_jobs, runs) {
+            (true, true) => {
+                detail.push("submitted by deploy --with-jobs".into());
+                ItemAction::Run
+            }
+            (true, false) => {
+                detail.push("ran with these inputs: deploy --with-jobs skips it".into());
+                ItemAction::Info
+            }
+            (false, _) => ItemAction::Info,
+        };
+        l.items.push(Item::new(action, name, (!detail.is_empty()).then(|| detail.join("; "))));
     }
+    l.note = Some(match (with_jobs, runs, cluster) {
+        (false, _, _) => {
+            "jobs run only with `deploy --with-jobs` or `job submit`: listed, not counted (`plan --with-jobs` counts them)"
+                .to_string()
+        }
+        (true, true, Existence::NotYet(after)) => format!("submitted after {after} by deploy --with-jobs"),
+        (true, true, Existence::Exists) => "deploy --with-jobs submits every job".to_string(),
+        (true, false, _) => "every job succeeded with these inputs: deploy --with-jobs skips them".to_string(),
+    });
+    if with_jobs && runs {
+        l.status = if matches!(cluster, Existence::NotYet(_)) { Status::Create } else { Status::Changes };
+    }
+    Ok(l)
+}
 
-    /// `id` and every phase that (transitively) depends on it.
-    pub fn downstream(&self, id: &str) -> BTreeSet<&'static str> {
-        let mut out = BTreeSet::new();
-        for p in &self.phases {
-            if p.id == id || p.deps.iter().any(|d| out.contains(d)) {
-                out.insert(p.id);
+/// Hash of every rendered file (path and content).
+pub fn rendered_hash(r: &Rendered) -> String {
+    crate::graph::Inputs::new().files(r, "").finish()
+}
+
+/// Files of `files` under `prefix` (a folder, or a file name stem like `manifests/secrets`).
+pub(crate) fn under<'a>(files: &'a BTreeMap<String, String>, prefix: &str) -> BTreeMap<String, String> {
+    files.iter().filter(|(k, _)| k.starts_with(prefix)).map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+/// A unified diff of two file sets; `None` when equal.
+pub fn diff_files(old: &BTreeMap<String, String>, new: &BTreeMap<String, String>) -> Option<String> {
+    let mut out = String::new();
+    let paths: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+    for p in paths {
+        let a = old.get(p).map(String::as_str).unwrap_or("");
+        let b = new.get(p).map(String::as_str).unwrap_or("");
+        if a == b {
+            continue;
+        }
+        let (ha, hb) = (
+            if old.contains_key(p) { format!("a/{p}") } else { "/dev/null".into() },
+            if new.contains_key(p) { format!("b/{p}") } else { "/dev/null".into() },
+        );
+        out.push_str(
+            &similar::TextDiff::from_lines(a, b).unified_diff().context_radius(3).header(&ha, &hb).to_string(),
+        );
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// Layers of an offline plan: the render against a baseline (`None`: nothing deployed yet).
+pub fn offline(d: &Deployment, r: &Rendered, base: Option<&snapshot::Snapshot>) -> Result<Vec<Layer>, String> {
+    let empty = BTreeMap::new();
+    let old = base.map(|b| &b.files).unwrap_or(&empty);
+    let new = &r.files;
+    let mut layers = vec![];
+    let first = |layer: &mut Layer, after: &str| {
+        if base.is_none() {
+            layer.status = Status::Create;
+            layer.note = Some(format!("nothing deployed yet: created after {after}"));
+        }
+    };
+
+    if d.target == Target::Aks {
+        let mut l = Layer::new("infra");
+        let (o, n) = (under(old, "terraform/"), under(new, "terraform/"));
+        l.resources = infra::from_files(&o, &n)?;
+        l.diff = diff_files(&o, &n);
+        if l.diff.is_some() {
+            l.status = Status::Changes;
+        }
+        first(&mut l, "preflight");
+        layers.push(l);
+    }
+    if d.target != Target::Local {
+        let mut l = Layer::new("image");
+        let (o, n) = (under(old, "image/"), under(new, "image/"));
+        let old_tags = base.map(|b| b.image_refs.clone()).unwrap_or_default();
+        for r in d.image.cpu.iter().chain(d.image.gpu.iter()) {
+            let reference = r.reference();
+            if !old_tags.contains(&reference) {
+                l.items.push(Item::new(ItemAction::Build, reference, Some("new content hash: build and push".into())));
             }
         }
-        out
+        l.diff = diff_files(&o, &n);
+        if !l.items.is_empty() || l.diff.is_some() {
+            l.status = Status::Changes;
+        }
+        first(&mut l, "preflight");
+        layers.push(l);
+
+        let kube_root = if d.target == Target::Aks { "credentials" } else { "preflight" };
+        let mut kube_layers = vec![("operator", "helm/kuberay-operator", "crds")];
+        if d.device_plugin.is_some() {
+            kube_layers.push(("device-plugin", "helm/nvidia-device-plugin", kube_root));
+        }
+        let cluster_after = if d.device_plugin.is_some() {
+            "operator, device-plugin, secrets, mounts and image-push"
+        } else {
+            "operator, secrets, mounts and image-push"
+        };
+        kube_layers.extend([
+            ("cluster", "helm/ray-cluster", cluster_after),
+            ("secrets", "manifests/secrets", kube_root),
+            ("mounts", "manifests/mounts", kube_root),
+        ]);
+        for (name, prefix, after) in kube_layers {
+            let mut l = Layer::new(name);
+            let (o, n) = (under(old, prefix), under(new, prefix));
+            l.diff = diff_files(&o, &n);
+            l.items = match name {
+                "secrets" => secret_items(&o, &n),
+                "mounts" => object_items(&o, &n),
+                _ => vec![],
+            };
+            if l.diff.is_some() || !l.items.is_empty() {
+                l.status = Status::Changes;
+            }
+            if name == "secrets" && !d.secrets.is_empty() {
+                l.note = Some("values are compared only by a live plan; offline shows keys".into());
+            }
+            if base.is_none() && !n.is_empty() {
+                first(&mut l, after);
+            }
+            layers.push(l);
+        }
+    } else {
+        // The local target: its environment and processes, from the model recorded at deploy.
+        let mut l = Layer::new("local");
+        let now = serde_json::to_string_pretty(&local_facts(d)).unwrap_or_default();
+        let before = base.and_then(|b| b.local.as_ref()).map(|v| serde_json::to_string_pretty(v).unwrap_or_default());
+        match before {
+            None => {
+                l.status = Status::Create;
+                l.note = Some("nothing deployed yet".into());
+            }
+            Some(b) if b != now => {
+                l.status = Status::Changes;
+                l.diff = Some(
+                    similar::TextDiff::from_lines(&b, &now).unified_diff().header("a/local", "b/local").to_string(),
+                );
+            }
+            Some(_) => {}
+        }
+        layers.push(l);
     }
+    Ok(layers)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// What the local target's phases consume (environment and process sizes).
+pub fn local_facts(d: &Deployment) -> serde_json::Value {
+    serde_json::json!({
+        "rayVersion": d.image.ray_version,
+        "python": d.image.python,
+        "pipPackages": d.image.pip_packages,
+        "groups": d.cluster.groups().map(|g| serde_json::json!({
+            "name": g.name, "cpu_m": g.cpu_m, "memory_bytes": g.memory_bytes, "gpus": g.gpus, "replicas": g.replicas,
+        })).collect::<Vec<_>>(),
+    })
+}
 
-    /// The graph of examples/gpu-autoscaling, optionally with `gpu.devicePlugin: false` and
-    /// another target.
-    fn gpu_example(device_plugin: bool, target: Option<Target>) -> Graph {
-        let dir = tempfile::tempdir().unwrap();
-        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/gpu-autoscaling/raydeploy.yaml");
-        let mut text = std::fs::read_to_string(src).unwrap();
-        if !device_plugin {
-            text.push_str("gpu:\n  devicePlugin: false\n");
+/// Kubernetes objects (`kind/name`) in YAML streams.
+fn objects(files: &BTreeMap<String, String>) -> BTreeMap<String, serde_json::Value> {
+    let mut out = BTreeMap::new();
+    for text in files.values() {
+        for doc in serde_saphyr::from_multiple::<serde_json::Value>(text).unwrap_or_default() {
+            let kind = doc["kind"].as_str().unwrap_or("?");
+            let name = doc["metadata"]["name"].as_str().unwrap_or("?");
+            out.insert(format!("{kind}/{name}"), doc);
         }
-        let spec = dir.path().join("raydeploy.yaml");
-        std::fs::write(&spec, text).unwrap();
-        let vars = |k: &str| (k == "AZURE_SUBSCRIPTION_ID").then(|| "00000000-0000-0000-0000-000000000000".to_string());
-        let loaded = crate::spec::load(&spec, None, &vars).unwrap_or_else(|r| panic!("{}", r.short()));
-        let d = crate::model::build(&loaded, target).unwrap();
-        graph(&d, &crate::render::render(&d).unwrap(), Options::default())
     }
+    out
+}
 
-    #[test]
-    fn gpu_groups_get_the_device_plugin_before_the_cluster() {
-        let g = gpu_example(true, None);
-        let p = g.get("device-plugin").expect("device-plugin phase");
-        assert_eq!(p.deps, vec!["credentials"]);
-        assert!(g.get("cluster").unwrap().deps.contains(&"device-plugin"));
-        assert!(g.get("device-plugin").is_some_and(|p| p.mutating));
-        assert!(gpu_example(false, None).get("device-plugin").is_none(), "gpu.devicePlugin: false");
-        assert!(!gpu_example(false, None).get("cluster").unwrap().deps.contains(&"device-plugin"));
-        assert!(gpu_example(true, Some(Target::Local)).get("device-plugin").is_none(), "no plugin for local processes");
+fn object_items(old: &BTreeMap<String, String>, new: &BTreeMap<String, String>) -> Vec<Item> {
+    let (o, n) = (objects(old), objects(new));
+    let mut items = vec![];
+    for (k, v) in &n {
+        match o.get(k) {
+            None => items.push(Item::new(ItemAction::Add, k, None)),
+            Some(ov) if ov != v => items.push(Item::new(ItemAction::Change, k, None)),
+            _ => {}
+        }
     }
+    for k in o.keys().filter(|k| !n.contains_key(*k)) {
+        items.push(Item::new(ItemAction::Remove, k, None));
+    }
+    items
+}
 
-    #[test]
-    fn inputs_are_unambiguous() {
-        assert_ne!(Inputs::new().add("a", "bc").finish(), Inputs::new().add("ab", "c").finish());
+/// Secret keys added, removed or re-sourced (the rendered Secrets hold placeholders naming the
+/// source, never values).
+fn secret_items(old: &BTreeMap<String, String>, new: &BTreeMap<String, String>) -> Vec<Item> {
+    let (o, n) = (objects(old), objects(new));
+    let keys = |v: Option<&serde_json::Value>| -> BTreeMap<String, String> {
+        v.and_then(|v| v["stringData"].as_object())
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string())).collect())
+            .unwrap_or_default()
+    };
+    let mut items = vec![];
+    let names: std::collections::BTreeSet<&String> = o.keys().chain(n.keys()).collect();
+    for id in names {
+        let (ok, nk) = (keys(o.get(id)), keys(n.get(id)));
+        let name = id.strip_prefix("Secret/").unwrap_or(id);
+        for (k, src) in &nk {
+            match ok.get(k) {
+                None => items.push(Item::new(ItemAction::Add, format!("{name}.{k}"), Some(src.clone()))),
+                Some(s) if s != src => {
+                    items.push(Item::new(ItemAction::Change, format!("{name}.{k}"), Some(src.clone())))
+                }
+                _ => {}
+            }
+        }
+        for k in ok.keys().filter(|k| !nk.contains_key(*k)) {
+            items.push(Item::new(ItemAction::Remove, format!("{name}.{k}"), None));
+        }
     }
+    items
 }

@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use crate::plan::{self, Graph, Phase};
+use crate::graph::{self, Graph, Phase};
 
 use super::proc::Runner;
 use super::progress::{Event, Reporter};
@@ -194,7 +194,7 @@ fn run_phase(
     outputs: &Mutex<BTreeMap<String, Outputs>>,
 ) -> PhaseResult {
     let t = Instant::now();
-    let hash = plan::effective_hash(p, &outputs.lock().expect("outputs lock"));
+    let hash = graph::effective_hash(p, &outputs.lock().expect("outputs lock"));
     let recorded =
         store.phase(p.id).filter(|r| r.status == PhaseStatus::Completed && r.input_hash == hash && !p.always);
     let fail = |error: String, outcome: Outcome| {

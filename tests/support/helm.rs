@@ -160,11 +160,11 @@ pub fn object(text: &str, kind: &str) -> Value {
 pub fn deploy_pins(d: &raydeploy::model::Deployment, dir: &Path) -> PathBuf {
     let digest = format!("@sha256:{}", "a".repeat(64));
     let pin = |i: &raydeploy::model::ImageRef| format!("{}{digest}", i.reference());
-    let pins = raydeploy::deploy::kube::cluster::Pins {
+    let pins = raydeploy::targets::kube::cluster::Pins {
         cpu: d.image.cpu.as_ref().map(pin).expect("a Kubernetes target has a CPU image"),
         gpu: d.image.gpu.as_ref().map(pin),
     };
-    let values = raydeploy::deploy::kube::cluster::ImageValues::new(d, &pins).expect("image pins");
+    let values = raydeploy::targets::kube::cluster::ImageValues::new(d, &pins).expect("image pins");
     let path = dir.join("ray-cluster.images.yaml");
     std::fs::write(&path, serde_saphyr::to_string(&values).expect("pins serialize")).unwrap();
     path

@@ -17,11 +17,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context as _, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::deploy::{DestroyOptions, Session, TargetOps};
-use crate::plan::{Inputs, Phase};
+use crate::context::{self, Context, DestroyOptions};
+use crate::graph::{Inputs, Phase};
 use crate::run::exec::{Cx, Outputs, Phases};
 use crate::run::proc::{Runner, sleep_unless_interrupted, timeout_cap};
 use crate::run::signals;
@@ -71,7 +71,7 @@ impl LocalState {
 }
 
 pub struct Local<'a> {
-    pub s: &'a Session,
+    pub s: &'a Context,
     /// `.raydeploy/<deployment>`, absolute: the mark on every process of the deployment.
     dir: PathBuf,
     /// `.raydeploy/<deployment>/venv`: a link to the cached environment.
@@ -111,7 +111,7 @@ pub fn resolve_uncreated(dir: &Path) -> std::io::Result<PathBuf> {
 }
 
 impl<'a> Local<'a> {
-    pub fn new(s: &'a Session) -> Result<Self> {
+    pub fn new(s: &'a Context) -> Result<Self> {
         // Resolved without creating it: `deploy --dry-run` and `status` leave no trace.
         let dir = resolve_uncreated(&s.dir).with_context(|| format!("resolving {}", s.dir.display()))?;
         let temp_dir = temp_dir_for(&dir);
@@ -495,8 +495,8 @@ struct NodeStatus<'a> {
     pids: Vec<u32>,
 }
 
-impl TargetOps for Local<'_> {
-    fn destroy(&self, s: &Session, _o: &DestroyOptions) -> Result<()> {
+impl context::Target for Local<'_> {
+    fn destroy(&self, s: &Context, _o: &DestroyOptions) -> Result<()> {
         let _lock = s.lock("destroy")?;
         let store = s.store()?;
         let ls = LocalState::load(&store);
@@ -534,7 +534,7 @@ impl TargetOps for Local<'_> {
         Ok(())
     }
 
-    fn status(&self, s: &Session) -> Result<(String, serde_json::Value)> {
+    fn status(&self, s: &Context) -> Result<(String, serde_json::Value)> {
         let store = s.store()?;
         let st = store.snapshot();
         let ls = LocalState::load(&store);
@@ -647,7 +647,7 @@ impl TargetOps for Local<'_> {
         Ok((t, json))
     }
 
-    fn job_submit(&self, s: &Session, name: &str, follow: bool) -> Result<u8> {
+    fn job_submit(&self, s: &Context, name: &str, follow: bool) -> Result<u8> {
         let (_, api) = self.running()?;
         let job = s.d.jobs.iter().find(|j| j.name == name).with_context(|| format!("no job `{name}`"))?;
         let runner = self.job_runner(name)?;
@@ -670,7 +670,7 @@ impl TargetOps for Local<'_> {
         Ok(code)
     }
 
-    fn job_logs(&self, s: &Session, name: &str) -> Result<u8> {
+    fn job_logs(&self, s: &Context, name: &str) -> Result<u8> {
         let (_, api) = self.running()?;
         let info = jobs::latest(&api, name)?;
         print!("{}", s.redactor.scrub(&api.logs(&info.submission_id)?));
@@ -678,7 +678,7 @@ impl TargetOps for Local<'_> {
         Ok(if info.finished() { jobs::exit_code(&info) } else { 0 })
     }
 
-    fn job_list(&self, s: &Session) -> Result<(String, serde_json::Value)> {
+    fn job_list(&self, s: &Context) -> Result<(String, serde_json::Value)> {
         let (_, api) = self.running()?;
         let mut t = String::new();
         let mut v = vec![];
@@ -694,7 +694,7 @@ impl TargetOps for Local<'_> {
         Ok((t, serde_json::json!({ "jobs": v })))
     }
 
-    fn job_delete(&self, _s: &Session, name: &str) -> Result<()> {
+    fn job_delete(&self, _s: &Context, name: &str) -> Result<()> {
         let (_, api) = self.running()?;
         let subs = api.submissions(name)?;
         for j in &subs {
@@ -708,7 +708,7 @@ impl TargetOps for Local<'_> {
         Ok(())
     }
 
-    fn dashboard(&self, _s: &Session) -> Result<()> {
+    fn dashboard(&self, _s: &Context) -> Result<()> {
         let (ls, _) = self.running()?;
         println!("{}", ls.dashboard_url.unwrap_or_default());
         Ok(())

@@ -1,34 +1,31 @@
-//! Deploy, destroy, status, jobs and dashboard: the commands that touch the world. Shared here:
-//! the session (validated model, rendered artifacts, state folder, lock, secret redactor,
-//! progress), the approval rule, and the run of the phase graph; each target carries out its
-//! phases in its own module ([`kube`] for `aks` and `kubernetes`, [`crate::local`] for `local`).
-
-pub mod kube;
+//! The context of one command on one deployment, shared by every target: the [`Context`]
+//! (validated model, rendered artifacts, state folder, lock, secret redactor, progress), the
+//! [`Target`] trait each target implements (see [`crate::targets`]), the command options, the
+//! approval rule and the refusal of destructive changes.
 
 use std::collections::BTreeSet;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context as _, Result, bail};
 
 use crate::model::Deployment;
-use crate::plan::{self, Graph};
+use crate::model::azure::Check;
 use crate::render::Rendered;
-use crate::run::exec::{self, Env, Outcome, Phases, Report};
+use crate::run::deployment_dir;
+use crate::run::exec::{Env, Phases};
 use crate::run::lock::Lock;
 use crate::run::progress::{Reporter, Scrubbing, Style};
 use crate::run::redact::Redactor;
 use crate::run::state::Store;
-use crate::run::{deployment_dir, signals};
-use crate::spec::Target;
-use kube::azure_preflight::Check;
 
 /// Exit code of a run stopped by Ctrl-C.
 pub const EXIT_INTERRUPTED: u8 = 130;
 
-/// Everything a command needs about one deployment.
-pub struct Session {
+/// Everything a command needs about one deployment: the validated model, its rendered
+/// artifacts, the state folder, the secret redactor, the progress reporter and the run's options.
+pub struct Context {
     pub d: Deployment,
     pub rendered: Rendered,
     /// `.raydeploy/<deployment>`
@@ -48,7 +45,7 @@ pub struct Session {
     pub kubernetes_version: OnceLock<String>,
 }
 
-impl Session {
+impl Context {
     pub fn new(d: Deployment, rendered: Rendered, style: Style) -> Self {
         let dir = deployment_dir(&d);
         let redactor = Redactor::process();
@@ -148,19 +145,19 @@ pub fn approve(what: &str, auto_approve: bool) -> Result<()> {
 }
 
 /// One target's way of doing every command.
-pub trait TargetOps: Phases {
+pub trait Target: Phases {
     /// Checks before anything mutates, for `destroy`, `job` and `dashboard` (deploy has its
     /// own preflight phase).
-    fn destroy(&self, s: &Session, opts: &DestroyOptions) -> Result<()>;
+    fn destroy(&self, c: &Context, opts: &DestroyOptions) -> Result<()>;
     /// Per-phase state and live facts: the text for the terminal and the JSON for `--output json`.
-    fn status(&self, s: &Session) -> Result<(String, serde_json::Value)>;
+    fn status(&self, c: &Context) -> Result<(String, serde_json::Value)>;
     /// Submits a job; `follow` streams its logs until it ends. Returns the exit code.
-    fn job_submit(&self, s: &Session, name: &str, follow: bool) -> Result<u8>;
-    fn job_logs(&self, s: &Session, name: &str) -> Result<u8>;
-    fn job_list(&self, s: &Session) -> Result<(String, serde_json::Value)>;
-    fn job_delete(&self, s: &Session, name: &str) -> Result<()>;
+    fn job_submit(&self, c: &Context, name: &str, follow: bool) -> Result<u8>;
+    fn job_logs(&self, c: &Context, name: &str) -> Result<u8>;
+    fn job_list(&self, c: &Context) -> Result<(String, serde_json::Value)>;
+    fn job_delete(&self, c: &Context, name: &str) -> Result<()>;
     /// Serves or prints the dashboard address; blocks while a port-forward runs.
-    fn dashboard(&self, s: &Session) -> Result<()>;
+    fn dashboard(&self, c: &Context) -> Result<()>;
 }
 
 #[derive(Debug, Clone, Default)]
@@ -179,59 +176,6 @@ pub struct DestroyOptions {
     pub keep_infra: bool,
 }
 
-/// The target implementation for a session.
-pub fn ops(s: &Session) -> Result<Box<dyn TargetOps + '_>> {
-    Ok(match s.d.target {
-        Target::Aks | Target::Kubernetes => Box::new(kube::Kube::new(s)?),
-        Target::Local => Box::new(crate::local::Local::new(s)?),
-    })
-}
-
-pub fn graph(s: &Session, opts: &DeployOptions) -> Graph {
-    plan::graph(&s.d, &s.rendered, plan::Options { with_jobs: opts.with_jobs })
-}
-
-/// `deploy`: the phase graph, run (or printed with `--dry-run`).
-pub fn deploy(s: &mut Session, opts: &DeployOptions) -> Result<u8> {
-    s.allow_destroy = opts.allow_destroy;
-    if let Some(plan) = &opts.plan {
-        s.saved_tfplan = check_plan(s, plan)?;
-    }
-    if !opts.dry_run && !s.allow_destroy {
-        guard(s)?;
-    }
-    let s = &*s;
-    let g = graph(s, opts);
-    let ops = ops(s)?;
-    if opts.dry_run {
-        print!("{}", exec::dry_run(&g, ops.as_ref(), &s.redactor));
-        return Ok(0);
-    }
-    if s.d.target != Target::Local {
-        approve(&format!("Deploy `{}` to {}", s.d.name, s.d.target.as_str()), opts.auto_approve)?;
-    }
-    signals::install();
-    let _lock = s.lock("deploy")?;
-    let store = s.store()?;
-    let report = exec::execute(&g, ops.as_ref(), &store, &s.env());
-    if report.ok() {
-        crate::preview::snapshot::record(&s.d, &s.rendered)
-            .with_context(|| format!("recording the applied snapshot in {}", s.dir.display()))?;
-    }
-    finish(s, &report, &store)
-}
-
-/// Refuses destructive changes (against the last applied snapshot) before anything runs; the
-/// infra phase checks Terraform's own plan again before applying it.
-fn guard(s: &Session) -> Result<()> {
-    let snap = crate::preview::snapshot::dir(&s.d);
-    if !snap.is_dir() {
-        return Ok(());
-    }
-    let plan = crate::preview::offline_plan(s, None, false)?;
-    refuse_destructive(plan.destructive.iter().map(|d| d.reason.as_str()))
-}
-
 /// Fails, listing them, when there are destructive changes.
 pub fn refuse_destructive<'a>(reasons: impl Iterator<Item = &'a str>) -> Result<()> {
     let list: Vec<&str> = reasons.collect();
@@ -242,70 +186,4 @@ pub fn refuse_destructive<'a>(reasons: impl Iterator<Item = &'a str>) -> Result<
         "refusing destructive changes (run `raydeploy plan` to see them; deploy with --allow-destroy to accept):\n{}",
         list.iter().map(|r| format!("  !! {r}")).collect::<Vec<_>>().join("\n")
     )
-}
-
-/// `deploy --plan`: the plan must still hold; returns Terraform's saved plan when there is one.
-fn check_plan(s: &Session, path: &std::path::Path) -> Result<Option<PathBuf>> {
-    use crate::preview::{self, planfile};
-    let f = planfile::read(path)?;
-    if f.deployment != s.d.name {
-        bail!("{} is a plan for `{}`, not `{}`", path.display(), f.deployment, s.d.name);
-    }
-    let mut now = preview::Fingerprint {
-        spec: s.d.spec_hash.clone(),
-        rendered: preview::rendered_hash(&s.rendered),
-        live: Default::default(),
-    };
-    if f.mode == preview::Mode::Live {
-        now.live = preview::live::fingerprint(s)?;
-    }
-    let moved = planfile::drift(&f.fingerprint, &now);
-    if !moved.is_empty() {
-        bail!(
-            "{} no longer matches; plan again:\n{}",
-            path.display(),
-            moved.iter().map(|m| format!("  - {m}")).collect::<Vec<_>>().join("\n")
-        );
-    }
-    if !s.allow_destroy {
-        refuse_destructive(f.destructive.iter().map(String::as_str))?;
-    }
-    let tf = planfile::tfplan_path(path);
-    Ok(tf.is_file().then_some(tf))
-}
-
-/// Prints the summary of a run and picks the exit code.
-pub fn finish(s: &Session, report: &Report, store: &Store) -> Result<u8> {
-    if s.json() {
-        let mut summary = serde_json::json!({"event": "summary", "ok": report.ok(), "seconds": report.seconds, "phases": report.phases});
-        s.redactor.scrub_json(&mut summary);
-        println!("{summary}");
-    } else {
-        let list = |o| report.with(o).join(", ");
-        let mut parts = vec![];
-        for (o, name) in [(Outcome::Ran, "ran"), (Outcome::Skipped, "unchanged"), (Outcome::NotRun, "not run")] {
-            if !report.with(o).is_empty() {
-                parts.push(format!("{name}: {}", list(o)));
-            }
-        }
-        eprintln!(
-            "{} in {:.1}s; {}",
-            if report.ok() { "deployed" } else { "deploy stopped" },
-            report.seconds,
-            parts.join("; ")
-        );
-    }
-    if report.interrupted() {
-        eprintln!("interrupted; state saved in {}: run deploy again to resume", store.path().display());
-        return Ok(EXIT_INTERRUPTED);
-    }
-    if let Some((phase, e)) = report.first_error() {
-        let e = s.redactor.scrub(e);
-        eprintln!(
-            "error: phase {phase} failed: {e}\nlog: {}\nrun deploy again to resume: completed phases are not repeated",
-            s.dir.join("logs").join(format!("{phase}.log")).display()
-        );
-        return Ok(1);
-    }
-    Ok(0)
 }

@@ -39,8 +39,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 
 use super::Kube;
+use crate::graph::Phase;
 use crate::model::ImageRef;
-use crate::plan::Phase;
 use crate::run::exec::{Cx, Outputs};
 use crate::run::proc::{Cmd, CmdError, Runner};
 

@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+use crate::graph::Inputs;
 use crate::model::ImageModel;
-use crate::plan::Inputs;
 use crate::run::proc::{Cmd, Runner, sleep_unless_interrupted};
 use crate::run::signals;
 
@@ -223,7 +223,7 @@ mod tests {
     use super::*;
 
     fn img(pkgs: &[&str]) -> ImageModel {
-        let d = crate::local::example_deployment();
+        let d = crate::targets::local::example_deployment();
         ImageModel { pip_packages: pkgs.iter().map(|s| s.to_string()).collect(), ..d.image }
     }
 

@@ -9,21 +9,21 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{Context as _, Result};
 use base64::Engine;
 use serde_json::Value;
 
 use super::infra::{Action, from_plan_json};
 use super::{Existence, Item, ItemAction, Layer, Mode, Plan, Status, diff_files, under};
-use crate::deploy::Session;
-use crate::deploy::kube::infra::Terraform;
-use crate::deploy::kube::{Kube, cluster, device_plugin, live, secrets};
+use crate::context::Context;
 use crate::render::helm::DEVICE_PLUGIN_VALUES;
 use crate::run::proc::{Cmd, Runner};
 use crate::run::progress::Plain;
 use crate::spec::Target;
+use crate::targets::kube::infra::Terraform;
+use crate::targets::kube::{Kube, cluster, device_plugin, live, secrets};
 
-fn runner(s: &Session) -> Result<Runner> {
+fn runner(s: &Context) -> Result<Runner> {
     Ok(Runner::new("plan", Some(&s.dir.join("logs").join("plan.log")), s.redactor.clone(), Arc::new(Plain::default()))?)
 }
 
@@ -52,7 +52,7 @@ fn infra(k: &Kube, r: &Runner, tfplan: Option<&Path>) -> Result<(Layer, Value)> 
 
 /// Whether `reference` exists in its registry (the image phase's own registry probe).
 fn image_exists(r: &Runner, reference: &str) -> Result<bool> {
-    Ok(crate::deploy::kube::image::registry_digest(r, reference)?.is_some())
+    Ok(crate::targets::kube::image::registry_digest(r, reference)?.is_some())
 }
 
 /// Helm values as canonical YAML text (for a readable diff), image digests dropped (deploy pins
@@ -237,7 +237,7 @@ fn create_after(layer: &'static str, after: &str) -> Layer {
 
 /// The whole live plan; `tfplan` keeps Terraform's saved plan there (for `deploy --plan`);
 /// `with_jobs` as `plan --with-jobs`.
-pub fn plan(s: &Session, tfplan: Option<&Path>, with_jobs: bool) -> Result<Plan> {
+pub fn plan(s: &Context, tfplan: Option<&Path>, with_jobs: bool) -> Result<Plan> {
     let (layers, live) = layers(s, tfplan, with_jobs)?;
     let mut p = Plan::new(&s.d, &s.rendered, Mode::Live, None, layers);
     p.fingerprint.live = live;
@@ -245,11 +245,11 @@ pub fn plan(s: &Session, tfplan: Option<&Path>, with_jobs: bool) -> Result<Plan>
 }
 
 /// The live facts a plan depends on (for `deploy --plan` to tell whether they moved).
-pub fn fingerprint(s: &Session) -> Result<BTreeMap<String, String>> {
+pub fn fingerprint(s: &Context) -> Result<BTreeMap<String, String>> {
     Ok(layers(s, None, false)?.1)
 }
 
-fn layers(s: &Session, tfplan: Option<&Path>, with_jobs: bool) -> Result<(Vec<Layer>, BTreeMap<String, String>)> {
+fn layers(s: &Context, tfplan: Option<&Path>, with_jobs: bool) -> Result<(Vec<Layer>, BTreeMap<String, String>)> {
     let k = Kube::new(s)?;
     let r = runner(s)?;
     let d = &s.d;
@@ -265,7 +265,7 @@ fn layers(s: &Session, tfplan: Option<&Path>, with_jobs: bool) -> Result<(Vec<La
         let summary: Vec<String> = l.resources.iter().map(|c| format!("{:?} {}", c.action, c.address)).collect();
         fp.insert(
             "terraform changes".into(),
-            crate::plan::Inputs::new().value("c", &summary).finish()[..16].to_string(),
+            crate::graph::Inputs::new().value("c", &summary).finish()[..16].to_string(),
         );
         let _ = json;
         layers.push(l);

@@ -162,7 +162,7 @@ pub fn short_hash<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> String {
         h.update((p.len() as u64).to_le_bytes());
         h.update(p);
     }
-    crate::plan::hex(&h.finalize())[..32].to_string()
+    crate::graph::hex(&h.finalize())[..32].to_string()
 }
 
 /// A label of an object.

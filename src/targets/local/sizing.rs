@@ -406,7 +406,7 @@ mod tests {
 
     #[test]
     fn fits_as_written_on_a_big_machine() {
-        let d = crate::local::example_deployment();
+        let d = crate::targets::local::example_deployment();
         let s = plan(&d, machine(8, 32, 0));
         assert_eq!(shape(&s), vec![("head".into(), 1, GI), ("workers-0".into(), 1, GI), ("workers-1".into(), 1, GI)]);
         assert!(s.notes.is_empty(), "{:?}", s.notes);
@@ -418,7 +418,7 @@ mod tests {
 
     #[test]
     fn the_head_gives_its_cpus_up_first() {
-        let d = crate::local::example_deployment();
+        let d = crate::targets::local::example_deployment();
         let s = plan(&d, machine(2, 24, 0));
         assert_eq!(shape(&s), vec![("head".into(), 0, GI), ("workers-0".into(), 1, GI), ("workers-1".into(), 1, GI)]);
         assert_eq!(s.notes.len(), 1, "{:?}", s.notes);
@@ -426,7 +426,7 @@ mod tests {
 
     #[test]
     fn workers_shrink_then_replicas_drop_but_one_per_group_stays() {
-        let mut d = crate::local::example_deployment();
+        let mut d = crate::targets::local::example_deployment();
         d.cluster.workers[0].cpu_m = 4000;
         d.cluster.workers[0].replicas = 3;
         let s = plan(&d, machine(6, 24, 0));
@@ -442,7 +442,7 @@ mod tests {
 
     #[test]
     fn memory_is_capped_at_three_quarters() {
-        let d = crate::local::example_deployment();
+        let d = crate::targets::local::example_deployment();
         let s = plan(&d, machine(8, 2, 0));
         let total: u64 = s.nodes().map(NodePlan::total_memory).sum();
         assert!(total <= 2 * GI / 4 * 3, "{total}");
@@ -454,7 +454,7 @@ mod tests {
 
     /// Three groups like the example's workers, for the overflow cases.
     fn three_groups(cpu_m: u64, memory: u64, replicas: u32) -> crate::model::Deployment {
-        let mut d = crate::local::example_deployment();
+        let mut d = crate::targets::local::example_deployment();
         let w = d.cluster.workers[0].clone();
         d.cluster.workers = ["a", "b", "c"]
             .iter()
@@ -502,7 +502,7 @@ mod tests {
     #[test]
     fn huge_cpu_is_capped_not_truncated() {
         // 4294967297 CPUs: 2^32 + 1, which a 32-bit cast turns into 1.
-        let mut d = crate::local::example_deployment();
+        let mut d = crate::targets::local::example_deployment();
         d.cluster.workers[0].cpu_m = 4_294_967_297_000;
         d.cluster.workers[0].replicas = 1;
         let s = plan(&d, machine(8, 32, 0));
@@ -531,7 +531,7 @@ mod tests {
             groups in proptest::collection::vec((1u32..40, 0u64..6), 1..5),
             budget in 0u64..200,
         ) {
-            let mut d = crate::local::example_deployment();
+            let mut d = crate::targets::local::example_deployment();
             let w = d.cluster.workers[0].clone();
             d.cluster.workers = groups
                 .iter()
@@ -555,7 +555,7 @@ mod tests {
 
     #[test]
     fn gpus_are_handed_out_in_group_order() {
-        let mut d = crate::local::example_deployment();
+        let mut d = crate::targets::local::example_deployment();
         d.cluster.workers[0].gpus = 1;
         let s = plan(&d, machine(8, 32, 1));
         assert_eq!(s.workers.iter().map(|w| w.num_gpus).collect::<Vec<_>>(), vec![1, 0]);
@@ -564,7 +564,7 @@ mod tests {
 
     #[test]
     fn owned_start_params_are_not_passed_on() {
-        let mut d = crate::local::example_deployment();
+        let mut d = crate::targets::local::example_deployment();
         d.cluster.workers[0].ray_start_params.insert("num-cpus".into(), "9".into());
         d.cluster.workers[0].ray_start_params.insert("system-config".into(), "{}".into());
         let s = plan(&d, machine(8, 32, 0));

@@ -19,18 +19,18 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-use super::{DestroyOptions, Session, TargetOps};
-use crate::plan::Phase;
+use crate::context::{self, Context, DestroyOptions};
+use crate::graph::Phase;
 use crate::run::exec::{Cx, Outputs, Phases};
 use crate::run::proc::Cmd;
 use crate::spec::Target;
 
 pub struct Kube<'a> {
-    pub s: &'a Session,
+    pub s: &'a Context,
 }
 
 impl<'a> Kube<'a> {
-    pub fn new(s: &'a Session) -> Result<Self> {
+    pub fn new(s: &'a Context) -> Result<Self> {
         Ok(Self { s })
     }
 
@@ -102,8 +102,8 @@ impl Phases for Kube<'_> {
     }
 }
 
-impl TargetOps for Kube<'_> {
-    fn destroy(&self, s: &Session, o: &DestroyOptions) -> Result<()> {
+impl context::Target for Kube<'_> {
+    fn destroy(&self, s: &Context, o: &DestroyOptions) -> Result<()> {
         // One question for everything that goes, then no more.
         let infra = self.aks() && !o.keep_infra;
         let what = if infra {
@@ -118,7 +118,7 @@ impl TargetOps for Kube<'_> {
                 if s.d.device_plugin.is_some() { ", NVIDIA device plugin" } else { "" }
             )
         };
-        crate::deploy::approve(&what, o.auto_approve)?;
+        context::approve(&what, o.auto_approve)?;
         let o = DestroyOptions { auto_approve: true, ..o.clone() };
         cluster::destroy(self, &o)?;
         if infra {
@@ -126,24 +126,24 @@ impl TargetOps for Kube<'_> {
         }
         Ok(())
     }
-    fn status(&self, _s: &Session) -> Result<(String, serde_json::Value)> {
+    fn status(&self, _s: &Context) -> Result<(String, serde_json::Value)> {
         let (t1, j1) = infra::status(self)?;
         let (t2, j2) = cluster::status(self)?;
         Ok((format!("{t1}{t2}"), serde_json::json!({"infra": j1, "cluster": j2})))
     }
-    fn job_submit(&self, _s: &Session, name: &str, follow: bool) -> Result<u8> {
+    fn job_submit(&self, _s: &Context, name: &str, follow: bool) -> Result<u8> {
         jobs::submit(self, name, follow)
     }
-    fn job_logs(&self, _s: &Session, name: &str) -> Result<u8> {
+    fn job_logs(&self, _s: &Context, name: &str) -> Result<u8> {
         jobs::logs(self, name)
     }
-    fn job_list(&self, _s: &Session) -> Result<(String, serde_json::Value)> {
+    fn job_list(&self, _s: &Context) -> Result<(String, serde_json::Value)> {
         jobs::list(self)
     }
-    fn job_delete(&self, _s: &Session, name: &str) -> Result<()> {
+    fn job_delete(&self, _s: &Context, name: &str) -> Result<()> {
         jobs::delete(self, name)
     }
-    fn dashboard(&self, _s: &Session) -> Result<()> {
+    fn dashboard(&self, _s: &Context) -> Result<()> {
         cluster::dashboard(self)
     }
 }

@@ -23,8 +23,8 @@ use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
 use super::{Kube, azure_preflight, unknown};
-use crate::deploy::{DestroyOptions, approve};
-use crate::plan::Phase;
+use crate::context::{DestroyOptions, approve};
+use crate::graph::Phase;
 use crate::run::exec::{Cx, Outputs};
 use crate::run::proc::{Cmd, CmdError, Runner};
 use crate::run::state::PhaseStatus;
@@ -426,8 +426,8 @@ impl Terraform {
         let o = r.run(&self.show(plan))?;
         let json: serde_json::Value =
             serde_json::from_str(&o.stdout).context("terraform show -json printed something that is not JSON")?;
-        let changes = crate::preview::infra::from_plan_json(&json);
-        crate::deploy::refuse_destructive(changes.iter().filter_map(|c| c.destructive.as_deref()))
+        let changes = crate::plan::infra::from_plan_json(&json);
+        crate::context::refuse_destructive(changes.iter().filter_map(|c| c.destructive.as_deref()))
     }
 
     /// `show -json` of the state (what exists).
@@ -510,7 +510,7 @@ fn require_outputs(o: Outputs) -> Result<Outputs> {
 }
 
 /// The subscription Terraform runs in. Also hands Terraform the Kubernetes version preflight
-/// chose for a spec that leaves it open (`Terraform::at` reads it from the session).
+/// chose for a spec that leaves it open (`Terraform::at` reads it from the context).
 fn subscription_of(k: &Kube, cx: &Cx) -> Option<String> {
     if let Some(v) = cx.output("preflight", "kubernetes_version") {
         let _ = k.s.kubernetes_version.set(v);
@@ -828,7 +828,7 @@ pub fn status(k: &Kube) -> Result<(String, serde_json::Value)> {
     let state = store.snapshot();
     let mut text = format!("deployment {} (target {})\n", k.s.d.name, k.s.d.target.as_str());
     let mut phases = serde_json::Map::new();
-    let g = crate::deploy::graph(k.s, &Default::default());
+    let g = crate::graph::graph(&k.s.d, &k.s.rendered, Default::default());
     let mut ids: Vec<&str> = g.phases.iter().map(|p| p.id).collect();
     for id in state.phases.keys() {
         if !ids.contains(&id.as_str()) {

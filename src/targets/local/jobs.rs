@@ -181,7 +181,7 @@ mod tests {
 
     #[test]
     fn the_sdk_gets_the_runtime_env() {
-        let d = crate::local::example_deployment();
+        let d = crate::targets::local::example_deployment();
         let mut job = d.jobs[0].clone();
         job.pip = vec!["numpy".into()];
         job.env_vars.insert("A".into(), "1".into());

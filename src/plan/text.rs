@@ -41,7 +41,7 @@ pub fn render(p: &Plan, color: bool) -> String {
     let _ =
         writeln!(s, "{}", paint.bold(&format!("Plan for `{}` (target {}, {how})", p.deployment, p.target.as_str())));
     if !p.preflight.is_empty() {
-        use crate::deploy::kube::azure_preflight::Level;
+        use crate::targets::kube::azure_preflight::Level;
         let _ = writeln!(s, "\n{}", paint.bold("Azure preflight (what a deploy checks before creating anything)"));
         for f in &p.preflight {
             let (tag, line) = match f.level {

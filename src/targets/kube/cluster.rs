@@ -27,9 +27,9 @@ use serde_json::Value;
 
 use super::live;
 use super::{Kube, jobs, secrets, unknown};
-use crate::deploy::{DestroyOptions, approve};
+use crate::context::{DestroyOptions, approve};
+use crate::graph::Phase;
 use crate::model::{GROUP_LABEL, ImageRef, RayGroup};
-use crate::plan::Phase;
 use crate::render::helm::k8s::{Image, RAY_PULL_POLICY};
 use crate::render::helm::{OPERATOR_VALUES, RAY_CLUSTER_VALUES};
 use crate::run::exec::{Cx, Outputs};

@@ -36,35 +36,7 @@ const READ_ATTEMPTS: u32 = 3;
 const STANDARD_SUPPORT: &str = "KubernetesOfficial";
 const NOT_FOR_SUBSCRIPTION: &str = "NotAvailableForSubscription";
 
-/// A part of the Azure preflight `--skip-preflight` can leave out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Check {
-    Quota,
-    Skus,
-    Versions,
-}
-
-impl Check {
-    pub const ALL: [Check; 3] = [Check::Quota, Check::Skus, Check::Versions];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Check::Quota => "quota",
-            Check::Skus => "skus",
-            Check::Versions => "versions",
-        }
-    }
-
-    /// What is not checked when the check is skipped, for the warning.
-    pub fn what(self) -> &'static str {
-        match self {
-            Check::Quota => "the vCPU quota per VM family, Spot and regional (az vm list-usage)",
-            Check::Skus => "that every VM size is offered in the region, its zones and for Spot (az vm list-skus)",
-            Check::Versions => "that AKS offers the Kubernetes version (az aks get-versions)",
-        }
-    }
-}
+pub use crate::model::azure::Check;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

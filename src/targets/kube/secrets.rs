@@ -118,7 +118,7 @@ pub fn values_hash(salt: &str, values: &BTreeMap<String, String>) -> String {
 fn new_salt() -> Result<String> {
     let mut b = [0u8; 16];
     std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).context("reading /dev/urandom")?;
-    Ok(crate::plan::hex(&b))
+    Ok(crate::graph::hex(&b))
 }
 
 /// The Secret object with its values (kept in memory only).
