@@ -1,5 +1,6 @@
-//! Terraform for AKS (azurerm 4.x): a resource group, a container registry, the cluster with its
-//! system pool, the AcrPull grant for the kubelet identity and one user pool per Ray group.
+//! Terraform for AKS (azurerm `>= 4.57, < 6.0`): a resource group, a container registry, the
+//! cluster with its system pool, the AcrPull grant for the kubelet identity and one user pool per
+//! Ray group.
 //!
 //! The templates receive a small view of the model in which every map is a list of entries with
 //! the padding `terraform fmt` puts after the key, so the rendered files are already fmt-clean.
