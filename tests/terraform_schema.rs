@@ -265,6 +265,49 @@ fn guard_lists_name_arguments_of_the_provider_schema() {
     }
 }
 
+/// Arguments whose change the provider's reference says forces a new resource, but which force
+/// it only on some changes (`ForceNewIfChange` or `CustomizeDiff` in the provider's source):
+/// the guard leaves them to Terraform's own plan.
+const CONDITIONALLY_FORCE_NEW: &[(&str, &str, &str)] = &[
+    ("azurerm_kubernetes_cluster", "network_profile", "only some of its arguments, listed one by one"),
+    ("azurerm_kubernetes_cluster", "network_profile.network_data_plane", "only from one data plane to another"),
+    ("azurerm_kubernetes_cluster", "default_node_pool.upgrade_settings.drain_timeout_in_minutes", "only when unset"),
+    ("azurerm_kubernetes_cluster", "default_node_pool.upgrade_settings.undrainable_node_behavior", "only when unset"),
+    ("azurerm_kubernetes_cluster_node_pool", "os_sku", "only from or to an OS other than Ubuntu and AzureLinux"),
+    ("azurerm_kubernetes_cluster_node_pool", "upgrade_settings.drain_timeout_in_minutes", "only when unset"),
+    ("azurerm_kubernetes_cluster_node_pool", "upgrade_settings.undrainable_node_behavior", "only when unset"),
+];
+
+/// Every argument of a guarded type that the provider's reference (tests/azurerm/docs.json) says
+/// forces a new resource is in the guard's force-new list, or known to force it only on some
+/// changes.
+#[test]
+fn the_force_new_list_covers_the_providers_reference() {
+    use raydeploy::preview::azurerm::{GUARDED, force_new, hits};
+    let schemas = Schemas::load();
+    let mut missing = vec![];
+    let mut documented = 0;
+    for rtype in GUARDED.iter().copied().chain(["azurerm_role_assignment", "azurerm_user_assigned_identity"]) {
+        for (block, arg, text) in schemas.argument_docs(rtype) {
+            if !text.to_lowercase().contains("forces a new") {
+                continue;
+            }
+            let paths = if block.is_empty() { vec![String::new()] } else { schemas.block_paths(rtype, block) };
+            assert!(!paths.is_empty(), "{rtype}: the reference's `{block}` block is not in the schema");
+            for p in paths {
+                let path = if p.is_empty() { arg.to_string() } else { format!("{p}.{arg}") };
+                documented += 1;
+                let conditional = CONDITIONALLY_FORCE_NEW.iter().any(|(t, a, _)| *t == rtype && *a == path);
+                if !hits(force_new(rtype), &path) && !conditional {
+                    missing.push(format!("{rtype}: `{path}`: \"{text}\""));
+                }
+            }
+        }
+    }
+    assert!(documented > 50, "{documented}");
+    assert!(missing.is_empty(), "not in force_new (src/preview/azurerm.rs):\n{}", missing.join("\n"));
+}
+
 /// The provider binary in the local filesystem mirror, if this machine has it.
 fn mirrored_provider(version: &str) -> Option<(PathBuf, PathBuf)> {
     let mirror = std::env::var_os("RAYDEPLOY_TF_MIRROR")

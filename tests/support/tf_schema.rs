@@ -158,6 +158,34 @@ impl Schemas {
         }
     }
 
+    /// The provider's argument reference of `rtype`: (block name, "" for the resource itself;
+    /// argument; text).
+    pub fn argument_docs(&self, rtype: &str) -> Vec<(&str, &str, &str)> {
+        let Some(d) = self.docs.get(rtype) else { return vec![] };
+        d.arguments
+            .iter()
+            .flat_map(|(b, args)| args.iter().map(move |(k, t)| (b.as_str(), k.as_str(), t.as_str())))
+            .collect()
+    }
+
+    /// Dotted paths of the nested blocks named `name` in `rtype` (`linux_profile.ssh_key`).
+    pub fn block_paths(&self, rtype: &str, name: &str) -> Vec<String> {
+        fn walk(b: &BlockSchema, prefix: &str, name: &str, out: &mut Vec<String>) {
+            for (k, nb) in &b.block_types {
+                let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                if k == name {
+                    out.push(path.clone());
+                }
+                walk(&nb.block, &path, name, out);
+            }
+        }
+        let mut out = vec![];
+        if let Some(b) = self.resources.get(rtype) {
+            walk(b, "", name, &mut out);
+        }
+        out
+    }
+
     /// The schema's description of `key` at `at` (`type` or `type.block.nested`), or the
     /// provider's argument reference where the schema has none, as ` (schema: "…")`.
     pub fn words(&self, at: &str, key: &str, description: &Option<String>) -> String {
