@@ -220,20 +220,6 @@ output "pool" {
     assert_eq!(got.len(), expect.len(), "one problem per mistake:\n{}", got.join("\n"));
 }
 
-#[test]
-fn version_constraints() {
-    use tf_schema::admits;
-    assert_eq!(admits("~> 4.0", "5.2.0"), Ok(false));
-    assert_eq!(admits("~> 4.0", "4.81.0"), Ok(true));
-    assert_eq!(admits(">= 4.57, < 6.0", "5.2.0"), Ok(true));
-    assert_eq!(admits(">= 4.57, < 6.0", "4.56.0"), Ok(false));
-    assert_eq!(admits(">= 4.57, < 6.0", "6.0.0"), Ok(false));
-    assert_eq!(admits("~> 5.2.0", "5.2.9"), Ok(true));
-    assert_eq!(admits("~> 5.2.0", "5.3.0"), Ok(false));
-    assert_eq!(admits("= 5.2.0", "5.2.0"), Ok(true));
-    assert!(admits(">= four", "5.2.0").is_err());
-}
-
 /// The destructive-change guard's lists (src/preview/azurerm.rs) name real arguments.
 #[test]
 fn guard_lists_name_arguments_of_the_provider_schema() {

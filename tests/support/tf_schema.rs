@@ -586,7 +586,7 @@ impl<'s> Checker<'s> {
             let version = self.s.provider_version.clone();
             match get("version") {
                 None => self.problem(src, a.span(), "azurerm has no version constraint".into()),
-                Some(c) => match admits(&c, &version) {
+                Some(c) => match raydeploy::render::terraform::constraint_admits(&c, &version) {
                     Ok(true) => {}
                     Ok(false) => self.problem(
                         src,
@@ -1150,51 +1150,4 @@ fn distance(a: &str, b: &str) -> usize {
         prev = cur;
     }
     prev[b.len()]
-}
-
-/// Whether a Terraform version constraint (`>= 4.57, < 6.0`, `~> 4.0`…) admits `version`.
-pub fn admits(constraint: &str, version: &str) -> Result<bool, String> {
-    let parse = |v: &str| -> Result<Vec<u64>, String> {
-        v.trim()
-            .trim_start_matches('v')
-            .split('.')
-            .map(|p| p.parse::<u64>().map_err(|_| format!("bad version `{v}`")))
-            .collect()
-    };
-    let have = parse(version)?;
-    let cmp = |want: &[u64]| -> std::cmp::Ordering {
-        let pad = |v: &[u64]| {
-            [v.first().copied().unwrap_or(0), v.get(1).copied().unwrap_or(0), v.get(2).copied().unwrap_or(0)]
-        };
-        pad(&have).cmp(&pad(want))
-    };
-    for part in constraint.split(',') {
-        let part = part.trim();
-        let (op, rest) = ["~>", ">=", "<=", "!=", ">", "<", "="]
-            .iter()
-            .find_map(|op| part.strip_prefix(op).map(|r| (*op, r)))
-            .unwrap_or(("=", part));
-        let want = parse(rest)?;
-        use std::cmp::Ordering::*;
-        let ok = match op {
-            "=" => cmp(&want) == Equal,
-            "!=" => cmp(&want) != Equal,
-            ">" => cmp(&want) == Greater,
-            ">=" => cmp(&want) != Less,
-            "<" => cmp(&want) == Less,
-            "<=" => cmp(&want) != Greater,
-            "~>" => {
-                // ~> 4.0 admits 4.x; ~> 4.1.2 admits 4.1.x from 4.1.2 on.
-                let mut upper = want[..want.len().saturating_sub(1).max(1)].to_vec();
-                let last = upper.len() - 1;
-                upper[last] += 1;
-                cmp(&want) != Less && cmp(&upper) == Less
-            }
-            _ => unreachable!(),
-        };
-        if !ok {
-            return Ok(false);
-        }
-    }
-    Ok(true)
 }
