@@ -389,7 +389,9 @@ fn terraform_validate_with_the_real_provider() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
     println!(
-        "terraform validate passed on {validated} renders with azurerm {} from {} ({})",
+        "terraform validate passed: {validated} runs ({} renders × {} Terraform binaries) with azurerm {} from {} ({})",
+        validated / terraforms.len(),
+        terraforms.len(),
         schemas.provider_version,
         mirror.display(),
         terraforms.iter().map(|t| t.display().to_string()).collect::<Vec<_>>().join(", ")
