@@ -135,12 +135,15 @@ fn pool_vm_size_change_is_destructive_and_guarded() {
     let first = out.lines().position(|l| l.contains("DESTRUCTIVE")).unwrap();
     let infra = out.lines().position(|l| l.starts_with("infra:")).unwrap();
     assert!(first < infra, "destructive changes come first:\n{out}");
+    // With temporary_name_for_rotation the provider cycles the pool instead of replacing it.
     assert!(
         out.contains(
-            "node pool `train` is rebuilt: vm_size Standard_E16s_v5 → Standard_E32s_v5; running Ray pods on it are lost"
+            "!! node pool `train` is cycled: running Ray pods on it are rescheduled; vm_size Standard_E16s_v5 → \
+             Standard_E32s_v5, through the temporary pool `traintmp` (azurerm_kubernetes_cluster_node_pool.train)"
         ),
         "{out}"
     );
+    assert!(!out.contains("lost") && !out.contains("replaced"), "a cycle is not a replacement:\n{out}");
 
     // deploy refuses it before running anything (the last applied snapshot is the baseline).
     std::fs::create_dir_all(s.state_dir()).unwrap();
@@ -148,7 +151,7 @@ fn pool_vm_size_change_is_destructive_and_guarded() {
     let out = s.raydeploy().args(["deploy", "spec/raydeploy.yaml", "--auto-approve"]).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("refusing destructive changes") && err.contains("node pool `train` is rebuilt"), "{err}");
+    assert!(err.contains("refusing destructive changes") && err.contains("node pool `train` is cycled"), "{err}");
     assert!(!s.state_dir().join("state.json").exists(), "nothing ran");
     // With --allow-destroy the guard lets it through (the preflight then finds no tools here).
     let out =
@@ -156,6 +159,40 @@ fn pool_vm_size_change_is_destructive_and_guarded() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("refusing destructive"), "{err}");
     assert!(err.contains("preflight"), "{err}");
+}
+
+#[test]
+fn a_cycled_pool_and_a_replaced_pool_are_told_apart() {
+    let s = Scratch::new();
+    // The system pool's size: the cluster cycles its default node pool.
+    s.edit("network: { plugin: kubenet }", "network: { plugin: kubenet }\n  systemPool: { vmSize: Standard_D4s_v5 }");
+    // Spot: priority forces a new pool, whatever temporary_name_for_rotation says.
+    s.edit("      replicas: 4\n", "      replicas: 4\n      spot: true\n");
+    let (code, out, _) = s.plan(&[]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains(
+            "!! the system node pool is cycled: the system pods on it are rescheduled; default_node_pool.vm_size \
+             Standard_D2s_v5 → Standard_D4s_v5, through the temporary pool `systemtmp` (azurerm_kubernetes_cluster.this)"
+        ),
+        "{out}"
+    );
+    let replaced = out.lines().find(|l| l.contains("node pool `train`")).unwrap_or_default();
+    assert!(
+        replaced.contains("node pool `train` is replaced:")
+            && replaced.contains("priority ? → Spot")
+            && replaced.ends_with("running Ray pods on it are lost (azurerm_kubernetes_cluster_node_pool.train)"),
+        "{out}"
+    );
+    assert!(out.contains("-/+ azurerm_kubernetes_cluster_node_pool.train"), "{out}");
+
+    let (_, out, _) = s.plan(&["--output", "json"]);
+    let p = json(&out);
+    let reasons: Vec<&str> =
+        p["destructive"].as_array().unwrap().iter().map(|d| d["reason"].as_str().unwrap()).collect();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.starts_with("the system node pool is cycled:")), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.starts_with("node pool `train` is replaced:")), "{reasons:?}");
 }
 
 #[test]

@@ -1,5 +1,6 @@
-//! Terraform for target `aks`: rendered through the binary, checked with the real `terraform fmt`,
-//! parsed back with hcl-rs and compared against the azurerm 4.x argument reference.
+//! Terraform for target `aks`: rendered through the binary, checked with the real `terraform fmt`
+//! and parsed back with hcl-rs. The check against the azurerm provider's own schema is in
+//! tests/terraform_schema.rs.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -7,7 +8,6 @@ use std::process::Command as Std;
 
 use hcl::eval::Evaluate;
 use hcl::{Block, Body, Expression, ObjectKey};
-use serde_json::Value as Json;
 
 #[path = "support/specs.rs"]
 mod shipped;
@@ -15,8 +15,6 @@ mod shipped;
 use shipped::{label, render, root};
 
 const TERRAFORM: &str = "/usr/local/bin/terraform";
-/// Terraform meta-arguments valid in every resource.
-const META: &[&str] = &["lifecycle", "depends_on", "count", "for_each", "provider"];
 
 /// Every shipped spec with target aks.
 fn aks_specs() -> Vec<(PathBuf, Option<&'static str>)> {
@@ -87,48 +85,6 @@ fn object(e: &Expression) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Names valid at `path` (`""` for the resource itself) of `rtype` in the schema, and the block names.
-fn schema_names<'a>(schema: &'a Json, rtype: &str, path: &str) -> (BTreeSet<&'a str>, BTreeSet<&'a str>) {
-    let res = schema.get(rtype).unwrap_or_else(|| panic!("resource type {rtype} is not in azurerm-schema.json"));
-    let level = if path.is_empty() { res } else { &res["blocks"][path] };
-    assert!(level.is_object(), "{rtype}: block `{path}` is not in azurerm-schema.json");
-    let list = |k: &str| level[k].as_array().into_iter().flatten().filter_map(|v| v.as_str()).collect::<BTreeSet<_>>();
-    (list("required"), list("optional"))
-}
-
-/// Checks every argument and nested block of `body` (at `path` inside `rtype`) against the schema.
-fn check_names(schema: &Json, rtype: &str, path: &str, body: &Body, whr: &str, problems: &mut Vec<String>) {
-    let (required, optional) = schema_names(schema, rtype, path);
-    let at = if path.is_empty() { rtype.to_string() } else { format!("{rtype}.{path}") };
-    let top = path.is_empty();
-    let mut present = BTreeSet::new();
-    for a in body.attributes() {
-        let k = a.key();
-        present.insert(k.to_string());
-        if !(required.contains(k) || optional.contains(k) || (top && META.contains(&k))) {
-            problems.push(format!("{whr}: argument `{k}` is not valid in {at}"));
-        }
-    }
-    for b in body.blocks() {
-        let k = b.identifier();
-        present.insert(k.to_string());
-        if top && META.contains(&k) {
-            continue;
-        }
-        if !(required.contains(k) || optional.contains(k)) {
-            problems.push(format!("{whr}: block `{k}` is not valid in {at}"));
-            continue;
-        }
-        let sub = if top { k.to_string() } else { format!("{path}.{k}") };
-        check_names(schema, rtype, &sub, b.body(), whr, problems);
-    }
-    for r in required {
-        if !present.contains(r) {
-            problems.push(format!("{whr}: required `{r}` missing in {at}"));
-        }
-    }
-}
-
 #[test]
 fn terraform_fmt_accepts_every_render() {
     assert!(Path::new(TERRAFORM).is_file(), "{TERRAFORM} is missing");
@@ -149,49 +105,6 @@ fn terraform_fmt_accepts_every_render() {
             String::from_utf8_lossy(&res.stderr)
         );
     }
-}
-
-#[test]
-fn every_argument_exists_in_the_azurerm_schema() {
-    let schema: Json =
-        serde_json::from_str(&std::fs::read_to_string(root().join("../shared/azure/azurerm-schema.json")).unwrap())
-            .unwrap();
-    let mut problems = vec![];
-    for (spec, env) in aks_specs() {
-        let out = render(&spec, env);
-        let mut seen = BTreeSet::new();
-        for file in tf_files(out.path()) {
-            let body = parse(&file);
-            for r in resources(&body) {
-                let whr = format!(
-                    "{} {}: resource {}.{}",
-                    label(&spec, env),
-                    file.file_name().unwrap().to_string_lossy(),
-                    resource_type(r),
-                    r.labels()[1].as_str()
-                );
-                check_names(&schema, resource_type(r), "", r.body(), &whr, &mut problems);
-                seen.insert(resource_type(r).to_string());
-            }
-            for p in body.blocks().filter(|b| b.identifier() == "provider") {
-                for a in p.body().attributes() {
-                    if a.key() != "subscription_id" {
-                        problems.push(format!("{}: unexpected provider argument {}", label(&spec, env), a.key()));
-                    }
-                }
-            }
-        }
-        for want in [
-            "azurerm_resource_group",
-            "azurerm_container_registry",
-            "azurerm_kubernetes_cluster",
-            "azurerm_role_assignment",
-            "azurerm_kubernetes_cluster_node_pool",
-        ] {
-            assert!(seen.contains(want), "{}: no {want}", label(&spec, env));
-        }
-    }
-    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
 #[test]

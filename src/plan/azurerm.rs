@@ -1,8 +1,9 @@
-//! What the azurerm 4.x provider does on a change, for the resource types raydeploy renders:
-//! the arguments whose change forces a new resource, the node-pool arguments whose change cycles
-//! the pool through `temporary_name_for_rotation`, and the resources whose loss takes the Ray
-//! cluster with it. Transcribed from the provider's argument reference (a test keeps it in step
-//! with the copy in the shared reference data).
+//! What the azurerm provider (4.57 and later, 5.x) does on a change, for the resource types
+//! raydeploy renders: the arguments whose change forces a new resource, the node-pool arguments
+//! whose change cycles the pool through `temporary_name_for_rotation`, and the resources whose loss
+//! takes the Ray cluster with it. Transcribed from the provider's argument reference and source;
+//! tests/terraform_schema.rs checks that every name is an argument of the provider's own schema
+//! (tests/azurerm/schema.json).
 
 /// Resource types whose replacement or deletion loses the cluster, its nodes or its images.
 pub const GUARDED: &[&str] = &[
@@ -40,13 +41,16 @@ pub fn force_new(rtype: &str) -> &'static [&'static str] {
             "private_dns_zone_id",
             "role_based_access_control_enabled",
             "linux_profile.admin_username",
+            "linux_profile.ssh_key.key_data",
             "kubelet_identity.client_id",
             "kubelet_identity.object_id",
             "kubelet_identity.user_assigned_identity_id",
             "windows_profile.admin_username",
             "default_node_pool.capacity_reservation_group_id",
+            "default_node_pool.gpu_driver",
             "default_node_pool.gpu_instance",
             "default_node_pool.host_group_id",
+            "default_node_pool.node_network_profile.node_public_ip_tags",
             "default_node_pool.node_public_ip_prefix_id",
             "default_node_pool.proximity_placement_group_id",
             "default_node_pool.type",
@@ -57,7 +61,9 @@ pub fn force_new(rtype: &str) -> &'static [&'static str] {
             "capacity_reservation_group_id",
             "eviction_policy",
             "host_group_id",
+            "gpu_driver",
             "gpu_instance",
+            "node_network_profile.node_public_ip_tags",
             "node_public_ip_prefix_id",
             "os_type",
             "priority",
@@ -83,11 +89,18 @@ pub fn force_new(rtype: &str) -> &'static [&'static str] {
     }
 }
 
-/// Arguments whose change rebuilds a node pool in place (new nodes under a temporary name; the
-/// old nodes and every pod on them go, without cordon or drain).
+/// Arguments whose change the provider applies by cycling the node pool, given a
+/// `temporary_name_for_rotation`: it creates a temporary pool with the new settings, deletes the
+/// pool (its pods are evicted and rescheduled), creates it again with the new settings and deletes
+/// the temporary one. The lists are `cycleNodePoolProperties` of the provider's update functions:
+/// `resourceKubernetesClusterUpdate` (internal/services/containers/kubernetes_cluster_resource.go,
+/// the default node pool) and `resourceKubernetesClusterNodePoolUpdate`
+/// (internal/services/containers/kubernetes_cluster_node_pool_resource.go). Both also cycle for an
+/// `os_sku` change from or to anything but Ubuntu or AzureLinux, which raydeploy does not render.
 pub fn rotation(rtype: &str) -> &'static [&'static str] {
     match rtype {
         "azurerm_kubernetes_cluster" => &[
+            "default_node_pool.name",
             "default_node_pool.host_encryption_enabled",
             "default_node_pool.node_public_ip_enabled",
             "default_node_pool.fips_enabled",

@@ -2,7 +2,7 @@
 //! or destroyed, and which attributes move. Two sources: `terraform show -json` of a saved plan
 //! (live), or the applied and the rendered Terraform parsed side by side (offline). Either way
 //! each change is classified against the azurerm reference, so a replaced cluster, registry or
-//! node pool, and a node pool rebuilt by a VM-size change, are flagged as destructive.
+//! node pool, and a node pool cycled by a VM-size change, are flagged as destructive.
 
 use std::collections::BTreeMap;
 
@@ -172,9 +172,26 @@ fn classify(c: &ResourceChange, before: &Attrs, after: &Attrs) -> Option<String>
         }
         Action::Update => {
             let moves = attr_moves(azurerm::rotation(&c.rtype));
-            (!moves.is_empty()).then(|| {
-                let pool = if c.rtype == "azurerm_kubernetes_cluster" { "the system node pool" } else { what.as_str() };
-                format!("{pool} is rebuilt: {}; running Ray pods on it are lost", moves.join(", "))
+            if moves.is_empty() {
+                return None;
+            }
+            // The system pool is tainted CriticalAddonsOnly: no Ray pod runs there.
+            let (pool, pods, temporary) = if c.rtype == "azurerm_kubernetes_cluster" {
+                ("the system node pool", "the system pods on it", "default_node_pool.temporary_name_for_rotation")
+            } else {
+                (what.as_str(), "running Ray pods on it", "temporary_name_for_rotation")
+            };
+            let moves = moves.join(", ");
+            // The provider changes these by cycling the pool through a temporary one; without
+            // a temporary name it refuses the update when applying.
+            Some(match after.get(temporary).map(|t| unquote(Some(t))).filter(|t| !t.is_empty() && t != "null") {
+                Some(tmp) => {
+                    format!("{pool} is cycled: {pods} are rescheduled; {moves}, through the temporary pool `{tmp}`")
+                }
+                None => format!(
+                    "{pool} cannot be cycled: {moves} needs temporary_name_for_rotation, which is not set, so the \
+                     apply fails"
+                ),
             })
         }
         Action::Create => None,
@@ -258,14 +275,58 @@ mod tests {
     }
 
     #[test]
-    fn vm_size_change_rebuilds_the_pool() {
-        let c = from_files(&tf("Standard_NC6s_v3", ""), &tf("Standard_NC12s_v3", "")).unwrap();
+    fn vm_size_change_cycles_the_pool() {
+        let cycled = |vm: &str| {
+            let mut files = tf(vm, "");
+            let text = files.get_mut("terraform/main.tf").unwrap();
+            *text = text.replace("node_count = 1", "node_count = 1\n  temporary_name_for_rotation = \"gputmp\"");
+            files
+        };
+        let c = from_files(&cycled("Standard_NC6s_v3"), &cycled("Standard_NC12s_v3")).unwrap();
         assert_eq!(c.len(), 1);
         assert_eq!(c[0].action, Action::Update);
+        assert_eq!(
+            c[0].destructive.as_deref(),
+            Some(
+                "node pool `gpu` is cycled: running Ray pods on it are rescheduled; vm_size Standard_NC6s_v3 → \
+                 Standard_NC12s_v3, through the temporary pool `gputmp`"
+            )
+        );
+        // Without a temporary name the provider refuses the change when applying.
+        let c = from_files(&tf("Standard_NC6s_v3", ""), &tf("Standard_NC12s_v3", "")).unwrap();
         let why = c[0].destructive.as_deref().unwrap();
         assert!(
-            why.contains("node pool `gpu` is rebuilt") && why.contains("Standard_NC6s_v3 → Standard_NC12s_v3"),
+            why.contains("node pool `gpu` cannot be cycled") && why.contains("temporary_name_for_rotation"),
             "{why}"
+        );
+    }
+
+    #[test]
+    fn plan_json_cycle_of_the_system_pool_and_replace_of_a_pool() {
+        let show = serde_json::json!({"resource_changes": [
+            {"address": "azurerm_kubernetes_cluster.this", "type": "azurerm_kubernetes_cluster",
+             "change": {"actions": ["update"],
+                        "before": {"default_node_pool": [{"name": "system", "vm_size": "Standard_D2s_v5",
+                                   "temporary_name_for_rotation": "systemtmp"}]},
+                        "after": {"default_node_pool": [{"name": "system", "vm_size": "Standard_D4s_v5",
+                                  "temporary_name_for_rotation": "systemtmp"}]}}},
+            {"address": "azurerm_kubernetes_cluster_node_pool.gpu", "type": "azurerm_kubernetes_cluster_node_pool",
+             "change": {"actions": ["delete", "create"],
+                        "before": {"name": "gpu", "priority": "Regular", "temporary_name_for_rotation": "gputmp"},
+                        "after": {"name": "gpu", "priority": "Spot", "temporary_name_for_rotation": "gputmp"},
+                        "replace_paths": [["priority"]]}}
+        ]});
+        let c = from_plan_json(&show);
+        let why = |addr: &str| c.iter().find(|x| x.address == addr).and_then(|x| x.destructive.clone()).unwrap();
+        assert_eq!(
+            why("azurerm_kubernetes_cluster.this"),
+            "the system node pool is cycled: the system pods on it are rescheduled; default_node_pool.vm_size \
+             Standard_D2s_v5 → Standard_D4s_v5, through the temporary pool `systemtmp`"
+        );
+        // A replacement is not a cycle, even with a temporary name.
+        assert_eq!(
+            why("azurerm_kubernetes_cluster_node_pool.gpu"),
+            "node pool `gpu` is replaced: priority Regular → Spot; running Ray pods on it are lost"
         );
     }
 

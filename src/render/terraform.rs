@@ -1,5 +1,6 @@
-//! Terraform for AKS (azurerm 4.x): a resource group, a container registry, the cluster with its
-//! system pool, the AcrPull grant for the kubelet identity and one user pool per Ray group.
+//! Terraform for AKS (azurerm `>= 4.57, < 6.0`): a resource group, a container registry, the
+//! cluster with its system pool, the AcrPull grant for the kubelet identity and one user pool per
+//! Ray group.
 //!
 //! The templates receive a small view of the model in which every map is a list of entries with
 //! the padding `terraform fmt` puts after the key, so the rendered files are already fmt-clean.
@@ -106,6 +107,48 @@ fn rotation_name(pool: &str, taken: &BTreeSet<String>) -> String {
         .unwrap_or_default()
 }
 
+/// Whether a Terraform version constraint (`>= 4.57, < 6.0`, `~> 4.0`, `= 5.2.0`, comma-separated
+/// parts all holding) admits `version` (`4.40.0`). Pre-releases are not compared: Terraform
+/// selects one only by an exact `=`.
+pub fn constraint_admits(constraint: &str, version: &str) -> Result<bool, String> {
+    let parse = |v: &str| -> Result<Vec<u64>, String> {
+        let v = v.trim().trim_start_matches('v');
+        if v.is_empty() {
+            return Err("an empty version".into());
+        }
+        v.split('.').map(|p| p.parse::<u64>().map_err(|_| format!("`{v}` is not a version"))).collect()
+    };
+    let triple = |v: &[u64]| [0, 1, 2].map(|i| v.get(i).copied().unwrap_or(0));
+    let have = triple(&parse(version)?);
+    for part in constraint.split(',') {
+        let part = part.trim();
+        let (op, rest) = ["~>", ">=", "<=", "!=", ">", "<", "="]
+            .iter()
+            .find_map(|op| part.strip_prefix(op).map(|r| (*op, r)))
+            .unwrap_or(("=", part));
+        let want = parse(rest)?;
+        let ord = have.cmp(&triple(&want));
+        let ok = match op {
+            "=" => ord.is_eq(),
+            "!=" => !ord.is_eq(),
+            ">" => ord.is_gt(),
+            ">=" => ord.is_ge(),
+            "<" => ord.is_lt(),
+            "<=" => ord.is_le(),
+            _ => {
+                // `~> 4.0` admits 4.x from 4.0; `~> 4.1.2` admits 4.1.x from 4.1.2; `~> 4` is 4.x.
+                let mut upper = want[..want.len().saturating_sub(1).max(1)].to_vec();
+                *upper.last_mut().expect("one part at least") += 1;
+                ord.is_ge() && have < triple(&upper)
+            }
+        };
+        if !ok {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// A Terraform identifier for a resource named after `name`.
 fn tf_ident(name: &str) -> String {
     let mut s: String =
@@ -126,6 +169,22 @@ fn entries(map: &BTreeMap<String, String>) -> Vec<Entry> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn version_constraints() {
+        assert_eq!(constraint_admits("~> 4.0", "5.2.0"), Ok(false));
+        assert_eq!(constraint_admits("~> 4.0", "4.81.0"), Ok(true));
+        assert_eq!(constraint_admits(">= 4.57, < 6.0", "5.2.0"), Ok(true));
+        assert_eq!(constraint_admits(">= 4.57.0, < 6.0.0", "4.56.0"), Ok(false));
+        assert_eq!(constraint_admits(">= 4.57, < 6.0", "6.0.0"), Ok(false));
+        assert_eq!(constraint_admits("~> 5.2.0", "5.2.9"), Ok(true));
+        assert_eq!(constraint_admits("~> 5.2.0", "5.3.0"), Ok(false));
+        assert_eq!(constraint_admits("~> 5", "5.9.0"), Ok(true));
+        assert_eq!(constraint_admits("= 5.2.0", "5.2.0"), Ok(true));
+        assert_eq!(constraint_admits("!= 5.2.0", "5.2.0"), Ok(false));
+        assert!(constraint_admits(">= four", "5.2.0").is_err());
+        assert!(constraint_admits(">=", "5.2.0").is_err());
+    }
 
     #[test]
     fn padding_counts_quoted_characters() {

@@ -380,8 +380,12 @@ impl Terraform {
         c
     }
 
+    /// `init`, with `-upgrade` when the folder's lock file pins an azurerm version the rendered
+    /// constraint no longer admits (a deployment made before raydeploy raised it): Terraform
+    /// refuses to init over such a lock file otherwise.
     pub(crate) fn init(&self) -> Cmd {
-        self.cmd("init").args(["-input=false", "-no-color"]).timeout(T_INIT).idempotent(3)
+        let c = self.cmd("init").args(["-input=false", "-no-color"]).timeout(T_INIT).idempotent(3);
+        if locked_azurerm_excluded(&self.dir) { c.arg("-upgrade") } else { c }
     }
 
     fn plan(&self) -> Cmd {
@@ -906,9 +910,77 @@ fn live_outputs(k: &Kube) -> Result<Outputs> {
     tf.outputs(&r)
 }
 
+/// Provider address of azurerm in a lock file.
+const AZURERM_ADDRESS: &str = "registry.terraform.io/hashicorp/azurerm";
+
+/// Whether `dir/.terraform.lock.hcl` records an azurerm version that the azurerm version
+/// constraint of `dir/*.tf` excludes. Anything unreadable counts as not excluded: `init` then
+/// says what is wrong.
+fn locked_azurerm_excluded(dir: &Path) -> bool {
+    let string = |e: &hcl::Expression| match e {
+        hcl::Expression::String(s) => Some(s.clone()),
+        _ => None,
+    };
+    let Ok(lock) = std::fs::read_to_string(dir.join(".terraform.lock.hcl")) else { return false };
+    let Ok(lock) = hcl::from_str::<hcl::Body>(&lock) else { return false };
+    let locked = lock
+        .blocks()
+        .filter(|b| b.identifier() == "provider" && b.labels().first().is_some_and(|l| l.as_str() == AZURERM_ADDRESS))
+        .flat_map(|b| b.body().attributes())
+        .find(|a| a.key() == "version")
+        .and_then(|a| string(a.expr()));
+    let Some(locked) = locked else { return false };
+    let Ok(entries) = std::fs::read_dir(dir) else { return false };
+    let constraint = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "tf"))
+        .filter_map(|p| hcl::from_str::<hcl::Body>(&std::fs::read_to_string(p).ok()?).ok())
+        .flat_map(|body| body.into_blocks())
+        .filter(|b| b.identifier() == "terraform")
+        .flat_map(|b| b.body.into_blocks())
+        .filter(|b| b.identifier() == "required_providers")
+        .flat_map(|b| b.body.into_attributes())
+        .find(|a| a.key() == "azurerm")
+        .and_then(|a| match a.expr {
+            hcl::Expression::Object(o) => {
+                o.iter().find_map(|(k, v)| (k.to_string().trim_matches('"') == "version").then(|| string(v)).flatten())
+            }
+            _ => None,
+        });
+    let Some(constraint) = constraint else { return false };
+    crate::render::terraform::constraint_admits(&constraint, &locked) == Ok(false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn init_upgrades_a_lock_file_the_constraint_excludes() {
+        let dir = tempfile::tempdir().unwrap();
+        let tf = Terraform { dir: dir.path().to_path_buf(), subscription: None, kubernetes_version: None };
+        std::fs::write(
+            dir.path().join("providers.tf"),
+            "terraform {\n  required_providers {\n    azurerm = {\n      source  = \"hashicorp/azurerm\"\n      \
+             version = \">= 4.57, < 6.0\"\n    }\n  }\n}\n",
+        )
+        .unwrap();
+        let lock = |v: &str| {
+            format!(
+                "provider \"registry.terraform.io/hashicorp/azurerm\" {{\n  version     = \"{v}\"\n  \
+                 constraints = \"~> 4.0\"\n  hashes = [\"h1:x\"]\n}}\n"
+            )
+        };
+        // No lock file yet: a first init.
+        assert!(!tf.init().display().contains("-upgrade"), "{}", tf.init().display());
+        std::fs::write(dir.path().join(".terraform.lock.hcl"), lock("4.40.0")).unwrap();
+        assert!(tf.init().display().ends_with(" -upgrade"), "{}", tf.init().display());
+        std::fs::write(dir.path().join(".terraform.lock.hcl"), lock("4.81.0")).unwrap();
+        assert!(!tf.init().display().contains("-upgrade"), "{}", tf.init().display());
+        std::fs::write(dir.path().join(".terraform.lock.hcl"), lock("5.2.0")).unwrap();
+        assert!(!tf.init().display().contains("-upgrade"), "{}", tf.init().display());
+    }
 
     #[test]
     fn versions() {
