@@ -220,10 +220,10 @@ output "pool" {
     assert_eq!(got.len(), expect.len(), "one problem per mistake:\n{}", got.join("\n"));
 }
 
-/// The destructive-change guard's lists (src/preview/azurerm.rs) name real arguments.
+/// The destructive-change guard's lists (src/plan/azurerm.rs) name real arguments.
 #[test]
 fn guard_lists_name_arguments_of_the_provider_schema() {
-    use raydeploy::preview::azurerm::{GUARDED, force_new, rotation};
+    use raydeploy::plan::azurerm::{GUARDED, force_new, rotation};
     let schemas = Schemas::load();
     let mut missing = vec![];
     let mut checked = 0;
@@ -269,7 +269,7 @@ const CONDITIONALLY_FORCE_NEW: &[(&str, &str, &str)] = &[
 /// changes.
 #[test]
 fn the_force_new_list_covers_the_providers_reference() {
-    use raydeploy::preview::azurerm::{GUARDED, force_new, hits};
+    use raydeploy::plan::azurerm::{GUARDED, force_new, hits};
     let schemas = Schemas::load();
     let mut missing = vec![];
     let mut documented = 0;
@@ -291,7 +291,7 @@ fn the_force_new_list_covers_the_providers_reference() {
         }
     }
     assert!(documented > 50, "{documented}");
-    assert!(missing.is_empty(), "not in force_new (src/preview/azurerm.rs):\n{}", missing.join("\n"));
+    assert!(missing.is_empty(), "not in force_new (src/plan/azurerm.rs):\n{}", missing.join("\n"));
 }
 
 /// The provider binary in the local filesystem mirror, if this machine has it.

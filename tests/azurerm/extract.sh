@@ -54,7 +54,7 @@ export TF_CLI_CONFIG_FILE="$work/cli.tfrc" TF_IN_AUTOMATION=1 CHECKPOINT_DISABLE
 
 # 4. Only the types raydeploy renders (templates) or names (the destructive-change guard).
 types=$( (grep -ho 'resource "azurerm_[a-z_]*"' "$repo"/templates/terraform/*.tera | cut -d'"' -f2
-          grep -o '"azurerm_[a-z_]*"' "$repo"/src/preview/azurerm.rs | tr -d '"') | sort -u | jq -R . | jq -sc .)
+          grep -o '"azurerm_[a-z_]*"' "$repo"/src/plan/azurerm.rs | tr -d '"') | sort -u | jq -R . | jq -sc .)
 jq -S --argjson types "$types" --arg version "$version" '
   { format_version,
     provider_version: $version,
