@@ -41,6 +41,9 @@ pub struct Session {
     pub allow_destroy: bool,
     /// Terraform's saved plan to apply instead of planning anew (`deploy --plan`).
     pub saved_tfplan: Option<PathBuf>,
+    /// `deploy --refresh`: every phase asks the live state in full, trusting neither the state
+    /// file nor the marks the last deploy left (the resource group's applied tag).
+    pub refresh: bool,
     /// Parts of the Azure preflight left out (`--skip-preflight`).
     pub skip_preflight: BTreeSet<Check>,
     /// The Kubernetes version the Azure preflight chose for a spec that leaves it open (passed
@@ -62,6 +65,7 @@ impl Session {
             style,
             allow_destroy: false,
             saved_tfplan: None,
+            refresh: false,
             skip_preflight: BTreeSet::new(),
             kubernetes_version: OnceLock::new(),
         }
@@ -171,6 +175,8 @@ pub struct DeployOptions {
     /// A plan file from `plan --out` to apply exactly.
     pub plan: Option<PathBuf>,
     pub allow_destroy: bool,
+    /// Ask the live state in full (see [`Session::refresh`]).
+    pub refresh: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -194,6 +200,7 @@ pub fn graph(s: &Session, opts: &DeployOptions) -> Graph {
 /// `deploy`: the phase graph, run (or printed with `--dry-run`).
 pub fn deploy(s: &mut Session, opts: &DeployOptions) -> Result<u8> {
     s.allow_destroy = opts.allow_destroy;
+    s.refresh = opts.refresh;
     if let Some(plan) = &opts.plan {
         s.saved_tfplan = check_plan(s, plan)?;
     }
