@@ -129,6 +129,82 @@ fn check_names(schema: &Json, rtype: &str, path: &str, body: &Body, whr: &str, p
     }
 }
 
+/// The arguments of azapi 2.x's `azapi_update_resource` (registry.terraform.io/providers/Azure/
+/// azapi/latest/docs/resources/update_resource): `type` is required, with `resource_id` or
+/// `name` + `parent_id`.
+const AZAPI_UPDATE_ARGS: &[&str] = &[
+    "type",
+    "resource_id",
+    "name",
+    "parent_id",
+    "body",
+    "sensitive_body",
+    "ignore_casing",
+    "ignore_missing_property",
+    "locks",
+    "response_export_values",
+    "read_headers",
+    "read_query_parameters",
+    "update_headers",
+    "update_query_parameters",
+    "timeouts",
+];
+
+fn check_azapi_update(body: &Body, whr: &str, problems: &mut Vec<String>) {
+    for k in body.attributes().map(|a| a.key()).chain(body.blocks().map(|b| b.identifier())) {
+        if !(AZAPI_UPDATE_ARGS.contains(&k) || META.contains(&k)) {
+            problems.push(format!("{whr}: argument `{k}` is not valid in azapi_update_resource"));
+        }
+    }
+    if attr(body, "type").is_none() || attr(body, "resource_id").is_none() {
+        problems.push(format!("{whr}: azapi_update_resource needs `type` and `resource_id`"));
+    }
+}
+
+/// The configuration's hash reaches the resource group last: the tag is written by
+/// azapi_update_resource.applied, which depends on every other resource, and the group's own
+/// `tags` leave that key to it.
+#[test]
+fn the_applied_tag_is_written_after_every_other_resource() {
+    for (spec, env) in aks_specs() {
+        let name = label(&spec, env);
+        let out = render(&spec, env);
+        let body = parse(&out.path().join("terraform/main.tf"));
+        let applied = resources(&body)
+            .find(|r| resource_type(r) == "azapi_update_resource" && r.labels()[1].as_str() == "applied")
+            .unwrap_or_else(|| panic!("{name}: azapi_update_resource.applied"));
+        assert_eq!(string(attr(applied.body(), "type").unwrap()), "Microsoft.Resources/resourceGroups@2021-04-01");
+        assert_eq!(format!("{}", attr(applied.body(), "resource_id").unwrap()), "azurerm_resource_group.this.id");
+        let body_text = format!("{}", attr(applied.body(), "body").unwrap());
+        assert!(body_text.contains("raydeploy-applied") && body_text.contains("var.raydeploy_applied"), "{body_text}");
+        let deps = format!("{}", attr(applied.body(), "depends_on").expect("depends_on"));
+        for r in resources(&body) {
+            let t = resource_type(r);
+            if t == "azapi_update_resource" || t == "azurerm_resource_group" {
+                continue;
+            }
+            let addr = format!("{t}.{}", r.labels()[1].as_str());
+            assert!(deps.contains(&addr), "{name}: the tag is written after {addr}: depends_on = {deps}");
+        }
+        let rg = resources(&body).find(|r| resource_type(r) == "azurerm_resource_group").unwrap();
+        let ignored = block(rg.body(), "lifecycle")
+            .and_then(|l| attr(l.body(), "ignore_changes"))
+            .map(|e| format!("{e}").split_whitespace().collect::<String>());
+        assert_eq!(ignored.as_deref(), Some(r#"[tags["raydeploy-applied"]]"#), "{name}");
+        let vars: Vec<String> = body
+            .blocks()
+            .filter(|b| b.identifier() == "variable")
+            .map(|b| b.labels()[0].as_str().to_string())
+            .collect();
+        assert!(vars.contains(&"raydeploy_applied".to_string()), "{name}: {vars:?}");
+        let providers = parse(&out.path().join("terraform/providers.tf"));
+        assert!(
+            providers.blocks().any(|b| b.identifier() == "provider" && b.labels()[0].as_str() == "azapi"),
+            "{name}"
+        );
+    }
+}
+
 #[test]
 fn terraform_fmt_accepts_every_render() {
     assert!(Path::new(TERRAFORM).is_file(), "{TERRAFORM} is missing");
@@ -170,6 +246,11 @@ fn every_argument_exists_in_the_azurerm_schema() {
                     resource_type(r),
                     r.labels()[1].as_str()
                 );
+                if resource_type(r) == "azapi_update_resource" {
+                    check_azapi_update(r.body(), &whr, &mut problems);
+                    seen.insert(resource_type(r).to_string());
+                    continue;
+                }
                 check_names(&schema, resource_type(r), "", r.body(), &whr, &mut problems);
                 seen.insert(resource_type(r).to_string());
             }
@@ -182,6 +263,7 @@ fn every_argument_exists_in_the_azurerm_schema() {
             }
         }
         for want in [
+            "azapi_update_resource",
             "azurerm_resource_group",
             "azurerm_container_registry",
             "azurerm_kubernetes_cluster",
