@@ -486,8 +486,9 @@ struct Snapshot {
 impl Snapshot {
     fn read(k: &Kube, r: &Runner) -> Result<Self> {
         let c = &k.s.d.cluster;
-        let rc = live::get(k, r, &["raycluster", &c.name], Some(&c.namespace))?;
-        let pods = pods(k, r)?;
+        // The RayCluster and its pods, read at the same time.
+        let (rc, pods) = live::both(|| live::get(k, r, &["raycluster", &c.name], Some(&c.namespace)), || pods(k, r));
+        let (rc, pods) = (rc?, pods?);
         Ok(Self {
             exists: rc.is_some(),
             state: rc.as_ref().and_then(|v| live::str_at(v, "/status/state")).map(str::to_string),
