@@ -218,7 +218,9 @@ fn unchanged_inputs_skip_and_a_fresh_checkout_reads_the_applied_tag_instead_of_p
     assert_eq!(hash.len(), 64, "{var}");
     assert_eq!(env.fake_state("terraform")["vars"]["raydeploy_applied"], hash.as_str());
 
-    // Same checkout, nothing changed: skipped from local state without calling Terraform or az.
+    // Same checkout, nothing changed: skipped without calling Terraform. Preflight reads the
+    // tag (one read each for the group and the registry) instead of the quota, VM sizes and
+    // versions: nothing will be created.
     env.clear_calls();
     let r = run(&env);
     assert!(r.ok(), "{r:?}");
@@ -226,7 +228,10 @@ fn unchanged_inputs_skip_and_a_fresh_checkout_reads_the_applied_tag_instead_of_p
     assert_eq!(outcome(&r, "credentials"), Outcome::Skipped);
     assert_eq!(lines(&env, "terraform"), ["terraform version -json"]);
     assert!(env.find("az", &["aks", "get-credentials"]).is_empty());
-    assert!(env.find("az", &["group", "show"]).is_empty());
+    assert_eq!(env.find("az", &["group", "show"]).len(), 1, "read once, for preflight and infra");
+    for read in [&["vm", "list-usage"][..], &["vm", "list-skus"], &["aks", "get-versions"]] {
+        assert!(env.find("az", read).is_empty(), "{read:?}: nothing is created, so nothing is checked");
+    }
 
     // A fresh checkout (no .raydeploy): the resource group's tag equals this configuration's
     // hash, so Terraform does not run at all (not even init); two reads at once give the outputs.

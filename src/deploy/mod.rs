@@ -49,6 +49,12 @@ pub struct Session {
     /// The Kubernetes version the Azure preflight chose for a spec that leaves it open (passed
     /// to Terraform as `-var=kubernetes_version=…`).
     pub kubernetes_version: OnceLock<String>,
+    /// The infra fast path's answer, read once per run (preflight and infra both ask): the
+    /// infra outputs when the resource group carries this configuration's hash.
+    pub applied: OnceLock<Option<crate::run::exec::Outputs>>,
+    /// Digests found in the registry during this run (`registry/repo:tag` → `sha256:…`): a
+    /// content-addressed tag, once seen, is not read again.
+    pub digests: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
 }
 
 impl Session {
@@ -68,6 +74,8 @@ impl Session {
             refresh: false,
             skip_preflight: BTreeSet::new(),
             kubernetes_version: OnceLock::new(),
+            applied: OnceLock::new(),
+            digests: Default::default(),
         }
     }
 

@@ -1,4 +1,6 @@
-"""Shared by the fake terraform, az, helm and kubectl in this folder.
+"""Shared by the fake terraform, az, helm and kubectl in this folder. They run as `python3 -S`
+(no site-packages: a quicker start, as every deploy starts dozens of them) and use the standard
+library only (_kube.py loads PyYAML from site-packages when it parses YAML).
 
 Every call appends one JSON line to $RAYDEPLOY_FAKE_LOG:
   {"tool": "helm", "argv": [...], "stdin": "...", "env": {...selected...}, "t0": ..., "t1": ...}

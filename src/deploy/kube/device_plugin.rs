@@ -42,14 +42,13 @@ pub fn probe(k: &Kube, p: &Phase, cx: &Cx) -> Result<Option<Outputs>> {
     let m = model(k)?;
     let r = &cx.runner;
     let values = rendered_values(k, DEVICE_PLUGIN_VALUES)?;
-    // One read's time: the release with its values (helm list ∥ helm get values) and a device
-    // plugin the cluster runs otherwise (DaemonSets ∥ nodes), all at the same time.
-    let (ours, other) = live::both(|| live::release_with_values(k, r, &m.release, &m.namespace), || existing(k, r));
-    let ours = ours?;
+    // The release with its values (helm list ∥ helm get values); without it, a device plugin
+    // the cluster runs otherwise (DaemonSets ∥ nodes).
+    let ours = live::release_with_values(k, r, &m.release, &m.namespace)?;
     if ours.0.is_some() {
         return Ok(live::matches(&ours, m.chart, m.version, &values).then(|| release_outputs(m)));
     }
-    match other? {
+    match existing(k, r)? {
         Some(found) => {
             r.info(&format!("the cluster already runs a device plugin ({found}): {} is not installed", m.chart));
             Ok(Some(Outputs::from([("existing".to_string(), found)])))

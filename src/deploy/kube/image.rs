@@ -165,7 +165,8 @@ fn acr_digest(cx: &Cx, acr: &str, img: &Image) -> Result<Option<String>> {
 /// Where every image of the deployment is in its registry: `(kind, pinned reference)` per
 /// image, or `None` when a tag is missing. All images are read at the same time: on AKS with
 /// `az acr repository show` (by the ACR's name, no login), elsewhere with
-/// `docker manifest inspect`.
+/// `docker manifest inspect`. A tag found once in this run is not read again (the tag names
+/// the content: image-build's probe answers image-push's).
 fn registry_pins(k: &Kube, cx: &Cx, imgs: &[Image], registry: &str) -> Result<Option<Vec<(String, String)>>> {
     let acr = if k.aks() { acr_name(k, cx) } else { None };
     let found: Vec<Result<Option<String>>> = std::thread::scope(|scope| {
@@ -173,9 +174,19 @@ fn registry_pins(k: &Kube, cx: &Cx, imgs: &[Image], registry: &str) -> Result<Op
             .iter()
             .map(|i| {
                 let acr = acr.as_deref();
-                scope.spawn(move || match acr {
-                    Some(acr) => acr_digest(cx, acr, i),
-                    None => registry_digest(&cx.runner, &target_ref(i, registry)),
+                scope.spawn(move || {
+                    let target = target_ref(i, registry);
+                    if let Some(d) = k.s.digests.lock().expect("digests").get(&target) {
+                        return Ok(Some(d.clone()));
+                    }
+                    let d = match acr {
+                        Some(acr) => acr_digest(cx, acr, i),
+                        None => registry_digest(&cx.runner, &target),
+                    }?;
+                    if let Some(d) = &d {
+                        k.s.digests.lock().expect("digests").insert(target, d.clone());
+                    }
+                    Ok(d)
                 })
             })
             .collect();

@@ -161,22 +161,30 @@ fn preflight(k: &Kube, cx: &Cx) -> Result<Outputs> {
         checks.push(scope.spawn(|| check_docker(r)));
         checks.push(scope.spawn(|| check_helm(r)));
         checks.push(scope.spawn(|| check_kubectl(r)));
-        // The Azure reads need the subscription: they run after the account check, beside the others.
-        let account = k.aks().then(|| {
+        // The quota, VM size and version reads guard what Terraform would create: when the
+        // resource group carries this configuration's hash (read beside the account check), it
+        // creates nothing and they are left out. Otherwise they run in the subscription the
+        // account check reports, after it.
+        let current = k.aks().then(|| {
             scope.spawn(|| {
-                account(k, r).map(|id| {
-                    let found =
-                        azure_preflight::run(&k.s.d, r, Some(&id), &k.s.skip_preflight, || deployed_pools(k, r, &id));
-                    (id, found)
-                })
+                !k.s.refresh
+                    && k.s.saved_tfplan.is_none()
+                    && applied_state(k, r, &Terraform::at(k, wanted_subscription(k))).is_some()
             })
         });
+        let account = k.aks().then(|| scope.spawn(|| account(k, r)));
         let mut problems: Vec<String> = checks.into_iter().flat_map(|h| h.join().expect("check thread")).collect();
+        let current = current.is_some_and(|h| h.join().expect("applied tag thread"));
         if let Some(a) = account {
             match a.join().expect("account thread") {
-                Ok((id, found)) => {
+                Ok(id) => {
+                    azure = Some(if current {
+                        r.info("the infrastructure is as this configuration applied it: quota, VM sizes and Kubernetes versions are not read (nothing is created)");
+                        azure_preflight::Outcome::default()
+                    } else {
+                        azure_preflight::run(&k.s.d, r, Some(&id), &k.s.skip_preflight, || deployed_pools(k, r, &id))
+                    });
                     outputs.insert("subscription_id".into(), id);
-                    azure = Some(found);
                 }
                 Err(e) => problems.push(e),
             }
@@ -390,7 +398,7 @@ impl Terraform {
         let dir = k.s.rendered_dir().join("terraform");
         let pinned = k.s.d.azure.as_ref().is_some_and(|a| a.kubernetes_version.is_some());
         let kubernetes_version = if pinned { None } else { k.s.kubernetes_version.get().cloned() };
-        let applied = applied_hash(&k.s.rendered, kubernetes_version.as_deref());
+        let applied = applied_hash(&k.s.rendered);
         Self { dir: std::path::absolute(&dir).unwrap_or(dir), subscription, kubernetes_version, applied }
     }
 
@@ -554,7 +562,13 @@ fn require_outputs(o: Outputs) -> Result<Outputs> {
 /// The hash of the rendered Terraform and its variables (what `apply` writes to the resource
 /// group's [`APPLIED_TAG`]), or `None` when the configuration does not declare [`APPLIED_VAR`]
 /// (a template override without it: every deploy then plans).
-pub fn applied_hash(r: &crate::render::Rendered, kubernetes_version: Option<&str>) -> Option<String> {
+///
+/// The one other variable, `kubernetes_version` (the newest version AKS offers, for a spec that
+/// leaves it open), is left out: the configuration ignores its changes on an existing cluster
+/// and never gives it to a node pool, so it shapes only a cluster Terraform creates, and the tag
+/// exists only once the cluster does. Leaving it out lets the tag be read before preflight has
+/// asked AKS for its versions.
+pub fn applied_hash(r: &crate::render::Rendered) -> Option<String> {
     let declared =
         r.files.range("terraform/".to_string()..).take_while(|(p, _)| p.starts_with("terraform/")).any(|(_, text)| {
             hcl::from_str::<hcl::Body>(text).is_ok_and(|b| {
@@ -563,12 +577,7 @@ pub fn applied_hash(r: &crate::render::Rendered, kubernetes_version: Option<&str
                 })
             })
         });
-    declared.then(|| {
-        crate::plan::Inputs::new()
-            .files(r, "terraform/")
-            .add("var.kubernetes_version", kubernetes_version.unwrap_or(""))
-            .finish()
-    })
+    declared.then(|| crate::plan::Inputs::new().files(r, "terraform/").finish())
 }
 
 /// The subscription Terraform runs in. Also hands Terraform the Kubernetes version preflight
@@ -629,6 +638,14 @@ fn infra_probe(k: &Kube, cx: &Cx) -> Result<Option<Outputs>> {
     if let Some(o) = unchanged(k, cx) {
         return Ok(Some(o));
     }
+    if cx.early {
+        // Before preflight is done: only the fast path's reads, in the subscription the spec or
+        // the environment names (else the Azure CLI's current one); Terraform waits its turn.
+        if k.s.refresh {
+            return Ok(None);
+        }
+        return Ok(applied_outputs(k, cx, &Terraform::at(k, wanted_subscription(k))));
+    }
     let tf = Terraform::prepared(k, subscription_of(k, cx))?;
     if !k.s.refresh
         && let Some(o) = applied_outputs(k, cx, &tf)
@@ -677,9 +694,17 @@ fn acr_show(k: &Kube, r: &Runner, sub: Option<&str>, name: &str) -> Option<Strin
 /// is as the last successful apply of this configuration left it. Two reads at once; `None`
 /// (take the full path) on anything else, with the reason in the log.
 fn applied_outputs(k: &Kube, cx: &Cx, tf: &Terraform) -> Option<Outputs> {
+    applied_state(k, &cx.runner, tf)
+}
+
+/// [`applied_outputs`] for any runner, read once per run (preflight asks too).
+fn applied_state(k: &Kube, r: &Runner, tf: &Terraform) -> Option<Outputs> {
+    k.s.applied.get_or_init(|| read_applied(k, r, tf)).clone()
+}
+
+fn read_applied(k: &Kube, r: &Runner, tf: &Terraform) -> Option<Outputs> {
     let want = tf.applied.as_deref()?;
     let a = k.s.d.azure.as_ref()?;
-    let r = &cx.runner;
     let sub = tf.subscription.as_deref();
     let (tag, login) = std::thread::scope(|scope| {
         let login = scope.spawn(|| acr_show(k, r, sub, &a.acr_name));
