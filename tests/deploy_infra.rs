@@ -601,3 +601,67 @@ fn deploy_sh_runs_raydeploy_deploy_with_the_arguments() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--auto-approve"), "{out:?}");
 }
+
+/// The whole deploy through the binary, every tool a fake (docker too): from a fresh checkout a
+/// deploy whose resource group carries the configuration's hash makes reads only and never runs
+/// Terraform; `--refresh`, a missing tag and another hash take the full path.
+#[test]
+fn the_binary_takes_the_fast_path_only_when_the_tag_matches() {
+    let mut env = {
+        let _lock = ENV_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        KubeEnv::new(SPEC, &["terraform", "az", "kubelogin", "helm", "kubectl", "docker"])
+    };
+    env.set("RAYDEPLOY_POLL_SECONDS", "0.02");
+    let deploy = |env: &KubeEnv, extra: &[&str]| {
+        env.clear_calls();
+        let o = env.raydeploy().args(["deploy", "--auto-approve"]).args(extra).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stderr).to_string()
+    };
+    let tf = |env: &KubeEnv| -> Vec<String> {
+        env.find("terraform", &[])
+            .iter()
+            .map(|c| c.argv.iter().find(|a| !a.starts_with('-')).unwrap().clone())
+            .collect()
+    };
+    deploy(&env, &[]);
+    assert_eq!(env.fake_state("terraform")["applies"], 1);
+
+    // Tag match from a fresh checkout: reads only, Terraform asked for its version alone.
+    env.fresh_checkout();
+    let err = deploy(&env, &[]);
+    let calls = env.calls();
+    let mutating: Vec<String> = calls.iter().filter(|c| c.mutating()).map(|c| c.line()).collect();
+    assert!(mutating.is_empty(), "{mutating:#?}");
+    assert_eq!(tf(&env), ["version"]);
+    assert_eq!(env.find("az", &["group", "show"]).len(), 1, "one read of the tag for preflight and infra");
+    assert!(env.find("az", &["vm", "list-usage"]).is_empty(), "nothing is created: no quota read");
+    assert!(err.contains("unchanged: ") && err.contains("infra"), "{err}");
+
+    // --refresh: Terraform plans (no changes), nothing is applied, still no mutating call.
+    env.fresh_checkout();
+    deploy(&env, &["--refresh"]);
+    assert_eq!(tf(&env), ["version", "init", "plan", "output"]);
+    assert!(env.find("az", &["group", "show"]).is_empty());
+    assert!(env.calls().iter().all(|c| !c.mutating()));
+    assert_eq!(env.fake_state("terraform")["applies"], 1);
+
+    // No tag: the full path; its apply writes the tag (and only the tag changes).
+    let mut state = env.fake_state("terraform");
+    state["vars"] = serde_json::json!({});
+    env.set_fake_state("terraform", &state);
+    env.fresh_checkout();
+    deploy(&env, &[]);
+    assert_eq!(tf(&env), ["version", "init", "plan", "show", "apply", "output"]);
+    assert_eq!(env.fake_state("terraform")["applies"], 2);
+
+    // Another configuration's hash (the spec changed): plan and apply.
+    env.write_spec(&SPEC.replace("count: 1", "count: 2"));
+    env.fresh_checkout();
+    deploy(&env, &[]);
+    assert_eq!(tf(&env), ["version", "init", "plan", "show", "apply", "output"]);
+    assert_eq!(env.fake_state("terraform")["applies"], 3);
+    env.fresh_checkout();
+    deploy(&env, &[]);
+    assert_eq!(tf(&env), ["version"], "the new hash is on the group: the fast path again");
+}
