@@ -637,6 +637,8 @@ fn the_binary_takes_the_fast_path_only_when_the_tag_matches() {
     assert_eq!(env.find("az", &["group", "show"]).len(), 1, "one read of the tag for preflight and infra");
     assert!(env.find("az", &["vm", "list-usage"]).is_empty(), "nothing is created: no quota read");
     assert!(err.contains("unchanged: ") && err.contains("infra"), "{err}");
+    // `ready` looked once and was done: the RayCluster was ready, no wait before the look.
+    assert_eq!(env.find("kubectl", &["get", "raycluster"]).len(), 1, "{:#?}", env.find("kubectl", &["get"]));
 
     // --refresh: Terraform plans (no changes), nothing is applied, still no mutating call.
     env.fresh_checkout();
