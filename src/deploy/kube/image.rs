@@ -6,9 +6,11 @@
 //! both phases ask the world before doing anything, which also holds from a fresh checkout with
 //! no state: image-push is skipped when every tag is already in the registry (its outputs are the
 //! registry's digests); image-build is skipped when the local engine already has every tag, or
-//! when the registry has them. On AKS image-build runs beside infra, before the registry's address
-//! is reported, so it asks the ACR the spec names with `az acr repository show` (by name, no
-//! docker login); once infra has reported, both phases read the registry through docker.
+//! when the registry has them. Each probe is one round of reads: `docker image inspect` of every
+//! tag, and the registry for every image at the same time. On AKS the registry is asked with
+//! `az acr repository show` by the ACR's name (no docker login; image-build runs beside infra,
+//! before the registry's address is reported); elsewhere through docker. A digest found once in
+//! a run is not read again.
 //!
 //! How the registry is read: `docker manifest inspect --verbose <ref>` (part of the docker CLI
 //! since 20.10, Debian's `docker.io` included; no pull, no buildx). It runs with `--insecure` for
@@ -18,15 +20,23 @@
 //! other tool) counts as absent, so the image is built and pushed again to learn its digest.
 //! That read is retried with backoff; a missing tag is an answer, not retried.
 //!
-//! Builds: when `docker buildx` is installed, `docker build` is BuildKit's (`--load` so the image
-//! lands in the engine, `--provenance=false` so the engine pushes one manifest, not an index);
-//! without it (Debian's `docker.io` ships no buildx) the build runs with `DOCKER_BUILDKIT=0`, the
-//! classic builder. Every docker command inherits `DOCKER_HOST` from the environment.
+//! Builds: the CPU and GPU images are built at the same time (one `docker build` each, from one
+//! staged context) and pushed at the same time. When `docker buildx` is installed, `docker build`
+//! is BuildKit's (`--load` so the image lands in the engine, `--provenance=false` so the engine
+//! pushes one manifest, not an index), reading the registry build cache `<repository>:buildcache`
+//! (`:buildcache-gpu`) and, when the builder can export cache (a driver other than `docker`, or
+//! the containerd image store), writing it (`mode=max`, so the pip layer is there for a fresh CI
+//! runner; an export failure does not fail the build). Without buildx (Debian's `docker.io` ships
+//! none) the build runs with `DOCKER_BUILDKIT=0`, the classic builder. Every docker command
+//! inherits `DOCKER_HOST` from the environment.
 //!
 //! The generated Dockerfile copies only the job folders from the spec's folder, so the build
-//! context is a staged copy of just those folders (under the deployment's state folder): the
-//! engine is not sent the rest of the spec folder, and not the state folder whose logs grow while
-//! the build runs. A user Dockerfile (`image.dockerfile`) gets the spec's folder as its context.
+//! context is a staged copy of just those folders (under the deployment's state folder), without
+//! the files `image/.dockerignore` lists (which the content hash leaves out too), with that file
+//! at its root: the engine is not sent the rest of the spec folder, nor `.git`, caches or the
+//! state folder whose logs grow while the build runs. A user Dockerfile (`image.dockerfile`) gets
+//! the spec's folder as its context, and the rendered ignore file as `Dockerfile.dockerignore`
+//! beside it (which BuildKit reads; the classic builder reads the folder's own `.dockerignore`).
 //!
 //! Retries: builds are not retried (a failed build is a real failure). `docker push` is retried
 //! (3 attempts): a push is idempotent by content — layers are stored by digest, and the manifest
