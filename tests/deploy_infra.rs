@@ -258,7 +258,9 @@ fn unchanged_inputs_skip_and_a_fresh_checkout_reads_the_applied_tag_instead_of_p
     assert_eq!(outs["cluster_name"], "aks-tiny");
     assert_eq!(outs["resource_group_name"], "rg-tiny");
     assert!(env.state_dir("tiny").join("kubeconfig").is_file(), "credentials fetched (a read)");
-    let log = std::fs::read_to_string(env.state_dir("tiny").join("logs/infra.log")).unwrap();
+    let log = ["preflight", "infra"]
+        .map(|p| std::fs::read_to_string(env.state_dir("tiny").join(format!("logs/{p}.log"))).unwrap_or_default())
+        .concat();
     assert!(log.contains("raydeploy-applied=") && log.contains("Terraform is not run"), "{log}");
 
     // `--refresh`: the full path (init, plan without changes), no apply.
@@ -300,7 +302,10 @@ fn unchanged_inputs_skip_and_a_fresh_checkout_reads_the_applied_tag_instead_of_p
     assert_eq!(env.find("terraform", &["plan"]).len(), 1);
     assert_eq!(env.find("terraform", &["apply"]).len(), 1, "the plan writes the tag");
     assert_eq!(env.fake_state("terraform")["vars"]["raydeploy_applied"], new_hash.as_str());
-    let log = std::fs::read_to_string(env.state_dir("tiny").join("logs/infra.log")).unwrap();
+    // Read once, by whichever of preflight and infra asked first.
+    let log = ["preflight", "infra"]
+        .map(|p| std::fs::read_to_string(env.state_dir("tiny").join(format!("logs/{p}.log"))).unwrap_or_default())
+        .concat();
     assert!(log.contains("has no raydeploy-applied tag"), "{log}");
     env.fresh_checkout();
     env.clear_calls();

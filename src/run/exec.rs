@@ -476,6 +476,68 @@ mod tests {
         }
     }
 
+    /// `a` → `b`; `b` may be probed early. `a` is in place when `a_done`; `b`'s probe answers
+    /// `Some` and records whether it was an early probe.
+    struct Early2 {
+        a_done: bool,
+        probes: Mutex<Vec<(&'static str, bool)>>,
+        applied: Mutex<Vec<&'static str>>,
+    }
+
+    impl Phases for Early2 {
+        fn probe(&self, p: &Phase, cx: &Cx) -> anyhow::Result<Option<Outputs>> {
+            self.probes.lock().unwrap().push((p.id, cx.early));
+            Ok(match p.id {
+                "a" => self.a_done.then(Outputs::new),
+                _ => Some(BTreeMap::from([("early".into(), cx.early.to_string())])),
+            })
+        }
+        fn apply(&self, p: &Phase, _cx: &Cx) -> anyhow::Result<Outputs> {
+            self.applied.lock().unwrap().push(p.id);
+            Ok(Outputs::new())
+        }
+        fn preview(&self, _p: &Phase) -> Vec<String> {
+            vec![]
+        }
+        fn early(&self, p: &Phase) -> Option<Early> {
+            (p.id == "b").then(Early::default)
+        }
+    }
+
+    #[test]
+    fn an_early_answer_holds_only_when_nothing_upstream_ran() {
+        let mk = |id, deps: &[&'static str]| Phase {
+            id,
+            deps: deps.to_vec(),
+            mutating: true,
+            always: false,
+            summary: "",
+            hash: id.to_string(),
+        };
+        let g = Graph { target: crate::spec::Target::Aks, phases: vec![mk("a", &[]), mk("b", &["a"])] };
+        for a_done in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let env = Env { dir: dir.path().into(), redactor: Redactor::new(), reporter: Arc::new(Collect::default()) };
+            let store = Store::open(dir.path(), "d", "aks", Redactor::new()).unwrap();
+            let f = Early2 { a_done, probes: Mutex::new(vec![]), applied: Mutex::new(vec![]) };
+            let r = execute(&g, &f, &store, &env);
+            assert!(r.ok());
+            assert_eq!(r.with(Outcome::Skipped).contains(&"b"), true);
+            let probes = f.probes.lock().unwrap().clone();
+            let b: Vec<bool> = probes.iter().filter(|(id, _)| *id == "b").map(|(_, e)| *e).collect();
+            if a_done {
+                // `a` was skipped: `b`'s early answer is used, `b` is not asked again.
+                assert_eq!(b, [true], "{probes:?}");
+                assert_eq!(store.phase("b").unwrap().outputs["early"], "true");
+            } else {
+                // `a` ran: the early answer is dropped and `b` is asked again after it.
+                assert_eq!(*f.applied.lock().unwrap(), ["a"]);
+                assert_eq!(b, [true, false], "{probes:?}");
+                assert_eq!(store.phase("b").unwrap().outputs["early"], "false");
+            }
+        }
+    }
+
     #[test]
     fn runs_skips_and_resumes() {
         let dir = tempfile::tempdir().unwrap();
