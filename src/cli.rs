@@ -132,6 +132,11 @@ pub enum Command {
         /// Allow changes that replace or delete the cluster, a node pool, the registry or the RayCluster.
         #[arg(long)]
         allow_destroy: bool,
+        /// Ask every layer's live state in full (Terraform plan, registry manifests, Helm values)
+        /// instead of trusting the marks the last deploy left (the resource group's
+        /// raydeploy-applied tag, the recorded state).
+        #[arg(long)]
+        refresh: bool,
         /// Leave out parts of the Azure preflight (for accounts that may not read them).
         #[arg(long, value_enum, value_delimiter = ',', value_name = "CHECKS")]
         skip_preflight: Vec<SkipCheck>,
@@ -395,10 +400,20 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Deploy { args, dry_run, with_jobs, auto_approve, plan, allow_destroy, skip_preflight, output } => {
+        Command::Deploy {
+            args,
+            dry_run,
+            with_jobs,
+            auto_approve,
+            plan,
+            allow_destroy,
+            refresh,
+            skip_preflight,
+            output,
+        } => {
             let Some(mut s) = load_context(&args, output)? else { return Ok(ExitCode::from(1)) };
             skip(&mut s, &skip_preflight);
-            let opts = context::DeployOptions { dry_run, with_jobs, auto_approve, plan, allow_destroy };
+            let opts = context::DeployOptions { dry_run, with_jobs, auto_approve, plan, allow_destroy, refresh };
             Ok(ExitCode::from(deploy::deploy(&mut s, &opts)?))
         }
         Command::Plan { args, offline, against, out, with_jobs, skip_preflight, output } => {

@@ -38,11 +38,20 @@ pub struct Context {
     pub allow_destroy: bool,
     /// Terraform's saved plan to apply instead of planning anew (`deploy --plan`).
     pub saved_tfplan: Option<PathBuf>,
+    /// `deploy --refresh`: every phase asks the live state in full, trusting neither the state
+    /// file nor the marks the last deploy left (the resource group's applied tag).
+    pub refresh: bool,
     /// Parts of the Azure preflight left out (`--skip-preflight`).
     pub skip_preflight: BTreeSet<Check>,
     /// The Kubernetes version the Azure preflight chose for a spec that leaves it open (passed
     /// to Terraform as `-var=kubernetes_version=…`).
     pub kubernetes_version: OnceLock<String>,
+    /// The infra fast path's answer, read once per run (preflight and infra both ask): the
+    /// infra outputs when the resource group carries this configuration's hash.
+    pub applied: OnceLock<Option<crate::run::exec::Outputs>>,
+    /// Digests found in the registry during this run (`registry/repo:tag` → `sha256:…`): a
+    /// content-addressed tag, once seen, is not read again.
+    pub digests: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
 }
 
 impl Context {
@@ -59,8 +68,11 @@ impl Context {
             style,
             allow_destroy: false,
             saved_tfplan: None,
+            refresh: false,
             skip_preflight: BTreeSet::new(),
             kubernetes_version: OnceLock::new(),
+            applied: OnceLock::new(),
+            digests: Default::default(),
         }
     }
 
@@ -168,6 +180,8 @@ pub struct DeployOptions {
     /// A plan file from `plan --out` to apply exactly.
     pub plan: Option<PathBuf>,
     pub allow_destroy: bool,
+    /// Ask the live state in full (see [`Context::refresh`]).
+    pub refresh: bool,
 }
 
 #[derive(Debug, Clone, Default)]

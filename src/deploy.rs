@@ -18,6 +18,7 @@ use crate::targets;
 /// `deploy`: the phase graph, run (or printed with `--dry-run`).
 pub fn deploy(c: &mut Context, opts: &DeployOptions) -> Result<u8> {
     c.allow_destroy = opts.allow_destroy;
+    c.refresh = opts.refresh;
     if let Some(plan) = &opts.plan {
         c.saved_tfplan = check_plan(c, plan)?;
     }

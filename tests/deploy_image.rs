@@ -122,6 +122,11 @@ jobs:
 fn write_spec(dir: &Path, registry: &str, pip: &str) -> PathBuf {
     std::fs::create_dir_all(dir.join("jobs/hello")).unwrap();
     std::fs::write(dir.join("jobs/hello/hello.py"), "print('hello from the image')\n").unwrap();
+    // What the image never receives (.dockerignore): bytecode and a repository.
+    std::fs::create_dir_all(dir.join("jobs/hello/__pycache__")).unwrap();
+    std::fs::write(dir.join("jobs/hello/__pycache__/hello.cpython-312.pyc"), "bytecode").unwrap();
+    std::fs::create_dir_all(dir.join("jobs/hello/.git")).unwrap();
+    std::fs::write(dir.join("jobs/hello/.git/HEAD"), "ref: refs/heads/main\n").unwrap();
     std::fs::create_dir_all(dir.join("data")).unwrap();
     std::fs::write(dir.join("data/big.bin"), vec![7u8; 4 << 20]).unwrap();
     let spec = dir.join("raydeploy.yaml");
@@ -244,6 +249,13 @@ fn image_phases_build_push_pin_and_skip_from_the_registry() {
     let staged = s.dir.join("build-context");
     assert!(staged.join("jobs/hello/hello.py").is_file());
     assert!(!staged.join("data").exists() && !staged.join("raydeploy.yaml").exists());
+    assert!(!staged.join("jobs/hello/__pycache__").exists() && !staged.join("jobs/hello/.git").exists());
+    assert_eq!(std::fs::read_to_string(staged.join(".dockerignore")).unwrap(), s.rendered.files["image/.dockerignore"]);
+    assert_eq!(
+        env.engine.exec(&cpu_ref, &["ls", "-a", "/home/ray/jobs/hello"]).split_whitespace().collect::<Vec<_>>(),
+        [".", "..", "hello.py"],
+        "the image holds the job's code only"
+    );
 
     // Second deploy, same state: nothing to build or push, same outputs.
     let (report, again) = run(&s);
@@ -489,4 +501,101 @@ fn deploy_binary_pins_the_registry_digest() {
     assert_ne!(cpu2.tag, cpu.tag);
     let digest2 = reg.digest(repo, &cpu2.tag).expect("new CPU tag pushed");
     assert_eq!(released_head_image(&env), format!("{}@{digest2}", cpu2.reference()));
+}
+
+/// A target-kubernetes sandbox on the fakes (docker included: builds and pushes by name), for
+/// how the images are built: the spec has a GPU group, so two images.
+fn fake_docker_env(repo: &str) -> (KubeEnv, raydeploy::model::ImageRef, raydeploy::model::ImageRef) {
+    let text = spec_text("registry.example.com", "pandas==2.2.3").replace("acme/ray-imgtest", repo);
+    let mut env = KubeEnv::new(&text, &["helm", "kubectl", "docker"]);
+    std::fs::create_dir_all(env.spec_dir.join("jobs/hello")).unwrap();
+    std::fs::write(env.spec_dir.join("jobs/hello/hello.py"), "print('hello')\n").unwrap();
+    env.set("RAYDEPLOY_POLL_SECONDS", "0.05");
+    let d = {
+        let _lock = env_lock();
+        session(&env.spec()).0.d
+    };
+    (env, d.image.cpu.clone().unwrap(), d.image.gpu.clone().unwrap())
+}
+
+/// Each build (and each push) waits until the other one runs: both gates open only when the two
+/// images are built (pushed) at the same time.
+fn gate_builds_and_pushes(env: &mut KubeEnv, cpu: &str, gpu: &str) {
+    let b = (format!("docker:build {cpu}"), format!("docker:build {gpu}"));
+    let p = (format!("docker:push {cpu}"), format!("docker:push {gpu}"));
+    env.set("RAYDEPLOY_FAKE_WAIT", KubeEnv::overlap_gates(&[(&b.0, &b.1), (&p.0, &p.1)]))
+        .set("RAYDEPLOY_FAKE_WAIT_SECONDS", "30");
+}
+
+#[test]
+fn classic_builder_builds_and_pushes_both_images_at_once() {
+    let (mut env, cpu, gpu) = fake_docker_env("acme/ray-classic");
+    gate_builds_and_pushes(&mut env, &cpu.reference(), &gpu.reference());
+    let phases = deploy_binary(&env);
+    assert_eq!((phases["image-build"].as_str(), phases["image-push"].as_str()), ("ran", "ran"));
+    let builds = env.find("docker", &["build"]);
+    assert_eq!(builds.len(), 2, "{builds:#?}");
+    for b in &builds {
+        assert_eq!(b.gates, "open", "the two builds ran at the same time: {builds:#?}");
+        assert_eq!(b.env.get("DOCKER_BUILDKIT").map(String::as_str), Some("0"), "classic builder: {}", b.line());
+        assert!(!b.argv.iter().any(|a| a.starts_with("--cache") || a == "--load"), "{}", b.line());
+    }
+    assert!(builds.iter().any(|b| b.has(&["--build-arg", &format!("BASE_TAG={}", "2.52.0-py312-gpu")])));
+    let pushes = env.find("docker", &["push"]);
+    assert_eq!(pushes.len(), 2);
+    assert!(pushes.iter().all(|p| p.gates == "open"), "the two pushes ran at the same time: {pushes:#?}");
+    // One staged context for both builds, with the rendered .dockerignore.
+    let ctx = builds[0].argv.last().unwrap();
+    assert!(builds.iter().all(|b| b.argv.last() == Some(ctx)));
+    let ignore = std::fs::read_to_string(env.spec_dir.join(ctx).join(".dockerignore")).unwrap();
+    assert!(ignore.contains("**/.git\n") && ignore.contains("**/__pycache__\n"), "{ignore}");
+    // Both digests pinned; a second deploy builds and pushes nothing.
+    let state = env.state("imgtest");
+    assert!(state["phases"]["image-push"]["outputs"]["gpu_image"].as_str().unwrap().contains("@sha256:"));
+    env.unset("RAYDEPLOY_FAKE_WAIT");
+    env.clear_calls();
+    let again = deploy_binary(&env);
+    assert_eq!((again["image-build"].as_str(), again["image-push"].as_str()), ("skipped", "skipped"));
+    assert!(env.calls().iter().all(|c| !c.mutating()), "{:#?}", env.calls());
+}
+
+#[test]
+fn buildkit_builds_read_and_write_the_registry_cache() {
+    let (mut env, cpu, gpu) = fake_docker_env("acme/ray-bk");
+    env.set("RAYDEPLOY_FAKE_BUILDX", "docker-container");
+    gate_builds_and_pushes(&mut env, &cpu.reference(), &gpu.reference());
+    let phases = deploy_binary(&env);
+    assert_eq!(phases["image-build"], "ran");
+    let builds = env.find("docker", &["build"]);
+    assert_eq!(builds.len(), 2);
+    for (img, cache) in [(&cpu, "buildcache"), (&gpu, "buildcache-gpu")] {
+        let b = builds.iter().find(|b| b.has(&[&img.reference()])).expect("a build per image");
+        assert_eq!(b.gates, "open", "the two builds ran at the same time");
+        assert!(!b.env.contains_key("DOCKER_BUILDKIT"), "{}", b.line());
+        let cache_ref = format!("registry.example.com/acme/ray-bk:{cache}");
+        assert!(
+            b.has(&[
+                "--load",
+                "--provenance=false",
+                "--cache-from",
+                &format!("type=registry,ref={cache_ref}"),
+                "--cache-to",
+                &format!("type=registry,ref={cache_ref},mode=max,ignore-error=true"),
+            ]),
+            "{}",
+            b.line()
+        );
+    }
+
+    // The buildx `docker` driver (no containerd image store) cannot export cache: read only.
+    let (mut env, _, _) = fake_docker_env("acme/ray-bkd");
+    env.set("RAYDEPLOY_FAKE_BUILDX", "docker");
+    deploy_binary(&env);
+    let builds = env.find("docker", &["build"]);
+    assert_eq!(builds.len(), 2);
+    for b in &builds {
+        assert!(b.has(&["--cache-from"]) && !b.has(&["--cache-to"]), "{}", b.line());
+    }
+    let log = std::fs::read_to_string(env.state_dir("imgtest").join("logs/image-build.log")).unwrap();
+    assert!(log.contains("cannot export build cache"), "{log}");
 }

@@ -208,12 +208,20 @@ fn first_deploy_plans_applies_that_plan_and_writes_a_private_kubeconfig() {
 }
 
 #[test]
-fn unchanged_inputs_skip_and_a_fresh_checkout_asks_terraform_instead_of_applying() {
+fn unchanged_inputs_skip_and_a_fresh_checkout_reads_the_applied_tag_instead_of_planning() {
     let mut env = sandbox(SPEC);
     let r = run(&env);
     assert!(r.ok(), "{r:?}");
+    // The plan carried the configuration's hash as a variable; the apply wrote it to the group.
+    let plan = env.find("terraform", &["plan"]);
+    let var = plan[0].argv.iter().find(|a| a.starts_with("-var=raydeploy_applied=")).expect("the hash variable");
+    let hash = var.trim_start_matches("-var=raydeploy_applied=").to_string();
+    assert_eq!(hash.len(), 64, "{var}");
+    assert_eq!(env.fake_state("terraform")["vars"]["raydeploy_applied"], hash.as_str());
 
-    // Same checkout, nothing changed: skipped from local state without calling Terraform.
+    // Same checkout, nothing changed: skipped without calling Terraform. Preflight reads the
+    // tag (one read each for the group and the registry) instead of the quota, VM sizes and
+    // versions: nothing will be created.
     env.clear_calls();
     let r = run(&env);
     assert!(r.ok(), "{r:?}");
@@ -221,34 +229,109 @@ fn unchanged_inputs_skip_and_a_fresh_checkout_asks_terraform_instead_of_applying
     assert_eq!(outcome(&r, "credentials"), Outcome::Skipped);
     assert_eq!(lines(&env, "terraform"), ["terraform version -json"]);
     assert!(env.find("az", &["aks", "get-credentials"]).is_empty());
+    assert_eq!(env.find("az", &["group", "show"]).len(), 1, "read once, for preflight and infra");
+    for read in [&["vm", "list-usage"][..], &["vm", "list-skus"], &["aks", "get-versions"]] {
+        assert!(env.find("az", read).is_empty(), "{read:?}: nothing is created, so nothing is checked");
+    }
 
-    // A fresh checkout (no .raydeploy): plan -detailed-exitcode says 0, so no apply; the outputs
-    // come from the live state; credentials are fetched again (a read).
+    // A fresh checkout (no .raydeploy): the resource group's tag equals this configuration's
+    // hash, so Terraform does not run at all (not even init); two reads at once give the outputs.
+    // Each of the two reads answers only once the other is running: both gates open only when
+    // they run at the same time (one after the other, the first waits out its time limit).
+    env.set("RAYDEPLOY_FAKE_WAIT", KubeEnv::overlap_gates(&[("az:group show", "az:acr show")]))
+        .set("RAYDEPLOY_FAKE_WAIT_SECONDS", "30");
     env.fresh_checkout();
     env.clear_calls();
     let r = run(&env);
+    env.unset("RAYDEPLOY_FAKE_WAIT");
     assert!(r.ok(), "{r:?}");
     assert_eq!(outcome(&r, "infra"), Outcome::Skipped);
+    assert_eq!(lines(&env, "terraform"), ["terraform version -json"], "no init, plan or output");
+    let group = env.find("az", &["group", "show", "--name", "rg-tiny"]);
+    let acr = env.find("az", &["acr", "show", "--name", "acrtiny"]);
+    assert_eq!((group.len(), acr.len()), (1, 1));
+    assert!(group[0].gates == "open" && acr[0].gates == "open", "the two reads overlap: {group:?} {acr:?}");
+    assert!(env.calls().iter().all(|c| !c.mutating()));
+    assert_eq!(env.fake_state("terraform")["applies"], 1);
+    let outs = &env.state("tiny")["phases"]["infra"]["outputs"];
+    assert_eq!(outs["acr_name"], "acrtiny");
+    assert_eq!(outs["acr_login_server"], "acrtiny.azurecr.io");
+    assert_eq!(outs["cluster_name"], "aks-tiny");
+    assert_eq!(outs["resource_group_name"], "rg-tiny");
+    assert!(env.state_dir("tiny").join("kubeconfig").is_file(), "credentials fetched (a read)");
+    let log = ["preflight", "infra"]
+        .map(|p| std::fs::read_to_string(env.state_dir("tiny").join(format!("logs/{p}.log"))).unwrap_or_default())
+        .concat();
+    assert!(log.contains("raydeploy-applied=") && log.contains("Terraform is not run"), "{log}");
+
+    // `--refresh`: the full path (init, plan without changes), no apply.
+    env.fresh_checkout();
+    env.clear_calls();
+    let r = run_with(&env, |s| s.refresh = true);
+    assert!(r.ok(), "{r:?}");
+    assert_eq!(outcome(&r, "infra"), Outcome::Skipped);
+    assert!(env.find("az", &["group", "show"]).is_empty(), "--refresh does not trust the tag");
     let plan = env.find("terraform", &["plan"]);
     assert_eq!(plan.len(), 1);
     assert_eq!(plan[0].exit, 0);
     assert!(env.find("terraform", &["apply"]).is_empty(), "{:#?}", lines(&env, "terraform"));
-    assert!(env.calls().iter().all(|c| !c.mutating()));
-    assert_eq!(env.fake_state("terraform")["applies"], 1);
-    assert_eq!(env.state("tiny")["phases"]["infra"]["outputs"]["acr_name"], "acrtiny");
-    assert!(env.state_dir("tiny").join("kubeconfig").is_file());
-    assert!(!env.state_dir("tiny").join("rendered/terraform/raydeploy.tfplan").exists());
 
-    // A changed spec changes the Terraform files: plan finds changes and applies them.
+    // A changed spec changes the Terraform files and so the hash: the tag no longer matches,
+    // plan finds changes and applies them (writing the new hash).
     env.write_spec(&SPEC.replace("count: 1", "count: 2"));
     env.clear_calls();
     let r = run(&env);
     assert!(r.ok(), "{r:?}");
     assert_eq!(outcome(&r, "infra"), Outcome::Ran);
+    assert_eq!(env.find("az", &["group", "show"]).len(), 1);
     assert_eq!(env.find("terraform", &["apply"]).len(), 1);
     assert_eq!(env.fake_state("terraform")["applies"], 2);
+    let new_hash = env.fake_state("terraform")["vars"]["raydeploy_applied"].as_str().unwrap().to_string();
+    assert_ne!(new_hash, hash);
     // The infra outputs did not change, so neither did the credentials' inputs.
     assert_eq!(outcome(&r, "credentials"), Outcome::Skipped);
+
+    // No tag on the group (infrastructure applied by an older raydeploy, or by hand): the full
+    // path, and its apply writes the tag.
+    let mut tf = env.fake_state("terraform");
+    tf["vars"] = serde_json::json!({});
+    env.set_fake_state("terraform", &tf);
+    env.fresh_checkout();
+    env.clear_calls();
+    let r = run(&env);
+    assert!(r.ok(), "{r:?}");
+    assert_eq!(env.find("terraform", &["plan"]).len(), 1);
+    assert_eq!(env.find("terraform", &["apply"]).len(), 1, "the plan writes the tag");
+    assert_eq!(env.fake_state("terraform")["vars"]["raydeploy_applied"], new_hash.as_str());
+    // Read once, by whichever of preflight and infra asked first.
+    let log = ["preflight", "infra"]
+        .map(|p| std::fs::read_to_string(env.state_dir("tiny").join(format!("logs/{p}.log"))).unwrap_or_default())
+        .concat();
+    assert!(log.contains("has no raydeploy-applied tag"), "{log}");
+    env.fresh_checkout();
+    env.clear_calls();
+    assert!(run(&env).ok());
+    assert!(env.find("terraform", &["init"]).is_empty(), "tag written: the fast path again");
+}
+
+#[test]
+fn a_failed_apply_leaves_the_previous_hash_so_a_fresh_checkout_plans_again() {
+    let mut env = sandbox(SPEC);
+    assert!(run(&env).ok());
+    let hash = env.fake_state("terraform")["vars"]["raydeploy_applied"].clone();
+    env.write_spec(&SPEC.replace("count: 1", "count: 2"));
+    env.set("RAYDEPLOY_FAKE_FAULTS", "terraform:apply=fail");
+    let r = run(&env);
+    assert_eq!(outcome(&r, "infra"), Outcome::Failed);
+    assert_eq!(env.fake_state("terraform")["vars"]["raydeploy_applied"], hash, "the tag is written last");
+    // CI retries on another runner: the tag is the old configuration's, so Terraform plans.
+    env.unset("RAYDEPLOY_FAKE_FAULTS");
+    env.fresh_checkout();
+    env.clear_calls();
+    let r = run(&env);
+    assert!(r.ok(), "{r:?}");
+    assert_eq!(outcome(&r, "infra"), Outcome::Ran);
+    assert_eq!(env.find("terraform", &["apply"]).len(), 1);
 }
 
 #[test]
@@ -429,7 +512,9 @@ fn dry_run_prints_the_terraform_and_credentials_commands_and_runs_nothing() {
     for want in [
         "step 2: infra ∥ image-build",
         "$ terraform -chdir=",
-        "plan -input=false -no-color -detailed-exitcode -lock-timeout=120s -out=raydeploy.tfplan",
+        "plan -input=false -no-color -detailed-exitcode -lock-timeout=120s -var=raydeploy_applied=",
+        "-out=raydeploy.tfplan",
+        "$ az group show --name rg-tiny --output json",
         "apply -input=false -no-color -lock-timeout=120s raydeploy.tfplan",
         "$ az aks get-credentials --resource-group rg-tiny --name aks-tiny --file",
         "$ az account show",
@@ -521,4 +606,70 @@ fn deploy_sh_runs_raydeploy_deploy_with_the_arguments() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--auto-approve"), "{out:?}");
+}
+
+/// The whole deploy through the binary, every tool a fake (docker too): from a fresh checkout a
+/// deploy whose resource group carries the configuration's hash makes reads only and never runs
+/// Terraform; `--refresh`, a missing tag and another hash take the full path.
+#[test]
+fn the_binary_takes_the_fast_path_only_when_the_tag_matches() {
+    let mut env = {
+        let _lock = ENV_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        KubeEnv::new(SPEC, &["terraform", "az", "kubelogin", "helm", "kubectl", "docker"])
+    };
+    env.set("RAYDEPLOY_POLL_SECONDS", "0.02");
+    let deploy = |env: &KubeEnv, extra: &[&str]| {
+        env.clear_calls();
+        let o = env.raydeploy().args(["deploy", "--auto-approve"]).args(extra).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stderr).to_string()
+    };
+    let tf = |env: &KubeEnv| -> Vec<String> {
+        env.find("terraform", &[])
+            .iter()
+            .map(|c| c.argv.iter().find(|a| !a.starts_with('-')).unwrap().clone())
+            .collect()
+    };
+    deploy(&env, &[]);
+    assert_eq!(env.fake_state("terraform")["applies"], 1);
+
+    // Tag match from a fresh checkout: reads only, Terraform asked for its version alone.
+    env.fresh_checkout();
+    let err = deploy(&env, &[]);
+    let calls = env.calls();
+    let mutating: Vec<String> = calls.iter().filter(|c| c.mutating()).map(|c| c.line()).collect();
+    assert!(mutating.is_empty(), "{mutating:#?}");
+    assert_eq!(tf(&env), ["version"]);
+    assert_eq!(env.find("az", &["group", "show"]).len(), 1, "one read of the tag for preflight and infra");
+    assert!(env.find("az", &["vm", "list-usage"]).is_empty(), "nothing is created: no quota read");
+    assert!(err.contains("unchanged: ") && err.contains("infra"), "{err}");
+    // `ready` looked once and was done: the RayCluster was ready, no wait before the look.
+    assert_eq!(env.find("kubectl", &["get", "raycluster"]).len(), 1, "{:#?}", env.find("kubectl", &["get"]));
+
+    // --refresh: Terraform plans (no changes), nothing is applied, still no mutating call.
+    env.fresh_checkout();
+    deploy(&env, &["--refresh"]);
+    assert_eq!(tf(&env), ["version", "init", "plan", "output"]);
+    assert!(env.find("az", &["group", "show"]).is_empty());
+    assert!(env.calls().iter().all(|c| !c.mutating()));
+    assert_eq!(env.fake_state("terraform")["applies"], 1);
+
+    // No tag: the full path; its apply writes the tag (and only the tag changes).
+    let mut state = env.fake_state("terraform");
+    state["vars"] = serde_json::json!({});
+    env.set_fake_state("terraform", &state);
+    env.fresh_checkout();
+    deploy(&env, &[]);
+    assert_eq!(tf(&env), ["version", "init", "plan", "show", "apply", "output"]);
+    assert_eq!(env.fake_state("terraform")["applies"], 2);
+
+    // Another configuration's hash (the spec changed): plan and apply.
+    env.write_spec(&SPEC.replace("count: 1", "count: 2"));
+    env.fresh_checkout();
+    deploy(&env, &[]);
+    assert_eq!(tf(&env), ["version", "init", "plan", "show", "apply", "output"]);
+    assert_eq!(env.fake_state("terraform")["applies"], 3);
+    env.fresh_checkout();
+    deploy(&env, &[]);
+    assert_eq!(tf(&env), ["version"], "the new hash is on the group: the fast path again");
 }

@@ -142,6 +142,25 @@ fn check(spec: &Path, env: Option<&str>) {
         assert!(spec.parent().unwrap().join(jd[0].as_str().unwrap()).is_dir(), "{what}: COPY source is in the context");
     }
 
+    // Layer order: apt, then pip (the most expensive), then the job folders, so that an edit of a
+    // job's code rebuilds only the layers from its COPY on.
+    let first = |p: &dyn Fn(&String) -> bool| ins.iter().position(p);
+    let apt_at = first(&|i| i.contains("apt-get"));
+    let pip_at = first(&|i| i.contains("pip install"));
+    let copy_at = first(&|i| i.starts_with("COPY "));
+    if let (Some(a), Some(p)) = (apt_at, pip_at) {
+        assert!(a < p, "{what}: apt before pip\n{text}");
+    }
+    if let Some(c) = copy_at {
+        for (step, at) in [("apt", apt_at), ("pip", pip_at)] {
+            assert!(at.is_none_or(|at| at < c), "{what}: {step} before any COPY of a job folder\n{text}");
+        }
+        assert!(
+            ins[c..].iter().all(|i| !i.starts_with("RUN ")),
+            "{what}: nothing runs after the job folders are copied\n{text}"
+        );
+    }
+
     let label = ins.iter().find(|i| i.starts_with("LABEL ")).unwrap_or_else(|| panic!("{what}: LABEL\n{text}"));
     for (k, v) in [
         ("raydeploy.io/content-hash", &img["content_hash"]),
@@ -252,4 +271,45 @@ fn a_templates_folder_overrides_the_dockerfile_template() {
         render_dockerfile(&dir.path().join("raydeploy.yaml"), None),
         "FROM rayproject/ray:2.52.0-py311\nLABEL x=\"mnist\"\n"
     );
+}
+
+/// The image's content hash (its tag) leaves out what the build context leaves out: caches,
+/// `.git`, the state folder, a folder `raydeploy render` wrote. Editing the job's code changes it.
+#[test]
+fn the_content_hash_ignores_what_the_dockerignore_ignores() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(&root().join("examples/pytorch-mnist-aks"), dir.path());
+    let spec = dir.path().join("raydeploy.yaml");
+    let hash = || deployment(&spec, None)["image"]["content_hash"].as_str().unwrap().to_string();
+    let job = dir.path().join("jobs/mnist");
+    std::fs::create_dir_all(job.join("sub")).unwrap();
+    std::fs::write(job.join("sub/code.py"), "print(0)\n").unwrap();
+    let before = hash();
+    let ignored =
+        std::fs::read_to_string(root().join("tests/snapshots/golden__pytorch-mnist-aks__image__.dockerignore.snap"))
+            .expect("the .dockerignore golden");
+    // (file, the .dockerignore line that leaves it out; none for a rendered folder, left out by
+    // its record file)
+    for (path, pattern) in [
+        ("__pycache__/train.cpython-311.pyc", Some("**/__pycache__")),
+        ("sub/__pycache__/x.cpython-311.pyc", Some("**/__pycache__")),
+        ("stale.pyc", Some("**/*.pyc")),
+        (".git/HEAD", Some("**/.git")),
+        (".pytest_cache/v/cache/lastfailed", Some("**/.pytest_cache")),
+        (".ipynb_checkpoints/nb-checkpoint.ipynb", Some("**/.ipynb_checkpoints")),
+        (".DS_Store", Some("**/.DS_Store")),
+        ("rendered/.raydeploy-render.json", Some("**/.raydeploy-render.json")),
+        ("rendered/image/Dockerfile", None),
+        (".raydeploy/x/state.json", Some("**/.raydeploy")),
+    ] {
+        let p = job.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, "x\n").unwrap();
+        assert_eq!(hash(), before, "{path} is not part of the image");
+        if let Some(pattern) = pattern {
+            assert!(ignored.lines().any(|l| l == pattern), "{path}: the .dockerignore lists {pattern}:\n{ignored}");
+        }
+    }
+    std::fs::write(job.join("sub/code.py"), "print(1)\n").unwrap();
+    assert_ne!(hash(), before, "a one-line change of the job's code changes the tag");
 }

@@ -191,12 +191,24 @@ fn everything_fits_the_deploy_proceeds_with_the_newest_version() {
     assert!(main.contains("kubernetes_version  = var.kubernetes_version"), "{main}");
     assert!(main.contains(r#"zones                       = ["1", "2"]"#), "{main}");
 
-    // Nothing changed: a second deploy reads again (never cached) and skips infra.
+    // Nothing changed: the resource group carries this configuration's hash, so nothing will
+    // be created and the three reads are left out; infra is skipped.
     env.clear_calls();
     let r = run_phases(&env);
     assert!(r.ok(), "{r:?}");
     assert_eq!(outcome(&r, "infra"), Outcome::Skipped);
+    assert!(env.find("az", &["vm", "list-usage"]).is_empty());
+    assert!(env.find("az", &["aks", "get-versions"]).is_empty());
+    let log = std::fs::read_to_string(env.state_dir("pf").join("logs/preflight.log")).unwrap();
+    assert!(log.contains("quota, VM sizes and Kubernetes versions are not read (nothing is created)"), "{log}");
+
+    // With a change (a bigger pool), they are read again, never cached.
+    env.write_spec(&SPEC.replace("maxReplicas: 4", "maxReplicas: 3"));
+    env.clear_calls();
+    let r = run_phases(&env);
+    assert!(r.ok(), "{r:?}");
     assert_eq!(env.find("az", &["vm", "list-usage"]).len(), 1);
+    assert_eq!(outcome(&r, "infra"), Outcome::Ran);
 }
 
 #[test]
@@ -385,7 +397,7 @@ fn skip_preflight_says_so_loudly_and_reads_nothing() {
     assert_eq!(env.find("terraform", &["apply"]).len(), 1, "{err}");
     assert_eq!(code, 1);
     let plan = env.find("terraform", &["plan"]);
-    assert!(!plan[0].argv.iter().any(|a| a.starts_with("-var=")), "no version chosen: AKS's default");
+    assert!(!plan[0].argv.iter().any(|a| a.starts_with("-var=kubernetes_version")), "no version chosen: AKS's default");
 
     // Skipping only the quota still reads the sizes (their families) and the versions.
     let mut env = sandbox(SPEC);

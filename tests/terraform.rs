@@ -85,6 +85,50 @@ fn object(e: &Expression) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The configuration's hash reaches the resource group last: the tag is written by
+/// an ARM deployment of the group's tags (azurerm_resource_group_template_deployment.applied),
+/// which depends on every other resource,, and the group's own
+/// `tags` leave that key to it.
+#[test]
+fn the_applied_tag_is_written_after_every_other_resource() {
+    for (spec, env) in aks_specs() {
+        let name = label(&spec, env);
+        let out = render(&spec, env);
+        let body = parse(&out.path().join("terraform/main.tf"));
+        let applied = resources(&body)
+            .find(|r| {
+                resource_type(r) == "azurerm_resource_group_template_deployment" && r.labels()[1].as_str() == "applied"
+            })
+            .unwrap_or_else(|| panic!("{name}: azurerm_resource_group_template_deployment.applied"));
+        assert_eq!(format!("{}", attr(applied.body(), "resource_group_name").unwrap()), "azurerm_resource_group.this.name");
+        assert_eq!(string(attr(applied.body(), "deployment_mode").unwrap()), "Incremental");
+        let template = format!("{}", attr(applied.body(), "template_content").unwrap());
+        for part in ["Microsoft.Resources/tags", "\"default\"", "raydeploy-applied", "var.raydeploy_applied", "local.tags"] {
+            assert!(template.contains(part), "{name}: {part} in {template}");
+        }
+        let deps = format!("{}", attr(applied.body(), "depends_on").expect("depends_on"));
+        for r in resources(&body) {
+            let t = resource_type(r);
+            if t == "azurerm_resource_group_template_deployment" || t == "azurerm_resource_group" {
+                continue;
+            }
+            let addr = format!("{t}.{}", r.labels()[1].as_str());
+            assert!(deps.contains(&addr), "{name}: the tag is written after {addr}: depends_on = {deps}");
+        }
+        let rg = resources(&body).find(|r| resource_type(r) == "azurerm_resource_group").unwrap();
+        let ignored = block(rg.body(), "lifecycle")
+            .and_then(|l| attr(l.body(), "ignore_changes"))
+            .map(|e| format!("{e}").split_whitespace().collect::<String>());
+        assert_eq!(ignored.as_deref(), Some(r#"[tags["raydeploy-applied"]]"#), "{name}");
+        let vars: Vec<String> = body
+            .blocks()
+            .filter(|b| b.identifier() == "variable")
+            .map(|b| b.labels()[0].as_str().to_string())
+            .collect();
+        assert!(vars.contains(&"raydeploy_applied".to_string()), "{name}: {vars:?}");
+    }
+}
+
 #[test]
 fn terraform_fmt_accepts_every_render() {
     assert!(Path::new(TERRAFORM).is_file(), "{TERRAFORM} is missing");

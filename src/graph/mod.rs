@@ -139,10 +139,12 @@ fn kube_graph(d: &Deployment, r: &Rendered) -> Vec<Phase> {
     let push_deps: &[&'static str] = if aks { &["image-build", "infra"] } else { &["image-build"] };
     v.push(phase("image-push", push_deps, true, "docker push to the registry; record the digest", Inputs::new()));
     let kube_root: &'static str = if aks {
+        // Writes the deployment's own kubeconfig (in the state folder) from a read of the
+        // cluster's credentials: nothing outside this machine changes.
         v.push(phase(
             "credentials",
             &["infra"],
-            true,
+            false,
             "az aks get-credentials into the deployment's own kubeconfig",
             Inputs::new().value("aks", &d.azure.as_ref().map(|a| (&a.resource_group, &a.aks_name))),
         ));

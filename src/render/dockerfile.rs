@@ -10,6 +10,25 @@ use crate::model::Deployment;
 /// Name of the embedded (or overridden) template.
 pub const TEMPLATE: &str = "Dockerfile.tera";
 
+/// The build context's `.dockerignore`: what the image never receives from a job folder, the
+/// same files its content hash leaves out ([`crate::spec::paths::image_ignored`]; folders that
+/// `raydeploy render` wrote are left out of the staged context by their record file, which this
+/// format cannot express, and their record is listed).
+pub fn dockerignore() -> String {
+    let mut s = String::from(
+        "# Rendered by raydeploy: files the Ray image never receives from a job folder (its content\n\
+         # hash leaves them out too). The build context is a staged copy of the job folders.\n",
+    );
+    for n in crate::spec::paths::IMAGE_IGNORED_NAMES {
+        s.push_str(&format!("**/{n}\n"));
+    }
+    for suffix in crate::spec::paths::IMAGE_IGNORED_SUFFIXES {
+        s.push_str(&format!("**/*{suffix}\n"));
+    }
+    s.push_str(&format!("**/{}\n", super::output::MANIFEST));
+    s
+}
+
 /// The Dockerfile text: the user's file unchanged, or the rendered template ending in a newline.
 pub fn render(d: &Deployment, tera: &Engine) -> Result<String, RenderError> {
     if let Some(path) = &d.image.dockerfile {

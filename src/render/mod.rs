@@ -56,6 +56,7 @@ fn render_here(d: &Deployment) -> Result<Rendered, RenderError> {
     }
     if d.target != Target::Local {
         r.files.insert("image/Dockerfile".into(), dockerfile::render(d, &tera)?);
+        r.files.insert("image/.dockerignore".into(), dockerfile::dockerignore());
         r.files.extend(helm::render(d)?);
         r.files.extend(manifests::render(d)?);
     }

@@ -1,6 +1,13 @@
 //! Runs a phase graph: every phase whose dependencies are done starts at once (one thread each),
 //! phases whose inputs are unchanged are skipped, the state is written at every transition, and
 //! after a failure or Ctrl-C no new phase starts while running ones finish or stop.
+//!
+//! Early answers: a phase whose target says so ([`Phases::early`]) is probed as soon as the few
+//! phases its probe needs are done, while the rest of its dependencies still run (a no-op deploy
+//! then reads every layer at about the same time instead of one layer after the other). The
+//! answer is used only when every phase upstream of it was skipped or was a read-only check:
+//! then nothing changed what the probe read. Otherwise, or when the early probe failed, the
+//! phase is probed again once its dependencies are done, as always.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -30,6 +37,9 @@ pub struct Cx<'a> {
     pub store: &'a Store,
     /// `.raydeploy/<deployment>`
     pub dir: &'a Path,
+    /// An early probe ([`Phases::early`]): some dependencies may still be running, so only the
+    /// outputs of the phases it declared are there.
+    pub early: bool,
     outputs: &'a Mutex<BTreeMap<String, Outputs>>,
 }
 
@@ -59,7 +69,38 @@ pub trait Phases: Sync {
 
     /// The commands the phase would run (for `--dry-run`; secrets never appear).
     fn preview(&self, phase: &Phase) -> Vec<String>;
+
+    /// Whether the phase may be probed before all its dependencies are done, and which phases
+    /// its probe needs done first (whose outputs it reads, or whose local files it uses). A check
+    /// phase (`always`) probed early that answers `Some` counts as run. With `apply: true` the
+    /// phase's work itself may run early when the probe says it is not in place: for phases that
+    /// only read the world and write into the state folder.
+    fn early(&self, _phase: &Phase) -> Option<Early> {
+        None
+    }
 }
+
+/// See [`Phases::early`].
+#[derive(Debug, Clone, Default)]
+pub struct Early {
+    /// Phases that must be done (their outputs are read).
+    pub needs: Vec<&'static str>,
+    /// Phases whose early answer is enough (their files are used, not their outputs).
+    pub after: Vec<&'static str>,
+    pub apply: bool,
+}
+
+/// What an early run found, kept until the phase's dependencies are done.
+struct EarlyAnswer {
+    /// The input hash the early run assumed and whether its answer came from the state file
+    /// (then it holds only if the real hash is the same).
+    hash: String,
+    from_state: bool,
+    /// `(outputs, ran)`: the probe's outputs (`ran` false) or the early work's (`ran` true).
+    found: Option<(Outputs, bool)>,
+}
+
+type EarlyAnswers = Mutex<BTreeMap<&'static str, Option<EarlyAnswer>>>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -129,6 +170,10 @@ pub fn execute(graph: &Graph, phases: &dyn Phases, store: &Store, env: &Env) -> 
     let outputs: Mutex<BTreeMap<String, Outputs>> = Mutex::new(BTreeMap::new());
     let mut results: BTreeMap<&'static str, PhaseResult> = BTreeMap::new();
     let mut started: BTreeSet<&'static str> = BTreeSet::new();
+    let mut early_started: BTreeSet<&'static str> = BTreeSet::new();
+    let early_answers: EarlyAnswers = Mutex::new(BTreeMap::new());
+    let early_done = std::sync::Condvar::new();
+    let upstream = upstream_of(graph);
     let mut stop = false;
     let (tx, rx) = mpsc::channel::<PhaseResult>();
 
@@ -138,19 +183,53 @@ pub fn execute(graph: &Graph, phases: &dyn Phases, store: &Store, env: &Env) -> 
                 stop = true;
             }
             if !stop {
+                let done =
+                    |d: &str| results.get(d).is_some_and(|r| matches!(r.outcome, Outcome::Ran | Outcome::Skipped));
                 for p in &graph.phases {
-                    let deps_done = p
-                        .deps
-                        .iter()
-                        .all(|d| results.get(d).is_some_and(|r| matches!(r.outcome, Outcome::Ran | Outcome::Skipped)));
-                    if started.contains(p.id) || !deps_done {
+                    if started.contains(p.id) || early_started.contains(p.id) || p.deps.iter().all(|d| done(d)) {
+                        continue;
+                    }
+                    let Some(early) = phases.early(p) else { continue };
+                    let answered = |d: &str| {
+                        early_answers
+                            .lock()
+                            .expect("early answers")
+                            .get(d)
+                            .is_some_and(|a| a.as_ref().is_some_and(|a| a.found.is_some()))
+                    };
+                    if !early.needs.iter().all(|d| done(d)) || !early.after.iter().all(|d| done(d) || answered(d)) {
+                        continue;
+                    }
+                    early_started.insert(p.id);
+                    early_answers.lock().expect("early answers").insert(p.id, None);
+                    let (outputs, answers, cv) = (&outputs, &early_answers, &early_done);
+                    scope.spawn(move || {
+                        let a = run_early(p, &early, phases, store, env, outputs);
+                        answers.lock().expect("early answers").insert(p.id, a);
+                        cv.notify_all();
+                    });
+                }
+                for p in &graph.phases {
+                    if started.contains(p.id) || !p.deps.iter().all(|d| done(d)) {
                         continue;
                     }
                     started.insert(p.id);
+                    // The early answer holds when nothing upstream changed the world: every phase
+                    // there was skipped, or only read it (checks, the kubeconfig).
+                    let quiet = upstream[p.id].iter().all(|u| {
+                        let reads = graph.get(u).is_some_and(|q| !q.mutating);
+                        results
+                            .get(u)
+                            .is_some_and(|r| r.outcome == Outcome::Skipped || (reads && r.outcome == Outcome::Ran))
+                    });
+                    let early = early_started.contains(p.id);
                     let tx = tx.clone();
-                    let outputs = &outputs;
+                    let (outputs, answers, cv) = (&outputs, &early_answers, &early_done);
                     scope.spawn(move || {
-                        let r = run_phase(p, phases, store, env, outputs);
+                        // An early run still going is waited for either way: its work (the
+                        // kubeconfig) must not race the phase's own.
+                        let answer = if early { wait_early(answers, cv, p.id).filter(|_| quiet) } else { None };
+                        let r = run_phase(p, phases, store, env, outputs, answer);
                         let _ = tx.send(r);
                     });
                 }
@@ -186,15 +265,98 @@ pub fn execute(graph: &Graph, phases: &dyn Phases, store: &Store, env: &Env) -> 
     Report { phases, seconds: t0.elapsed().as_secs_f64() }
 }
 
+/// Every phase upstream of each phase (its dependencies, theirs, and so on).
+fn upstream_of(graph: &Graph) -> BTreeMap<&'static str, BTreeSet<&'static str>> {
+    let mut up: BTreeMap<&'static str, BTreeSet<&'static str>> = BTreeMap::new();
+    for p in &graph.phases {
+        let mut set = BTreeSet::new();
+        for d in &p.deps {
+            set.insert(*d);
+            if let Some(u) = up.get(d) {
+                set.extend(u.iter().copied());
+            }
+        }
+        up.insert(p.id, set);
+    }
+    up
+}
+
+/// The early answer of `id`, once its early run has finished.
+fn wait_early(answers: &EarlyAnswers, cv: &std::sync::Condvar, id: &str) -> Option<EarlyAnswer> {
+    let mut g = answers.lock().expect("early answers");
+    loop {
+        match g.get_mut(id) {
+            Some(slot @ Some(_)) => return slot.take(),
+            Some(None) => g = cv.wait(g).expect("early answers"),
+            None => return None,
+        }
+    }
+}
+
+/// The input hash a phase runs with when some dependencies are not done yet: their outputs as
+/// the state file recorded them.
+fn speculative_hash(p: &Phase, store: &Store, outputs: &Mutex<BTreeMap<String, Outputs>>) -> String {
+    let mut known = outputs.lock().expect("outputs lock").clone();
+    for d in &p.deps {
+        if !known.contains_key(*d)
+            && let Some(r) = store.phase(d).filter(|r| r.status == PhaseStatus::Completed)
+        {
+            known.insert(d.to_string(), r.outputs);
+        }
+    }
+    graph::effective_hash(p, &known)
+}
+
+/// An early probe (and, where allowed, early work) of `p`; errors mean "no answer" (the
+/// phase is then probed again in its turn).
+fn run_early(
+    p: &Phase,
+    early: &Early,
+    phases: &dyn Phases,
+    store: &Store,
+    env: &Env,
+    outputs: &Mutex<BTreeMap<String, Outputs>>,
+) -> Option<EarlyAnswer> {
+    let hash = speculative_hash(p, store, outputs);
+    let recorded =
+        store.phase(p.id).filter(|r| r.status == PhaseStatus::Completed && r.input_hash == hash && !p.always);
+    let from_state = recorded.is_some();
+    let runner = env.runner(p.id).ok()?;
+    let cx = Cx { runner, hash: hash.clone(), recorded, store, dir: &env.dir, early: true, outputs };
+    let found = match phases.probe(p, &cx) {
+        Ok(Some(o)) => Some((o, p.always)),
+        Ok(None) if early.apply && !p.always && !signals::interrupted() => phases.apply(p, &cx).ok().map(|o| (o, true)),
+        _ => None,
+    };
+    Some(EarlyAnswer { hash, from_state, found })
+}
+
 fn run_phase(
     p: &Phase,
     phases: &dyn Phases,
     store: &Store,
     env: &Env,
     outputs: &Mutex<BTreeMap<String, Outputs>>,
+    early: Option<EarlyAnswer>,
 ) -> PhaseResult {
     let t = Instant::now();
     let hash = graph::effective_hash(p, &outputs.lock().expect("outputs lock"));
+    // An early answer from the state file holds only for the same inputs; one from the world
+    // holds as nothing upstream changed it.
+    if let Some((outs, ran)) = early.filter(|a| !a.from_state || a.hash == hash).and_then(|a| a.found) {
+        if let Err(e) = store.finish(p.id, &hash, PhaseStatus::Completed, Some(outs.clone()), None) {
+            env.reporter.event(Event::Fail { phase: p.id.into(), error: e.to_string() });
+        } else {
+            outputs.lock().expect("outputs lock").insert(p.id.to_string(), outs);
+            let seconds = t.elapsed().as_secs_f64();
+            if ran {
+                env.reporter.event(Event::Done { phase: p.id.into(), seconds });
+                return PhaseResult { id: p.id, outcome: Outcome::Ran, seconds, error: None };
+            }
+            env.reporter.event(Event::Skip { phase: p.id.into(), reason: "live state already matches".into() });
+            return PhaseResult { id: p.id, outcome: Outcome::Skipped, seconds, error: None };
+        }
+    }
     let recorded =
         store.phase(p.id).filter(|r| r.status == PhaseStatus::Completed && r.input_hash == hash && !p.always);
     let fail = |error: String, outcome: Outcome| {
@@ -210,7 +372,7 @@ fn run_phase(
         Ok(r) => r,
         Err(e) => return fail(format!("cannot open the phase log: {e}"), Outcome::Failed),
     };
-    let cx = Cx { runner, hash: hash.clone(), recorded, store, dir: &env.dir, outputs };
+    let cx = Cx { runner, hash: hash.clone(), recorded, store, dir: &env.dir, early: false, outputs };
 
     if !p.always {
         match phases.probe(p, &cx) {
@@ -311,6 +473,68 @@ mod tests {
         Graph {
             target: crate::spec::Target::Aks,
             phases: vec![mk("a", &[]), mk("b", &["a"]), mk("c", &["a"]), mk("d", &["b", "c"])],
+        }
+    }
+
+    /// `a` → `b`; `b` may be probed early. `a` is in place when `a_done`; `b`'s probe answers
+    /// `Some` and records whether it was an early probe.
+    struct Early2 {
+        a_done: bool,
+        probes: Mutex<Vec<(&'static str, bool)>>,
+        applied: Mutex<Vec<&'static str>>,
+    }
+
+    impl Phases for Early2 {
+        fn probe(&self, p: &Phase, cx: &Cx) -> anyhow::Result<Option<Outputs>> {
+            self.probes.lock().unwrap().push((p.id, cx.early));
+            Ok(match p.id {
+                "a" => self.a_done.then(Outputs::new),
+                _ => Some(BTreeMap::from([("early".into(), cx.early.to_string())])),
+            })
+        }
+        fn apply(&self, p: &Phase, _cx: &Cx) -> anyhow::Result<Outputs> {
+            self.applied.lock().unwrap().push(p.id);
+            Ok(Outputs::new())
+        }
+        fn preview(&self, _p: &Phase) -> Vec<String> {
+            vec![]
+        }
+        fn early(&self, p: &Phase) -> Option<Early> {
+            (p.id == "b").then(Early::default)
+        }
+    }
+
+    #[test]
+    fn an_early_answer_holds_only_when_nothing_upstream_ran() {
+        let mk = |id, deps: &[&'static str]| Phase {
+            id,
+            deps: deps.to_vec(),
+            mutating: true,
+            always: false,
+            summary: "",
+            hash: id.to_string(),
+        };
+        let g = Graph { target: crate::spec::Target::Aks, phases: vec![mk("a", &[]), mk("b", &["a"])] };
+        for a_done in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let env = Env { dir: dir.path().into(), redactor: Redactor::new(), reporter: Arc::new(Collect::default()) };
+            let store = Store::open(dir.path(), "d", "aks", Redactor::new()).unwrap();
+            let f = Early2 { a_done, probes: Mutex::new(vec![]), applied: Mutex::new(vec![]) };
+            let r = execute(&g, &f, &store, &env);
+            assert!(r.ok());
+            assert_eq!(r.with(Outcome::Skipped).contains(&"b"), true);
+            let probes = f.probes.lock().unwrap().clone();
+            let b: Vec<bool> = probes.iter().filter(|(id, _)| *id == "b").map(|(_, e)| *e).collect();
+            if a_done {
+                // `a` was skipped: `b`'s early answer is used, `b` is not asked again.
+                assert_eq!(b, [true], "{probes:?}");
+                assert_eq!(store.phase("b").unwrap().outputs["early"], "true");
+            } else {
+                // `a` ran: the early answer is dropped and `b` is asked again after it.
+                assert_eq!(*f.applied.lock().unwrap(), ["a"]);
+                assert_eq!(b, [true, false], "{probes:?}");
+                assert_eq!(store.phase("b").unwrap().outputs["early"], "false");
+            }
         }
     }
 

@@ -313,9 +313,28 @@ pub struct Tree {
     pub links: Vec<Link>,
 }
 
+/// Names the Ray image never receives from a job folder, at any depth: left out of its content
+/// hash, of the staged build context and listed in the rendered `image/.dockerignore`.
+pub const IMAGE_IGNORED_NAMES: [&str; 7] =
+    [".git", ".raydeploy", "__pycache__", ".pytest_cache", ".mypy_cache", ".ipynb_checkpoints", ".DS_Store"];
+/// File suffixes the image never receives (compiled Python).
+pub const IMAGE_IGNORED_SUFFIXES: [&str; 2] = [".pyc", ".pyo"];
+
+/// Whether the entry `path` (named `name`) of a job folder stays out of the image: one of
+/// [`IMAGE_IGNORED_NAMES`] or [`IMAGE_IGNORED_SUFFIXES`], or a folder `raydeploy render` wrote
+/// (it holds the render's record, `.raydeploy-render.json`).
+pub fn image_ignored(path: &Path, name: &std::ffi::OsStr, is_dir: bool) -> bool {
+    let n = name.to_string_lossy();
+    IMAGE_IGNORED_NAMES.contains(&n.as_ref())
+        || IMAGE_IGNORED_SUFFIXES.iter().any(|s| n.ends_with(s))
+        || (is_dir && std::fs::symlink_metadata(path.join(crate::render::output::MANIFEST)).is_ok_and(|m| m.is_file()))
+}
+
 /// Walks the job folder `root` in name order without following links, feeding `hasher` (when
 /// given) with every name, link target text and file content. `skip` is left out (the state
-/// folder when the job folder is the spec's folder). Errors name the file, relative to `root`.
+/// folder when the job folder is the spec's folder). With a hasher (a job folder copied into the
+/// image) the entries [`image_ignored`] names are left out too, as the image build leaves them
+/// out. Errors name the file, relative to `root`.
 pub fn walk_tree(
     root: &Path,
     skip: Option<&Path>,
@@ -355,6 +374,9 @@ fn walk(
         }
         let name = e.file_name();
         let m = std::fs::symlink_metadata(&p).map_err(|e| read_err(&p, e))?;
+        if hasher.is_some() && image_ignored(&p, &name, m.is_dir()) {
+            continue;
+        }
         if let Some(h) = hasher.as_deref_mut() {
             h.update(name.as_encoded_bytes());
         }

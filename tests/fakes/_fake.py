@@ -1,4 +1,6 @@
-"""Shared by the fake terraform, az, helm and kubectl in this folder.
+"""Shared by the fake terraform, az, helm and kubectl in this folder. They run as `python3 -S`
+(no site-packages: a quicker start, as every deploy starts dozens of them) and use the standard
+library only (_kube.py loads PyYAML from site-packages when it parses YAML).
 
 Every call appends one JSON line to $RAYDEPLOY_FAKE_LOG:
   {"tool": "helm", "argv": [...], "stdin": "...", "env": {...selected...}, "t0": ..., "t1": ...}
@@ -15,8 +17,10 @@ Faults and latency, for ordering, failure, timeout and benchmark tests:
   RAYDEPLOY_FAKE_WAIT     "tool:word word=gate,..." before answering, wait until the gate opens:
                           `file:NAME` when $RAYDEPLOY_FAKE_STATE/NAME exists (the test creates it),
                           `call:TOOL WORD...` when the call log holds a finished call of TOOL with
-                          every WORD. At most RAYDEPLOY_FAKE_WAIT_SECONDS (default 120), then it
-                          answers anyway (and the test's own assertion fails).
+                          every WORD, `running:TOOL WORD...` when such a call has started (two
+                          calls that each wait for the other to be running prove they overlap).
+                          At most RAYDEPLOY_FAKE_WAIT_SECONDS (default 120), then it answers anyway;
+                          the logged call says `"gates": "open"` or `"timeout"` for the test.
 """
 
 import fcntl
@@ -26,7 +30,8 @@ import signal
 import sys
 import time
 
-ENV_KEYS = ("KUBECONFIG", "DOCKER_HOST", "ARM_SUBSCRIPTION_ID", "TF_IN_AUTOMATION", "TF_INPUT", "AZURE_CONFIG_DIR")
+ENV_KEYS = ("KUBECONFIG", "DOCKER_HOST", "ARM_SUBSCRIPTION_ID", "TF_IN_AUTOMATION", "TF_INPUT", "AZURE_CONFIG_DIR",
+            "DOCKER_BUILDKIT")
 
 
 def _rules(var):
@@ -46,6 +51,8 @@ class Fake:
         self.state_dir = os.environ.get("RAYDEPLOY_FAKE_STATE") or os.path.join(os.getcwd(), ".fake-state")
         os.makedirs(self.state_dir, exist_ok=True)
         self.stdin = "" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.read()
+        self.gates = None
+        self._started()
         self._faults()
         self._wait()
         self._latency()
@@ -93,13 +100,21 @@ class Fake:
                 while True:
                     time.sleep(0.05)
 
+    def _started(self):
+        """Records that this call started (for `running:` gates)."""
+        with open(os.path.join(self.state_dir, "started.jsonl"), "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            f.write(json.dumps({"tool": self.tool, "argv": self.argv}) + "\n")
+
     def _gate_open(self, gate):
         kind, _, what = gate.partition(":")
         if kind == "file":
             return os.path.exists(os.path.join(self.state_dir, what))
-        if kind == "call":
+        if kind in ("call", "running"):
             tool, *words = what.split()
             path = os.environ.get("RAYDEPLOY_FAKE_LOG")
+            if kind == "running":
+                path = os.path.join(self.state_dir, "started.jsonl")
             try:
                 with open(path) as f:
                     lines = f.read().splitlines()
@@ -122,6 +137,8 @@ class Fake:
                 continue
             while not self._gate_open(gate) and time.time() < limit:
                 time.sleep(0.02)
+            opened = self._gate_open(gate)
+            self.gates = "open" if opened and self.gates != "timeout" else "timeout"
 
     def _latency(self):
         unit = float(os.environ.get("RAYDEPLOY_FAKE_UNIT_MS", "100")) / 1000.0
@@ -143,6 +160,8 @@ class Fake:
             "t0": self.t0,
             "t1": time.time(),
         }
+        if self.gates is not None:
+            rec["gates"] = self.gates
         rec.update(extra)
         with open(path, "a") as f:
             fcntl.flock(f, fcntl.LOCK_EX)

@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env -S python3 -S
 """The real docker CLI behind the fakes' call log: records each call like the fakes do (and
 obeys RAYDEPLOY_FAKE_FAULTS / RAYDEPLOY_FAKE_LATENCY for tool `docker`), then runs the docker
 binary named by $RAYDEPLOY_REAL_DOCKER with the same arguments, stdin and environment, and

@@ -42,6 +42,9 @@ pub struct Call {
     pub exit: Value,
     pub t0: f64,
     pub t1: f64,
+    /// `open` when every `RAYDEPLOY_FAKE_WAIT` gate of the call opened, `timeout` when one
+    /// did not, empty without gates.
+    pub gates: String,
 }
 
 impl Call {
@@ -231,6 +234,7 @@ impl KubeEnv {
                     exit: v["exit"].clone(),
                     t0: v["t0"].as_f64().unwrap_or(0.0),
                     t1: v["t1"].as_f64().unwrap_or(0.0),
+                    gates: v["gates"].as_str().unwrap_or("").to_string(),
                 }
             })
             .collect()
@@ -239,6 +243,19 @@ impl KubeEnv {
     /// Forgets the calls so far.
     pub fn clear_calls(&self) {
         let _ = std::fs::remove_file(self.log_path());
+        let _ = std::fs::remove_file(self.fake_state_dir().join("started.jsonl"));
+    }
+
+    /// `RAYDEPLOY_FAKE_WAIT` rules making each pair of calls wait until the other one is running:
+    /// both gates open only when the two run at the same time (checked with [`Call::gates`]).
+    /// Each entry is `tool:words`, e.g. `az:group show`.
+    pub fn overlap_gates(pairs: &[(&str, &str)]) -> String {
+        let mut rules = vec![];
+        for (a, b) in pairs {
+            rules.push(format!("{a}=running:{}", b.replacen(':', " ", 1)));
+            rules.push(format!("{b}=running:{}", a.replacen(':', " ", 1)));
+        }
+        rules.join(",")
     }
 
     /// Calls of `tool` with every one of `words`.

@@ -85,8 +85,20 @@ pub fn probe(k: &Kube, p: &Phase, cx: &Cx) -> Result<Option<Outputs>> {
             Ok(current.then(|| cluster_outputs(k, &pins)))
         }
         "jobs" => jobs::probe(k, cx),
+        // Asked early only (a check): one look; ready now is ready.
+        "ready" if cx.early => {
+            let snap = Snapshot::read(k, &cx.runner)?;
+            Ok(snap.ready().then(|| {
+                cx.runner.info(&format!("RayCluster {} is ready ({})", k.s.d.cluster.name, snap.summary()));
+                ready_outputs(k)
+            }))
+        }
         _ => Ok(cx.unchanged()),
     }
+}
+
+fn ready_outputs(k: &Kube) -> Outputs {
+    Outputs::from([("raycluster".to_string(), k.s.d.cluster.name.clone())])
 }
 
 pub fn apply(k: &Kube, p: &Phase, cx: &Cx) -> Result<Outputs> {
@@ -486,8 +498,9 @@ struct Snapshot {
 impl Snapshot {
     fn read(k: &Kube, r: &Runner) -> Result<Self> {
         let c = &k.s.d.cluster;
-        let rc = live::get(k, r, &["raycluster", &c.name], Some(&c.namespace))?;
-        let pods = pods(k, r)?;
+        // The RayCluster and its pods, read at the same time.
+        let (rc, pods) = live::both(|| live::get(k, r, &["raycluster", &c.name], Some(&c.namespace)), || pods(k, r));
+        let (rc, pods) = (rc?, pods?);
         Ok(Self {
             exists: rc.is_some(),
             state: rc.as_ref().and_then(|v| live::str_at(v, "/status/state")).map(str::to_string),
@@ -536,7 +549,7 @@ fn ready(k: &Kube, cx: &Cx) -> Result<Outputs> {
         let summary = snap.summary();
         if snap.ready() {
             r.info(&format!("RayCluster {}/{} is ready ({summary})", c.namespace, c.name));
-            return Ok(Outputs::from([("raycluster".to_string(), c.name.clone())]));
+            return Ok(ready_outputs(k));
         }
         if summary != last {
             r.info(&format!("waiting for RayCluster {}/{}: {summary}", c.namespace, c.name));

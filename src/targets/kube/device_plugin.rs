@@ -41,10 +41,12 @@ pub fn probe(k: &Kube, p: &Phase, cx: &Cx) -> Result<Option<Outputs>> {
     }
     let m = model(k)?;
     let r = &cx.runner;
-    if live::release(k, r, &m.release, &m.namespace)?.is_some() {
-        let values = rendered_values(k, DEVICE_PLUGIN_VALUES)?;
-        let current = live::release_matches(k, r, &m.release, &m.namespace, m.chart, m.version, &values)?;
-        return Ok(current.then(|| release_outputs(m)));
+    let values = rendered_values(k, DEVICE_PLUGIN_VALUES)?;
+    // The release with its values (helm list ∥ helm get values); without it, a device plugin
+    // the cluster runs otherwise (DaemonSets ∥ nodes).
+    let ours = live::release_with_values(k, r, &m.release, &m.namespace)?;
+    if ours.0.is_some() {
+        return Ok(live::matches(&ours, m.chart, m.version, &values).then(|| release_outputs(m)));
     }
     match existing(k, r)? {
         Some(found) => {
@@ -143,11 +145,11 @@ fn node_gpus(node: &Value) -> u64 {
 pub fn existing(k: &Kube, r: &Runner) -> Result<Option<String>> {
     let m = model(k)?;
     let ours = |ds: &Value| namespace(ds) == m.namespace && live::label(ds, INSTANCE_LABEL) == Some(m.release.as_str());
-    let daemonsets = list_all(k, r, "daemonsets")?;
+    let (daemonsets, nodes) = live::both(|| list_all(k, r, "daemonsets"), || list_all(k, r, "nodes"));
+    let (daemonsets, nodes) = (daemonsets?, nodes?);
     if let Some(ds) = daemonsets.iter().find(|ds| is_plugin(ds) && !ours(ds)) {
         return Ok(Some(format!("daemonset {}/{}", namespace(ds), live::name(ds))));
     }
-    let nodes = list_all(k, r, "nodes")?;
     if let Some(n) = nodes.iter().find(|n| node_gpus(n) > 0) {
         r.info(&format!("node {} advertises {} {GPU_TAINT_KEY}", live::name(n), node_gpus(n)));
         return Ok(Some(format!("nodes advertise {GPU_TAINT_KEY}")));

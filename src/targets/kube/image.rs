@@ -6,9 +6,11 @@
 //! both phases ask the world before doing anything, which also holds from a fresh checkout with
 //! no state: image-push is skipped when every tag is already in the registry (its outputs are the
 //! registry's digests); image-build is skipped when the local engine already has every tag, or
-//! when the registry has them. On AKS image-build runs beside infra, before the registry's address
-//! is reported, so it asks the ACR the spec names with `az acr repository show` (by name, no
-//! docker login); once infra has reported, both phases read the registry through docker.
+//! when the registry has them. Each probe is one round of reads: `docker image inspect` of every
+//! tag, and the registry for every image at the same time. On AKS the registry is asked with
+//! `az acr repository show` by the ACR's name (no docker login; image-build runs beside infra,
+//! before the registry's address is reported); elsewhere through docker. A digest found once in
+//! a run is not read again.
 //!
 //! How the registry is read: `docker manifest inspect --verbose <ref>` (part of the docker CLI
 //! since 20.10, Debian's `docker.io` included; no pull, no buildx). It runs with `--insecure` for
@@ -18,15 +20,23 @@
 //! other tool) counts as absent, so the image is built and pushed again to learn its digest.
 //! That read is retried with backoff; a missing tag is an answer, not retried.
 //!
-//! Builds: when `docker buildx` is installed, `docker build` is BuildKit's (`--load` so the image
-//! lands in the engine, `--provenance=false` so the engine pushes one manifest, not an index);
-//! without it (Debian's `docker.io` ships no buildx) the build runs with `DOCKER_BUILDKIT=0`, the
-//! classic builder. Every docker command inherits `DOCKER_HOST` from the environment.
+//! Builds: the CPU and GPU images are built at the same time (one `docker build` each, from one
+//! staged context) and pushed at the same time. When `docker buildx` is installed, `docker build`
+//! is BuildKit's (`--load` so the image lands in the engine, `--provenance=false` so the engine
+//! pushes one manifest, not an index), reading the registry build cache `<repository>:buildcache`
+//! (`:buildcache-gpu`) and, when the builder can export cache (a driver other than `docker`, or
+//! the containerd image store), writing it (`mode=max`, so the pip layer is there for a fresh CI
+//! runner; an export failure does not fail the build). Without buildx (Debian's `docker.io` ships
+//! none) the build runs with `DOCKER_BUILDKIT=0`, the classic builder. Every docker command
+//! inherits `DOCKER_HOST` from the environment.
 //!
 //! The generated Dockerfile copies only the job folders from the spec's folder, so the build
-//! context is a staged copy of just those folders (under the deployment's state folder): the
-//! engine is not sent the rest of the spec folder, and not the state folder whose logs grow while
-//! the build runs. A user Dockerfile (`image.dockerfile`) gets the spec's folder as its context.
+//! context is a staged copy of just those folders (under the deployment's state folder), without
+//! the files `image/.dockerignore` lists (which the content hash leaves out too), with that file
+//! at its root: the engine is not sent the rest of the spec folder, nor `.git`, caches or the
+//! state folder whose logs grow while the build runs. A user Dockerfile (`image.dockerfile`) gets
+//! the spec's folder as its context, and the rendered ignore file as `Dockerfile.dockerignore`
+//! beside it (which BuildKit reads; the classic builder reads the folder's own `.dockerignore`).
 //!
 //! Retries: builds are not retried (a failed build is a real failure). `docker push` is retried
 //! (3 attempts): a push is idempotent by content — layers are stored by digest, and the manifest
@@ -140,38 +150,73 @@ fn acr_login(k: &Kube, cx: &Cx) -> Result<()> {
     Ok(())
 }
 
-/// Whether the deployment's ACR holds every tag, asked with `az acr repository show` (by the
-/// registry's name, which the spec fixes; no docker login needed). Only an optimization of
-/// image-build: any failure (no such registry yet, no such tag, az unable) means "build"; the
-/// push phase asks the registry again before pushing.
-fn acr_has_tags(k: &Kube, cx: &Cx, imgs: &[Image]) -> Result<bool> {
-    let Some(name) = k.s.d.azure.as_ref().map(|a| a.acr_name.clone()) else { return Ok(false) };
-    for i in imgs {
-        let image = format!("{}:{}", repository_path(&i.r.repository), i.r.tag);
-        let cmd = Cmd::new("az")
-            .args(["acr", "repository", "show", "--name", &name, "--image", &image, "--output", "json"])
-            .timeout(READ_TIMEOUT)
-            .quiet();
-        let found = match cx.runner.run(&cmd) {
-            Ok(o) => serde_json::from_str::<serde_json::Value>(&o.stdout)
-                .ok()
-                .and_then(|v| v.get("digest").and_then(|d| d.as_str()).map(|d| d.starts_with("sha256:")))
-                .unwrap_or(false),
-            Err(e) if e.is_interrupt() => return Err(e.into()),
-            Err(_) => false,
-        };
-        if !found {
-            return Ok(false);
-        }
+/// The digest of `img`'s tag in the deployment's ACR, asked with `az acr repository show` (by
+/// the registry's name; no docker login needed), or `None` when the tag (or the registry) is
+/// not there. Documented shape (learn.microsoft.com/cli/azure/acr/repository#az-acr-repository-show,
+/// with `--image`): `{"changeableAttributes": {…}, "createdTime", "digest", "lastUpdateTime",
+/// "name", "signed"}`; raydeploy reads `digest`. Any failure but an interrupt means "not there".
+fn acr_digest(cx: &Cx, acr: &str, img: &Image) -> Result<Option<String>> {
+    let image = format!("{}:{}", repository_path(&img.r.repository), img.r.tag);
+    let cmd = Cmd::new("az")
+        .args(["acr", "repository", "show", "--name", acr, "--image", &image, "--output", "json"])
+        .arg("--only-show-errors")
+        .timeout(READ_TIMEOUT)
+        .quiet();
+    match cx.runner.run(&cmd) {
+        Ok(o) => Ok(serde_json::from_str::<serde_json::Value>(&o.stdout)
+            .ok()
+            .and_then(|v| v.get("digest").and_then(|d| d.as_str()).map(str::to_string))
+            .filter(|d| d.starts_with("sha256:"))),
+        Err(e) if e.is_interrupt() => Err(e.into()),
+        Err(_) => Ok(None),
     }
-    cx.runner.info(&format!("every image tag is already in the registry {name}: nothing to build"));
-    Ok(true)
 }
 
-/// Whether the local engine has `reference`.
-fn local_has(runner: &Runner, reference: &str) -> Result<bool> {
+/// Where every image of the deployment is in its registry: `(kind, pinned reference)` per
+/// image, or `None` when a tag is missing. All images are read at the same time: on AKS with
+/// `az acr repository show` (by the ACR's name, no login), elsewhere with
+/// `docker manifest inspect`. A tag found once in this run is not read again (the tag names
+/// the content: image-build's probe answers image-push's).
+fn registry_pins(k: &Kube, cx: &Cx, imgs: &[Image], registry: &str) -> Result<Option<Vec<(String, String)>>> {
+    let acr = if k.aks() { acr_name(k, cx) } else { None };
+    let found: Vec<Result<Option<String>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = imgs
+            .iter()
+            .map(|i| {
+                let acr = acr.as_deref();
+                scope.spawn(move || {
+                    let target = target_ref(i, registry);
+                    if let Some(d) = k.s.digests.lock().expect("digests").get(&target) {
+                        return Ok(Some(d.clone()));
+                    }
+                    let d = match acr {
+                        Some(acr) => acr_digest(cx, acr, i),
+                        None => registry_digest(&cx.runner, &target),
+                    }?;
+                    if let Some(d) = &d {
+                        k.s.digests.lock().expect("digests").insert(target, d.clone());
+                    }
+                    Ok(d)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("registry read thread")).collect()
+    });
+    let mut out = vec![];
+    for (i, d) in imgs.iter().zip(found) {
+        match d? {
+            Some(d) => out.push((i.kind.to_string(), format!("{}@{d}", target_ref(i, registry)))),
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(out))
+}
+
+/// Whether the local engine has every reference: one `docker image inspect` of them all.
+fn local_has_all(runner: &Runner, references: &[String]) -> Result<bool> {
     let cmd = docker()
-        .args(["image", "inspect", "--format", "{{.Id}}", reference])
+        .args(["image", "inspect", "--format", "{{.Id}}"])
+        .args(references.iter().map(String::as_str))
         .timeout(READ_TIMEOUT)
         .quiet()
         .ok_codes(&[0, 1]);
@@ -185,6 +230,11 @@ fn local_has(runner: &Runner, reference: &str) -> Result<bool> {
     } else {
         bail!("`{}` exited with code 1: {}", cmd.display(), out.stderr.trim())
     }
+}
+
+/// Whether the local engine has `reference`.
+fn local_has(runner: &Runner, reference: &str) -> Result<bool> {
+    local_has_all(runner, &[reference.to_string()])
 }
 
 /// The digest of `reference` in its registry, or `None` when the tag is not there. Retried with
@@ -245,54 +295,35 @@ fn build_outputs(imgs: &[Image]) -> Outputs {
 
 pub fn probe(k: &Kube, p: &Phase, cx: &Cx) -> Result<Option<Outputs>> {
     let imgs = images(k)?;
+    let registry = push_registry(k, cx).ok_or_else(|| anyhow!("the registry is unknown"))?;
     match p.id {
         "image-build" => {
-            let mut all_local = true;
-            for i in &imgs {
-                if !local_has(&cx.runner, &i.local_ref())? {
-                    all_local = false;
-                    break;
-                }
-            }
-            if all_local {
+            // The local engine and the registry are asked at the same time (one read each).
+            let refs: Vec<String> = imgs.iter().map(Image::local_ref).collect();
+            let (local, remote) = std::thread::scope(|scope| {
+                let remote = scope.spawn(|| registry_pins(k, cx, &imgs, &registry));
+                let local = local_has_all(&cx.runner, &refs);
+                (local, remote.join().expect("registry read thread"))
+            });
+            if local? {
                 cx.runner.info("the local engine already has every image tag: nothing to build");
                 return Ok(Some(build_outputs(&imgs)));
             }
-            // On AKS image-build runs beside infra, so the registry infra reports is usually not
-            // known yet: ask the ACR the spec names through az instead.
-            if k.aks() && cx.output("infra", "acr_login_server").is_none() {
-                if acr_has_tags(k, cx, &imgs)? {
-                    return Ok(Some(build_outputs(&imgs)));
-                }
-                return Ok(None);
+            if remote?.is_some() {
+                cx.runner.info(&format!("every image tag is already in {registry}: nothing to build"));
+                return Ok(Some(build_outputs(&imgs)));
             }
-            let registry = push_registry(k, cx).ok_or_else(|| anyhow!("the registry is unknown"))?;
-            acr_login(k, cx)?;
-            for i in &imgs {
-                if registry_digest(&cx.runner, &target_ref(i, &registry))?.is_none() {
-                    return Ok(None);
-                }
-            }
-            cx.runner.info(&format!("every image tag is already in {registry}: nothing to build"));
-            Ok(Some(build_outputs(&imgs)))
+            Ok(None)
         }
-        "image-push" => {
-            let registry = push_registry(k, cx).ok_or_else(|| anyhow!("the registry is unknown"))?;
-            acr_login(k, cx)?;
-            let mut out = Outputs::new();
-            for i in &imgs {
-                let target = target_ref(i, &registry);
-                match registry_digest(&cx.runner, &target)? {
-                    Some(d) => {
-                        out.insert(format!("{}_image", i.kind), format!("{target}@{d}"));
-                    }
-                    None => return Ok(None),
-                }
+        "image-push" => match registry_pins(k, cx, &imgs, &registry)? {
+            Some(pins) => {
+                cx.runner.info(&format!("every image tag is already in {registry}: nothing to push"));
+                let mut out: Outputs = pins.into_iter().map(|(kind, r)| (format!("{kind}_image"), r)).collect();
+                out.insert("registry".into(), registry);
+                Ok(Some(out))
             }
-            cx.runner.info(&format!("every image tag is already in {registry}: nothing to push"));
-            out.insert("registry".into(), registry);
-            Ok(Some(out))
-        }
+            None => Ok(None),
+        },
         _ => Err(super::unknown(p)),
     }
 }
@@ -301,13 +332,17 @@ pub fn apply(k: &Kube, p: &Phase, cx: &Cx) -> Result<Outputs> {
     let imgs = images(k)?;
     match p.id {
         "image-build" => {
-            let builder = Builder::detect(&cx.runner)?;
+            let mut missing = vec![];
             for i in &imgs {
                 if local_has(&cx.runner, &i.local_ref())? {
                     cx.runner.info(&format!("{} is already in the local engine: not rebuilt", i.local_ref()));
-                    continue;
+                } else {
+                    missing.push(i);
                 }
-                builder.build(k, cx, i)?;
+            }
+            if !missing.is_empty() {
+                let builder = Builder::detect(k, cx)?;
+                builder.build_all(k, cx, &missing)?;
             }
             Ok(build_outputs(&imgs))
         }
@@ -316,27 +351,48 @@ pub fn apply(k: &Kube, p: &Phase, cx: &Cx) -> Result<Outputs> {
     }
 }
 
+/// Runs `f` for every image at the same time; the first error (in image order) is returned
+/// once all have finished.
+fn each_at_once<'a, T: Send>(imgs: &[&'a Image<'a>], f: impl Fn(&Image<'a>) -> Result<T> + Sync) -> Result<Vec<T>> {
+    let results: Vec<Result<T>> = std::thread::scope(|scope| {
+        let f = &f;
+        let handles: Vec<_> = imgs.iter().map(|i| scope.spawn(move || f(i))).collect();
+        handles.into_iter().map(|h| h.join().expect("image thread")).collect()
+    });
+    results.into_iter().collect()
+}
+
+/// Pushes every image the registry lacks, all at the same time (a tag the registry already has
+/// is not pushed again); the outputs pin each image by the registry's digest.
 fn push(k: &Kube, cx: &Cx, imgs: &[Image]) -> Result<Outputs> {
     let registry = push_registry(k, cx).ok_or_else(|| anyhow!("the registry is unknown"))?;
     acr_login(k, cx)?;
-    let mut out = Outputs::new();
-    let mut builder = None;
-    for i in imgs {
-        let local = i.local_ref();
+    // What the registry has, and what must be built first (image-build skipped it because the
+    // registry had it; since then the tag is gone and the engine lacks it too).
+    let all: Vec<&Image> = imgs.iter().collect();
+    let state = each_at_once(&all, |i| {
         let target = target_ref(i, &registry);
-        if let Some(d) = registry_digest(&cx.runner, &target)? {
+        let d = registry_digest(&cx.runner, &target)?;
+        let local = d.is_some() || local_has(&cx.runner, &i.local_ref())?;
+        Ok((d, local))
+    })?;
+    let unbuilt: Vec<&Image> =
+        imgs.iter().zip(&state).filter(|(_, (d, l))| d.is_none() && !l).map(|(i, _)| i).collect();
+    if !unbuilt.is_empty() {
+        for i in &unbuilt {
+            cx.runner
+                .info(&format!("{} is neither in the registry nor in the local engine: building it", i.local_ref()));
+        }
+        Builder::detect(k, cx)?.build_all(k, cx, &unbuilt)?;
+    }
+    let pinned = each_at_once(&all, |i| {
+        let idx = imgs.iter().position(|x| x.kind == i.kind).expect("image");
+        let target = target_ref(i, &registry);
+        if let Some(d) = &state[idx].0 {
             cx.runner.info(&format!("{target} is already in the registry: not pushed again"));
-            out.insert(format!("{}_image", i.kind), format!("{target}@{d}"));
-            continue;
+            return Ok(format!("{target}@{d}"));
         }
-        if !local_has(&cx.runner, &local)? {
-            // image-build skipped it because the registry had it; since then the tag is gone.
-            cx.runner.info(&format!("{local} is neither in the registry nor in the local engine: building it"));
-            if builder.is_none() {
-                builder = Some(Builder::detect(&cx.runner)?);
-            }
-            builder.as_ref().expect("builder").build(k, cx, i)?;
-        }
+        let local = i.local_ref();
         if target != local {
             cx.runner.info(&format!(
                 "the registry is {registry} (reported by infra), not {}: tagging {target}",
@@ -350,29 +406,81 @@ fn push(k: &Kube, cx: &Cx, imgs: &[Image]) -> Result<Outputs> {
             None => registry_digest(&cx.runner, &target)?
                 .ok_or_else(|| anyhow!("`docker push {target}` reported no digest and the registry has no {target}"))?,
         };
-        out.insert(format!("{}_image", i.kind), format!("{target}@{digest}"));
-    }
+        Ok(format!("{target}@{digest}"))
+    })?;
+    let mut out: Outputs = imgs.iter().zip(pinned).map(|(i, p)| (format!("{}_image", i.kind), p)).collect();
     out.insert("registry".into(), registry);
     Ok(out)
 }
 
 /// How `docker build` runs on this machine.
 struct Builder {
+    /// `docker buildx` answers: BuildKit builds (`--load --provenance=false`).
     buildkit: bool,
+    /// The builder can export its cache to a registry: a buildx driver other than `docker`, or
+    /// the `docker` driver on an engine with the containerd image store.
+    cache_export: bool,
+    /// `<registry>/<repository path>` of the build cache (`:buildcache`, `:buildcache-gpu`), when
+    /// BuildKit builds and the registry can be read.
+    cache_repo: Option<String>,
 }
 
 impl Builder {
-    /// BuildKit when `docker buildx` answers, else the classic builder.
-    fn detect(runner: &Runner) -> Result<Self> {
+    /// BuildKit when `docker buildx` answers, else the classic builder; with BuildKit, whether
+    /// its driver exports cache, and the registry the cache lives in (on AKS after `az acr
+    /// login`, which fails while the registry does not exist yet: then no cache).
+    fn detect(k: &Kube, cx: &Cx) -> Result<Self> {
+        let runner = &cx.runner;
         let cmd = docker().args(["buildx", "version"]).timeout(READ_TIMEOUT).quiet();
         match runner.run(&cmd) {
-            Ok(_) => Ok(Self { buildkit: true }),
+            Ok(_) => {}
             Err(CmdError::Failed { .. }) => {
                 runner.info("docker buildx is not installed: building with the classic builder (DOCKER_BUILDKIT=0)");
-                Ok(Self { buildkit: false })
+                return Ok(Self { buildkit: false, cache_export: false, cache_repo: None });
             }
-            Err(e) => Err(e.into()),
+            Err(e) => return Err(e.into()),
         }
+        let driver = runner
+            .run(&docker().args(["buildx", "inspect"]).timeout(READ_TIMEOUT).quiet())
+            .ok()
+            .and_then(|o| o.stdout.lines().find_map(|l| l.trim().strip_prefix("Driver:").map(|d| d.trim().to_string())))
+            .unwrap_or_default();
+        let cache_export = if driver == "docker" || driver.is_empty() {
+            runner
+                .run(&docker().args(["info", "--format", "{{json .DriverStatus}}"]).timeout(READ_TIMEOUT).quiet())
+                .is_ok_and(|o| o.stdout.contains("io.containerd.snapshotter"))
+        } else {
+            true
+        };
+        let registry = push_registry(k, cx);
+        let reachable = match (k.aks(), &registry) {
+            (_, None) => false,
+            (true, Some(_)) => match acr_login(k, cx) {
+                Ok(()) => true,
+                Err(e) => {
+                    runner.info(&format!("no build cache from the registry (cannot log in to it yet: {e:#})"));
+                    false
+                }
+            },
+            (false, Some(_)) => true,
+        };
+        let cache_repo = registry
+            .filter(|_| reachable)
+            .zip(k.s.d.image.repository.as_deref())
+            .map(|(reg, repo)| format!("{reg}/{}", repository_path(repo)));
+        if !cache_export {
+            runner.info(&format!(
+                "the buildx driver `{}` cannot export build cache (use a docker-container builder: docker buildx create --use): the cache is only read",
+                if driver.is_empty() { "docker" } else { &driver }
+            ));
+        }
+        Ok(Self { buildkit: true, cache_export, cache_repo })
+    }
+
+    /// The build cache reference of an image.
+    fn cache_ref(&self, i: &Image) -> Option<String> {
+        let repo = self.cache_repo.as_ref()?;
+        Some(if i.kind == "cpu" { format!("{repo}:buildcache") } else { format!("{repo}:buildcache-{}", i.kind) })
     }
 
     fn command(&self, k: &Kube, i: &Image, context: &Path) -> Cmd {
@@ -380,6 +488,12 @@ impl Builder {
         let mut c = docker().arg("build");
         if self.buildkit {
             c = c.args(["--load", "--provenance=false"]);
+            if let Some(cache) = self.cache_ref(i) {
+                c = c.arg("--cache-from").arg(format!("type=registry,ref={cache}"));
+                if self.cache_export {
+                    c = c.arg("--cache-to").arg(format!("type=registry,ref={cache},mode=max,ignore-error=true"));
+                }
+            }
         } else {
             c = c.env("DOCKER_BUILDKIT", "0");
         }
@@ -390,11 +504,11 @@ impl Builder {
         c.args(["-t", &i.local_ref()]).arg(context.to_string_lossy()).timeout(BUILD_TIMEOUT)
     }
 
-    fn build(&self, k: &Kube, cx: &Cx, i: &Image) -> Result<()> {
+    /// Builds the images at the same time (one `docker build` each) from one staged context.
+    fn build_all(&self, k: &Kube, cx: &Cx, imgs: &[&Image]) -> Result<()> {
         k.s.write_rendered()?;
         let context = build_context(k)?;
-        cx.runner.run(&self.command(k, i, &context))?;
-        Ok(())
+        each_at_once(imgs, |i| Ok(cx.runner.run(&self.command(k, i, &context))?)).map(|_| ())
     }
 }
 
@@ -403,11 +517,15 @@ fn staged_context(k: &Kube) -> PathBuf {
     k.s.dir.join("build-context")
 }
 
-/// The build context: the spec's folder for a user Dockerfile; else a fresh staged copy of the
-/// job folders, at the same relative paths the generated `COPY` lines name.
+/// The build context: the spec's folder for a user Dockerfile (with the rendered
+/// `.dockerignore` beside the Dockerfile as `Dockerfile.dockerignore`, which BuildKit reads);
+/// else a fresh staged copy of the job folders, at the same relative paths the generated `COPY`
+/// lines name, without the files the image never receives, and the rendered `.dockerignore`.
 fn build_context(k: &Kube) -> Result<PathBuf> {
     let d = &k.s.d;
+    let ignore = k.s.rendered.files.get("image/.dockerignore").cloned().unwrap_or_default();
     if d.image.dockerfile.is_some() {
+        super::cluster::write_for_tool(k, "image/Dockerfile.dockerignore", &ignore)?;
         return Ok(d.dir.clone());
     }
     let ctx = staged_context(k);
@@ -415,6 +533,7 @@ fn build_context(k: &Kube) -> Result<PathBuf> {
         std::fs::remove_dir_all(&ctx).with_context(|| format!("removing {}", ctx.display()))?;
     }
     std::fs::create_dir_all(&ctx).with_context(|| format!("creating {}", ctx.display()))?;
+    std::fs::write(ctx.join(".dockerignore"), ignore).with_context(|| format!("writing {}", ctx.display()))?;
     let state_root = d.dir.canonicalize().unwrap_or_else(|_| d.dir.clone()).join(".raydeploy");
     for (src, _) in &d.image.job_dirs {
         let rel = relative_inside(src)?;
@@ -441,7 +560,9 @@ fn relative_inside(src: &str) -> Result<PathBuf> {
 }
 
 /// Copies a folder (files keep their permissions, symlinks stay symlinks and are never
-/// followed), leaving out `skip`; a FIFO, socket or device is refused.
+/// followed), leaving out `skip` and what the image never receives
+/// ([`crate::spec::paths::image_ignored`], as its content hash does); a FIFO, socket or device
+/// is refused.
 fn copy_tree(from: &Path, to: &Path, skip: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(to)?;
     for e in std::fs::read_dir(from)? {
@@ -450,8 +571,11 @@ fn copy_tree(from: &Path, to: &Path, skip: &Path) -> std::io::Result<()> {
         if p == skip {
             continue;
         }
-        let dst = to.join(e.file_name());
         let ty = e.file_type()?;
+        if crate::spec::paths::image_ignored(&p, &e.file_name(), ty.is_dir()) {
+            continue;
+        }
+        let dst = to.join(e.file_name());
         if ty.is_symlink() {
             std::os::unix::fs::symlink(std::fs::read_link(&p)?, &dst)?;
         } else if ty.is_dir() {
@@ -471,7 +595,7 @@ pub fn preview(k: &Kube, p: &Phase) -> Vec<String> {
         "image-build" => {
             // BuildKit's flags (`--load --provenance=false`) or `DOCKER_BUILDKIT=0` are chosen
             // at run time, when `docker buildx` answers or not.
-            let builder = Builder { buildkit: false };
+            let builder = Builder { buildkit: false, cache_export: false, cache_repo: None };
             let context = if k.s.d.image.dockerfile.is_some() { k.s.d.dir.clone() } else { staged_context(k) };
             imgs.iter().map(|i| builder.command(k, i, &context).display()).collect()
         }

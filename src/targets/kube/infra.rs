@@ -11,6 +11,15 @@
 //! cluster, a node pool, the registry or the resource group replaced or deleted), refused unless
 //! `--allow-destroy`; `deploy --plan` applies Terraform's plan saved by `plan --out` instead of
 //! planning anew.
+//!
+//! The fast path of a deploy from a fresh checkout: Terraform itself writes the hash of the
+//! rendered configuration and its variables ([`applied_hash`], passed as
+//! `-var=raydeploy_applied=…`) to the resource group's tag [`APPLIED_TAG`], after every other
+//! resource. The probe reads that tag (`az group show`) and the registry (`az acr show`, for its
+//! login server) at the same time; when the tag equals the hash, init, plan and apply are
+//! skipped and the outputs come from the model's names and the registry's answer. A missing tag,
+//! another hash, a failed read or `deploy --refresh` take the full path. `raydeploy plan` always
+//! runs Terraform's plan (it is the drift detector).
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -29,8 +38,15 @@ use crate::run::exec::{Cx, Outputs};
 use crate::run::proc::{Cmd, CmdError, Runner};
 use crate::run::state::PhaseStatus;
 
-/// Outputs every later phase relies on (templates/terraform/outputs.tf.tera).
+/// Outputs every later phase relies on (templates/terraform/outputs.tf.tera): the infra phase's
+/// outputs are exactly these, on the full path and the fast path alike, so the phases after it
+/// see the same inputs whichever path ran.
 pub const REQUIRED_OUTPUTS: [&str; 4] = ["acr_login_server", "acr_name", "cluster_name", "resource_group_name"];
+
+/// The resource group's tag holding the hash of the applied configuration.
+pub const APPLIED_TAG: &str = "raydeploy-applied";
+/// The Terraform variable that carries it (templates/terraform/main.tf.tera).
+pub const APPLIED_VAR: &str = "raydeploy_applied";
 
 /// The saved plan inside the Terraform folder (kept by the renderer's stale-file sweep).
 const PLAN_FILE: &str = "raydeploy.tfplan";
@@ -55,9 +71,14 @@ static PLANNED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
 pub fn probe(k: &Kube, p: &Phase, cx: &Cx) -> Result<Option<Outputs>> {
     match p.id {
         "infra" => infra_probe(k, cx),
-        "credentials" => Ok(cx.unchanged().filter(|_| k.kubeconfig().is_some_and(|f| f.is_file()))),
-        _ => Ok(cx.unchanged()),
+        "credentials" => Ok(unchanged(k, cx).filter(|_| k.kubeconfig().is_some_and(|f| f.is_file()))),
+        _ => Ok(unchanged(k, cx)),
     }
+}
+
+/// The recorded outputs of a phase that completed with the same inputs, unless `--refresh`.
+pub(crate) fn unchanged(k: &Kube, cx: &Cx) -> Option<Outputs> {
+    if k.s.refresh { None } else { cx.unchanged() }
 }
 
 pub fn apply(k: &Kube, p: &Phase, cx: &Cx) -> Result<Outputs> {
@@ -87,16 +108,19 @@ pub fn preview(k: &Kube, p: &Phase) -> Vec<String> {
             v.push("check every secret source (environment variables set, files readable)".into());
             v
         }
-        "infra" => vec![
-            tf.init().display(),
-            tf.plan().display(),
-            format!(
-                "{}   # refuses destructive changes unless --allow-destroy",
-                tf.show(Path::new(PLAN_FILE)).display()
-            ),
-            format!("{}   # only when the plan has changes", tf.apply().display()),
-            tf.output().display(),
-        ],
+        "infra" => {
+            let mut v = vec![];
+            if let (Some(a), Some(h)) = (&k.s.d.azure, &tf.applied) {
+                let sub = wanted_subscription(k);
+                v.push(format!(
+                    "{}   # with {}: tag {APPLIED_TAG} = {h} (this configuration) skips everything below (not with --refresh)",
+                    az(k, sub.as_deref(), ["group", "show", "--name", &a.resource_group, "--output", "json"]).display(),
+                    az(k, sub.as_deref(), ["acr", "show", "--name", &a.acr_name, "--output", "json"]).display(),
+                ));
+            }
+            v.extend(infra_full_preview(&tf));
+            v
+        }
         "credentials" => {
             let (rg, name) = cluster_names(k, None);
             let path = k.kubeconfig().unwrap_or_default();
@@ -107,6 +131,16 @@ pub fn preview(k: &Kube, p: &Phase) -> Vec<String> {
         }
         _ => vec![],
     }
+}
+
+fn infra_full_preview(tf: &Terraform) -> Vec<String> {
+    vec![
+        tf.init().display(),
+        tf.plan().display(),
+        format!("{}   # refuses destructive changes unless --allow-destroy", tf.show(Path::new(PLAN_FILE)).display()),
+        format!("{}   # only when the plan has changes", tf.apply().display()),
+        tf.output().display(),
+    ]
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -127,22 +161,30 @@ fn preflight(k: &Kube, cx: &Cx) -> Result<Outputs> {
         checks.push(scope.spawn(|| check_docker(r)));
         checks.push(scope.spawn(|| check_helm(r)));
         checks.push(scope.spawn(|| check_kubectl(r)));
-        // The Azure reads need the subscription: they run after the account check, beside the others.
-        let account = k.aks().then(|| {
+        // The quota, VM size and version reads guard what Terraform would create: when the
+        // resource group carries this configuration's hash (read beside the account check), it
+        // creates nothing and they are left out. Otherwise they run in the subscription the
+        // account check reports, after it.
+        let current = k.aks().then(|| {
             scope.spawn(|| {
-                account(k, r).map(|id| {
-                    let found =
-                        azure_preflight::run(&k.s.d, r, Some(&id), &k.s.skip_preflight, || deployed_pools(k, r, &id));
-                    (id, found)
-                })
+                !k.s.refresh
+                    && k.s.saved_tfplan.is_none()
+                    && applied_state(k, r, &Terraform::at(k, wanted_subscription(k))).is_some()
             })
         });
+        let account = k.aks().then(|| scope.spawn(|| account(k, r)));
         let mut problems: Vec<String> = checks.into_iter().flat_map(|h| h.join().expect("check thread")).collect();
+        let current = current.is_some_and(|h| h.join().expect("applied tag thread"));
         if let Some(a) = account {
             match a.join().expect("account thread") {
-                Ok((id, found)) => {
+                Ok(id) => {
+                    azure = Some(if current {
+                        r.info("the infrastructure is as this configuration applied it: quota, VM sizes and Kubernetes versions are not read (nothing is created)");
+                        azure_preflight::Outcome::default()
+                    } else {
+                        azure_preflight::run(&k.s.d, r, Some(&id), &k.s.skip_preflight, || deployed_pools(k, r, &id))
+                    });
                     outputs.insert("subscription_id".into(), id);
-                    azure = Some(found);
                 }
                 Err(e) => problems.push(e),
             }
@@ -346,6 +388,9 @@ pub(crate) struct Terraform {
     subscription: Option<String>,
     /// `-var=kubernetes_version=…` for `plan` when the spec leaves the version open.
     kubernetes_version: Option<String>,
+    /// `-var=raydeploy_applied=…`: the hash of this configuration and its variables, when the
+    /// configuration declares the variable (a template override may not).
+    applied: Option<String>,
 }
 
 impl Terraform {
@@ -353,7 +398,8 @@ impl Terraform {
         let dir = k.s.rendered_dir().join("terraform");
         let pinned = k.s.d.azure.as_ref().is_some_and(|a| a.kubernetes_version.is_some());
         let kubernetes_version = if pinned { None } else { k.s.kubernetes_version.get().cloned() };
-        Self { dir: std::path::absolute(&dir).unwrap_or(dir), subscription, kubernetes_version }
+        let applied = applied_hash(&k.s.rendered);
+        Self { dir: std::path::absolute(&dir).unwrap_or(dir), subscription, kubernetes_version, applied }
     }
 
     /// Writes the rendered tree and points at it.
@@ -398,6 +444,9 @@ impl Terraform {
         let mut c = self.cmd("plan").args(["-input=false", "-no-color", "-detailed-exitcode", LOCK_TIMEOUT]);
         if let Some(v) = &self.kubernetes_version {
             c = c.arg(format!("-var=kubernetes_version={v}"));
+        }
+        if let Some(h) = &self.applied {
+            c = c.arg(format!("-var={APPLIED_VAR}={h}"));
         }
         c.arg(format!("-out={}", out.display())).timeout(T_PLAN).idempotent(2).ok_codes(&[0, 2])
     }
@@ -502,6 +551,7 @@ pub fn parse_outputs(json: &str) -> Result<Outputs> {
     Ok(out)
 }
 
+/// The outputs the phases after infra use ([`REQUIRED_OUTPUTS`]), every one of them.
 fn require_outputs(o: Outputs) -> Result<Outputs> {
     let missing: Vec<_> = REQUIRED_OUTPUTS.iter().filter(|k| !o.contains_key(**k)).collect();
     if !missing.is_empty() {
@@ -510,7 +560,28 @@ fn require_outputs(o: Outputs) -> Result<Outputs> {
             missing.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", ")
         );
     }
-    Ok(o)
+    Ok(o.into_iter().filter(|(k, _)| REQUIRED_OUTPUTS.contains(&k.as_str())).collect())
+}
+
+/// The hash of the rendered Terraform and its variables (what `apply` writes to the resource
+/// group's [`APPLIED_TAG`]), or `None` when the configuration does not declare [`APPLIED_VAR`]
+/// (a template override without it: every deploy then plans).
+///
+/// The one other variable, `kubernetes_version` (the newest version AKS offers, for a spec that
+/// leaves it open), is left out: the configuration ignores its changes on an existing cluster
+/// and never gives it to a node pool, so it shapes only a cluster Terraform creates, and the tag
+/// exists only once the cluster does. Leaving it out lets the tag be read before preflight has
+/// asked AKS for its versions.
+pub fn applied_hash(r: &crate::render::Rendered) -> Option<String> {
+    let declared =
+        r.files.range("terraform/".to_string()..).take_while(|(p, _)| p.starts_with("terraform/")).any(|(_, text)| {
+            hcl::from_str::<hcl::Body>(text).is_ok_and(|b| {
+                b.blocks().any(|blk| {
+                    blk.identifier() == "variable" && blk.labels().first().is_some_and(|l| l.as_str() == APPLIED_VAR)
+                })
+            })
+        });
+    declared.then(|| crate::graph::Inputs::new().files(r, "terraform/").finish())
 }
 
 /// The subscription Terraform runs in. Also hands Terraform the Kubernetes version preflight
@@ -568,10 +639,23 @@ fn infra_probe(k: &Kube, cx: &Cx) -> Result<Option<Outputs>> {
         // `deploy --plan`: that plan is applied as it is (Terraform refuses it when stale).
         return Ok(None);
     }
-    if let Some(o) = cx.unchanged() {
+    if let Some(o) = unchanged(k, cx) {
         return Ok(Some(o));
     }
+    if cx.early {
+        // Before preflight is done: only the fast path's reads, in the subscription the spec or
+        // the environment names (else the Azure CLI's current one); Terraform waits its turn.
+        if k.s.refresh {
+            return Ok(None);
+        }
+        return Ok(applied_outputs(k, cx, &Terraform::at(k, wanted_subscription(k))));
+    }
     let tf = Terraform::prepared(k, subscription_of(k, cx))?;
+    if !k.s.refresh
+        && let Some(o) = applied_outputs(k, cx, &tf)
+    {
+        return Ok(Some(o));
+    }
     cx.runner.run(&tf.init())?;
     if tf.plan_changes(&cx.runner)? {
         PLANNED.lock().expect("plan set").insert(tf.plan_key(&cx.hash));
@@ -579,6 +663,97 @@ fn infra_probe(k: &Kube, cx: &Cx) -> Result<Option<Outputs>> {
     }
     cx.runner.info("terraform plan: no changes; the infrastructure matches the configuration");
     Ok(Some(require_outputs(tf.outputs(&cx.runner)?)?))
+}
+
+/// `az group show` of the resource group: the value of its [`APPLIED_TAG`] (`None` when the group
+/// or the tag is missing). Documented shape (learn.microsoft.com/cli/azure/group#az-group-show):
+/// `{"id", "location", "managedBy", "name", "properties": {"provisioningState"}, "tags": {…} | null,
+/// "type"}`.
+fn group_show(k: &Kube, r: &Runner, sub: Option<&str>, rg: &str) -> Result<Option<String>, CmdError> {
+    let c = az(k, sub, ["group", "show", "--name", rg, "--output", "json"]).timeout(T_OUTPUT).quiet();
+    match r.run(&c) {
+        Ok(o) => Ok(serde_json::from_str::<serde_json::Value>(&o.stdout)
+            .ok()
+            .and_then(|v| v.pointer(&format!("/tags/{APPLIED_TAG}")).and_then(|t| t.as_str()).map(str::to_string))
+            .filter(|t| !t.is_empty())),
+        Err(CmdError::Failed { stderr_tail, .. }) if stderr_tail.contains("ResourceGroupNotFound") => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// `az acr show` of the registry: its `loginServer`. Documented shape
+/// (learn.microsoft.com/cli/azure/acr#az-acr-show): `{"adminUserEnabled", "id", "location",
+/// "loginServer", "name", "provisioningState", "resourceGroup", "sku": {"name", "tier"}, "tags",
+/// "type", …}`.
+fn acr_show(k: &Kube, r: &Runner, sub: Option<&str>, name: &str) -> Option<String> {
+    let c = az(k, sub, ["acr", "show", "--name", name, "--output", "json"]).timeout(T_OUTPUT).quiet();
+    let o = r.run(&c).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).ok()?;
+    let login = v.get("loginServer")?.as_str()?;
+    (v.get("provisioningState").and_then(|p| p.as_str()).is_none_or(|p| p == "Succeeded") && !login.is_empty())
+        .then(|| login.to_string())
+}
+
+/// The fast path: when the resource group carries this configuration's hash, the infrastructure
+/// is as the last successful apply of this configuration left it. Two reads at once; `None`
+/// (take the full path) on anything else, with the reason in the log.
+fn applied_outputs(k: &Kube, cx: &Cx, tf: &Terraform) -> Option<Outputs> {
+    applied_state(k, &cx.runner, tf)
+}
+
+/// [`applied_outputs`] for any runner, read once per run (preflight asks too).
+fn applied_state(k: &Kube, r: &Runner, tf: &Terraform) -> Option<Outputs> {
+    k.s.applied.get_or_init(|| read_applied(k, r, tf)).clone()
+}
+
+fn read_applied(k: &Kube, r: &Runner, tf: &Terraform) -> Option<Outputs> {
+    let want = tf.applied.as_deref()?;
+    let a = k.s.d.azure.as_ref()?;
+    let sub = tf.subscription.as_deref();
+    let (tag, login) = std::thread::scope(|scope| {
+        let login = scope.spawn(|| acr_show(k, r, sub, &a.acr_name));
+        let tag = group_show(k, r, sub, &a.resource_group);
+        (tag, login.join().expect("acr show thread"))
+    });
+    let short = |h: &str| h.chars().take(12).collect::<String>();
+    match tag {
+        Ok(Some(t)) if t == want => {}
+        Ok(Some(t)) => {
+            r.info(&format!(
+                "resource group {} was last applied with configuration {} (this one is {}): planning with Terraform",
+                a.resource_group,
+                short(&t),
+                short(want)
+            ));
+            return None;
+        }
+        Ok(None) => {
+            r.info(&format!(
+                "resource group {} has no {APPLIED_TAG} tag (not created yet, or not by this version of raydeploy): planning with Terraform",
+                a.resource_group
+            ));
+            return None;
+        }
+        Err(e) => {
+            r.info(&format!("cannot read resource group {} ({e}): planning with Terraform", a.resource_group));
+            return None;
+        }
+    }
+    let Some(login) = login else {
+        r.info(&format!("cannot read registry {}: planning with Terraform", a.acr_name));
+        return None;
+    };
+    r.info(&format!(
+        "resource group {} carries {APPLIED_TAG}={} (this configuration and its variables): Terraform is not run (deploy --refresh runs it)",
+        a.resource_group,
+        short(want)
+    ));
+    Some(Outputs::from([
+        ("acr_login_server".to_string(), login),
+        ("acr_name".to_string(), a.acr_name.clone()),
+        ("cluster_name".to_string(), a.aks_name.clone()),
+        ("resource_group_name".to_string(), a.resource_group.clone()),
+    ]))
 }
 
 fn infra_apply(k: &Kube, cx: &Cx) -> Result<Outputs> {
@@ -959,7 +1134,7 @@ mod tests {
     #[test]
     fn init_upgrades_a_lock_file_the_constraint_excludes() {
         let dir = tempfile::tempdir().unwrap();
-        let tf = Terraform { dir: dir.path().to_path_buf(), subscription: None, kubernetes_version: None };
+        let tf = Terraform { dir: dir.path().to_path_buf(), subscription: None, kubernetes_version: None, applied: None };
         std::fs::write(
             dir.path().join("providers.tf"),
             "terraform {\n  required_providers {\n    azurerm = {\n      source  = \"hashicorp/azurerm\"\n      \

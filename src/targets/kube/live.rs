@@ -272,6 +272,13 @@ pub fn release_values(k: &Kube, r: &Runner, name: &str, ns: &str) -> Result<Valu
     Ok(if v.is_null() { Value::Object(Default::default()) } else { v })
 }
 
+/// The release `name` in `ns` (`helm list`) and its user-supplied values (`helm get values`),
+/// read at the same time: one read's time. `(None, None)` when there is no such release.
+pub fn release_with_values(k: &Kube, r: &Runner, name: &str, ns: &str) -> Result<(Option<Release>, Option<Value>)> {
+    let (rel, values) = both(|| release(k, r, name, ns), || release_values_if_any(k, r, name, ns));
+    Ok((rel?, values?))
+}
+
 /// True when the release is deployed from `chart`-`version` with exactly `values`.
 pub fn release_matches(
     k: &Kube,
@@ -282,11 +289,47 @@ pub fn release_matches(
     version: &str,
     values: &Value,
 ) -> Result<bool> {
-    let Some(rel) = release(k, r, name, ns)? else { return Ok(false) };
-    if rel.status != "deployed" || rel.chart != format!("{chart}-{version}") {
-        return Ok(false);
+    Ok(matches(&release_with_values(k, r, name, ns)?, chart, version, values))
+}
+
+/// Whether a release read by [`release_with_values`] is deployed from `chart`-`version` with
+/// exactly `values`.
+pub fn matches(found: &(Option<Release>, Option<Value>), chart: &str, version: &str, values: &Value) -> bool {
+    let (Some(rel), Some(live)) = found else { return false };
+    rel.status == "deployed" && rel.chart == format!("{chart}-{version}") && canonical(live) == canonical(values)
+}
+
+/// The release's user-supplied values, or `None` when there is no such release ("release: not
+/// found" is an answer, not retried; other failures are, like every read).
+fn release_values_if_any(k: &Kube, r: &Runner, name: &str, ns: &str) -> Result<Option<Value>> {
+    let c =
+        k.helm().args(["get", "values", name, "-n", ns, "-o", "json"]).timeout(READ_TIMEOUT).quiet().ok_codes(&[0, 1]);
+    let mut attempt = 1;
+    loop {
+        let o = r.run(&c)?;
+        if o.code == 0 {
+            let v: Value =
+                serde_json::from_str(o.stdout.trim()).with_context(|| format!("reading `{}`", c.display()))?;
+            return Ok(Some(if v.is_null() { Value::Object(Default::default()) } else { v }));
+        }
+        if o.stderr.contains("not found") {
+            return Ok(None);
+        }
+        if attempt >= READ_ATTEMPTS || crate::run::signals::interrupted() {
+            anyhow::bail!("`{}` exited with code 1: {}", c.display(), o.stderr.trim());
+        }
+        crate::run::proc::sleep_unless_interrupted(Duration::from_millis(500) * 2u32.pow(attempt - 1));
+        attempt += 1;
     }
-    Ok(canonical(&release_values(k, r, name, ns)?) == canonical(values))
+}
+
+/// Runs `a` and `b` at the same time (reads that do not depend on each other).
+pub fn both<A: Send, B: Send>(a: impl FnOnce() -> A + Send, b: impl FnOnce() -> B + Send) -> (A, B) {
+    std::thread::scope(|scope| {
+        let hb = scope.spawn(b);
+        let ra = a();
+        (ra, hb.join().expect("read thread"))
+    })
 }
 
 /// `helm uninstall --wait` when the release exists; false when it was already gone.

@@ -92,6 +92,28 @@ impl Phases for Kube<'_> {
         }
     }
 
+    /// What each probe needs (see [`Phases::early`]): the infra fast path and the image reads
+    /// need nothing; the kubeconfig is fetched once the fast path found the cluster; the push
+    /// probe needs the registry infra reports; the cluster-side probes need the kubeconfig
+    /// file, the cluster's also the pushed digests. So a no-op deploy reads preflight ∥ infra ∥
+    /// images, then the kubeconfig, then every cluster layer at once.
+    fn early(&self, p: &Phase) -> Option<crate::run::exec::Early> {
+        use crate::run::exec::Early;
+        // The kubeconfig file is enough (credentials' early fetch), not its outputs.
+        let after: Vec<&'static str> = if self.aks() { vec!["credentials"] } else { vec![] };
+        Some(match p.id {
+            "infra" | "image-build" => Early::default(),
+            // Fetched early only once the infra fast path found the cluster as configured.
+            "credentials" => Early { after: vec!["infra"], apply: true, ..Early::default() },
+            "image-push" => Early { needs: if self.aks() { vec!["infra"] } else { vec![] }, ..Early::default() },
+            "crds" | "operator" | "secrets" | "mounts" | "ready" | device_plugin::PHASE => {
+                Early { after, ..Early::default() }
+            }
+            "cluster" => Early { needs: vec!["image-push"], after, ..Early::default() },
+            _ => return None,
+        })
+    }
+
     fn preview(&self, p: &Phase) -> Vec<String> {
         match p.id {
             "preflight" | "infra" | "credentials" => infra::preview(self, p),

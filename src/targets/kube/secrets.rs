@@ -172,10 +172,21 @@ struct Resolved<'a> {
 }
 
 fn resolve_all<'a>(k: &'a Kube, r: &Runner) -> Result<Vec<Resolved<'a>>> {
-    let live = live_secrets(k, r)?;
+    // The live Secrets and every value (Key Vault reads) at the same time.
+    let (live, resolved) = live::both(
+        || live_secrets(k, r),
+        || {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> =
+                    k.s.d.secrets.iter().map(|s| scope.spawn(move || resolve_with(k, r, s))).collect();
+                handles.into_iter().map(|h| h.join().expect("secret thread")).collect::<Vec<_>>()
+            })
+        },
+    );
+    let live = live?;
     let mut out = vec![];
-    for s in &k.s.d.secrets {
-        let values = resolve_with(k, r, s)?;
+    for (s, values) in k.s.d.secrets.iter().zip(resolved) {
+        let values = values?;
         let obj = live.get(&s.name);
         let salt = obj.and_then(|o| live::annotation(o, SALT_ANNOTATION)).map(str::to_string);
         let current = match (&salt, obj.and_then(|o| live::label(o, HASH_LABEL))) {
