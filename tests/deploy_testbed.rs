@@ -12,19 +12,20 @@
 #[path = "support/testbed.rs"]
 mod testbed;
 
+#[path = "support/kube_env.rs"]
+mod kube_env;
+
 #[path = "support/bed_deploy.rs"]
 mod bed_deploy;
 
-use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use bed_deploy::{BedDeploy, text};
+use bed_deploy::{BedDeploy, WAIT, condition, files, operator_bed, text};
 use serde_json::Value;
-use testbed::{NodeSpec, TestBed, shared};
+use testbed::TestBed;
 
 const CANARY: &str = "cnry-7d1e4b0a92f3";
-const WAIT: Duration = Duration::from_secs(180);
 
 /// One test at a time: the operator release is shared.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -73,39 +74,6 @@ secrets:
     )
 }
 
-fn condition<'a>(obj: &'a Value, kind: &str) -> Option<&'a Value> {
-    obj["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == kind)
-}
-
-/// The bed with the KubeRay operator running, a CPU node and a GPU node (tainted like the GPU
-/// groups' tolerations expect) for deployment `name`.
-fn bed_for(name: &str, cpu: &str) -> &'static TestBed {
-    let bed = shared();
-    // The operator watches the KubeRay CRDs, so they come first (without raydeploy's label: its
-    // crds phase still applies them). Waited for here by condition: a `kubectl wait` right after
-    // the first apply can find no `status.conditions` yet.
-    let crds = testbed::kuberay_data().join("charts/kuberay-operator/crds");
-    bed.kubectl(&["apply", "--server-side", "--force-conflicts", "-f", &crds.display().to_string()]);
-    for crd in ["rayclusters.ray.io", "rayjobs.ray.io", "rayservices.ray.io", "raycronjobs.ray.io"] {
-        bed.wait_for(&format!("CRD {crd} to be Established"), WAIT, |note| {
-            let c = bed.get_json(&["crd", crd]);
-            *note = c["status"].to_string();
-            condition(&c, "Established").is_some_and(|c| c["status"] == "True").then_some(())
-        });
-    }
-    bed.start_operator();
-    bed.add_node(&NodeSpec::new(&format!("{name}-cpu")).cpu(cpu).memory("32Gi").label("raydeploy.test/pool", "cpu"));
-    bed.add_node(
-        &NodeSpec::new(&format!("{name}-gpu"))
-            .cpu("8")
-            .memory("32Gi")
-            .gpus(1)
-            .label("raydeploy.test/pool", "gpu")
-            .taint("nvidia.com/gpu", "present", "NoSchedule"),
-    );
-    bed
-}
-
 fn project(bed: &'static TestBed, helm: &str, spec: &str) -> BedDeploy {
     let mut p = BedDeploy::new(bed, helm, spec);
     p.set("BED_TOKEN", CANARY);
@@ -119,19 +87,6 @@ fn deploy(p: &BedDeploy, extra: &[&str]) -> (std::process::Output, Duration) {
     args.extend(extra);
     let o = p.run(&args);
     (o, t0.elapsed())
-}
-
-fn all_text(dir: &Path) -> String {
-    let mut out = String::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.push_str(&all_text(&p));
-        } else if let Ok(b) = std::fs::read(&p) {
-            out.push_str(&String::from_utf8_lossy(&b));
-        }
-    }
-    out
 }
 
 fn assert_no_canary(what: &str, t: &str) {
@@ -158,7 +113,7 @@ fn running_pods(bed: &TestBed, name: &str, workers: usize) -> Vec<Value> {
 fn deploy_from_nothing_then_noop_plan_status_destroy(helm: &str) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let name = format!("full-{helm}");
-    let bed = bed_for(&name, "8");
+    let bed = operator_bed(&name, "8");
     let p = project(bed, helm, &spec(&name, 1, ""));
 
     // 1. From nothing.
@@ -217,7 +172,9 @@ fn deploy_from_nothing_then_noop_plan_status_destroy(helm: &str) {
     assert!(found, "a Secret in {name} with the token");
     assert_no_canary("deploy's output", &out);
     assert_no_canary("the recorded calls", &std::fs::read_to_string(p.log_path()).unwrap());
-    assert_no_canary(".raydeploy (state, logs, rendered files)", &all_text(&p.spec_dir.join(".raydeploy")));
+    for (path, t) in files(&p.spec_dir.join(".raydeploy")) {
+        assert_no_canary(&path.display().to_string(), &t);
+    }
 
     // The ray-cluster release and the operator's pods, placed by the scheduler.
     let rel: Value = serde_json::from_str(&bed.helm(helm, &["status", &name, "-n", &name, "-o", "json"])).unwrap();
@@ -300,7 +257,7 @@ fn helm4_deploy_noop_plan_status_destroy() {
 fn unschedulable_worker(helm: &str) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let name = format!("big-{helm}");
-    let bed = bed_for(&name, "4");
+    let bed = operator_bed(&name, "4");
     let mut p = project(bed, helm, &spec_cpu(&name, 1, 64, ""));
     p.set("RAYDEPLOY_READY_TIMEOUT", "20");
     let (o, _) = deploy(&p, &[]);
@@ -336,7 +293,7 @@ fn helm4_unschedulable_worker_fails_ready_with_the_schedulers_reason() {
 fn rayjob_accepted(helm: &str) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let name = format!("job-{helm}");
-    let bed = bed_for(&name, "8");
+    let bed = operator_bed(&name, "8");
     let jobs = "jobs:\n  - name: hello\n    entrypoint: python -c 'print(42)'\n    activeDeadlineSeconds: 600\n";
     let p = project(bed, helm, &spec(&name, 1, jobs));
     let (o, _) = deploy(&p, &[]);
