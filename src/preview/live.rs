@@ -213,9 +213,13 @@ fn objects_layer(k: &Kube, r: &Runner, layer: &'static str, prefix: &str) -> Res
             let ns = obj["metadata"]["namespace"].as_str();
             let got = live::get(k, r, &[&kind, &name], ns)?;
             let id = format!("{}/{name}", live::kind(&obj));
+            // As deploy decides (its mounts phase): the live object carries the hash of the
+            // rendered one. Its spec is no comparison: the API server adds defaults (a volume's
+            // `volumeMode`) and, once bound, a PersistentVolume's `claimRef`.
+            let hash = cluster::manifest_hash(&obj);
             match got {
                 None => l.items.push(Item::new(ItemAction::Add, id, None)),
-                Some(g) if g["spec"] != obj["spec"] && kind != "persistentvolumeclaim" => {
+                Some(g) if live::label(&g, cluster::MANIFEST_HASH_LABEL) != Some(hash.as_str()) => {
                     l.items.push(Item::new(ItemAction::Change, id, None))
                 }
                 Some(_) => {}

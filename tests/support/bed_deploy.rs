@@ -117,6 +117,19 @@ impl BedDeploy {
         me
     }
 
+    /// Puts the Azure CLI stand-in (tests/fakes/az: `account show`, `keyvault secret show` of
+    /// `$RAYDEPLOY_FAKE_KV_<VAULT>_<NAME>`) on PATH, recording into the same call log: Key Vault
+    /// cannot be had here.
+    pub fn add_az(&mut self) {
+        let fakes = crate::kube_env::root().join("tests/fakes");
+        std::os::unix::fs::symlink(python(), self.bin.join("python3")).unwrap();
+        for f in ["az", "_fake.py"] {
+            std::os::unix::fs::symlink(fakes.join(f), self.bin.join(f)).unwrap();
+        }
+        let log = self.log_path().display().to_string();
+        self.set("RAYDEPLOY_FAKE_LOG", log);
+    }
+
     fn script(&self, name: &str, body: &str) {
         let p = self.bin.join(name);
         std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();

@@ -240,11 +240,18 @@ fn operator_apply(k: &Kube, cx: &Cx) -> Result<Outputs> {
 // ---------------------------------------------------------------------------------------------
 // mounts
 
+/// The [`MANIFEST_HASH_LABEL`] value of a rendered object: what tells deploy and plan that the
+/// live object is the one this render applies (the API server adds defaults and status to what
+/// it stores, e.g. a bound PersistentVolume's `claimRef`, so the live spec is no comparison).
+pub fn manifest_hash(rendered: &Value) -> String {
+    live::short_hash([live::canonical(rendered).as_bytes()])
+}
+
 fn mount_objects(k: &Kube) -> Result<Vec<Value>> {
     let Some(text) = k.s.rendered.files.get(MOUNTS) else { return Ok(vec![]) };
     let mut docs = live::yaml_docs(text)?;
     for d in &mut docs {
-        let h = live::short_hash([live::canonical(d).as_bytes()]);
+        let h = manifest_hash(d);
         live::set_label(d, MANIFEST_HASH_LABEL, &h);
     }
     Ok(docs)
