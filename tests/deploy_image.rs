@@ -11,10 +11,9 @@
 //! and builds nothing; a tag missing from the registry is pushed again from the local engine
 //! without a rebuild; a changed `pipPackages` changes the tag and builds and pushes anew.
 //! On AKS (fake terraform and az from tests/fakes, real docker): the image goes to the registry
-//! infra reports, after `az acr login`, and a fresh checkout skips build and push. And the real
-//! binary: `raydeploy deploy` of the whole kubernetes graph (fake helm and kubectl) pins the
-//! registry's digest in the ray-cluster release, skips build and push from a fresh checkout, and
-//! pins a new tag after a pipPackages change.
+//! infra reports, after `az acr login`, and a fresh checkout skips build and push. That the
+//! ray-cluster release and its pods run the image pinned to the digest image-push records is
+//! tested on the Kubernetes test bed (tests/deploy_testbed.rs).
 //!
 //! Needs root (dockerd) and docker.io, busybox-static and docker-registry (installed with apt-get
 //! when missing). Run alone with `cargo test --test deploy_image`: about 30 s with a warm cargo
@@ -394,99 +393,4 @@ fn aks_pushes_to_the_registry_infra_reports() {
 
 fn registry_host_of(repository: &str) -> &str {
     repository.split_once('/').map_or("", |(h, _)| h)
-}
-
-/// Phase → outcome (`ran`, `skipped`, ...) from the summary line of `deploy --output json`.
-fn outcomes(stdout: &str) -> BTreeMap<String, String> {
-    let summary: serde_json::Value = stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|v| v["event"] == "summary")
-        .unwrap_or_else(|| panic!("no summary line in:\n{stdout}"));
-    summary["phases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| (p["id"].as_str().unwrap().to_string(), p["outcome"].as_str().unwrap().to_string()))
-        .collect()
-}
-
-/// `raydeploy deploy --auto-approve --output json` in the sandbox: phase outcomes.
-fn deploy_binary(env: &KubeEnv) -> BTreeMap<String, String> {
-    let o = env.raydeploy().args(["deploy", "--auto-approve", "--output", "json"]).output().unwrap();
-    let stdout = String::from_utf8_lossy(&o.stdout).to_string();
-    assert!(o.status.success(), "deploy failed:\n{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
-    outcomes(&stdout)
-}
-
-/// The image the fake cluster's ray-cluster release runs on the head: `repository:tag@digest`.
-fn released_head_image(env: &KubeEnv) -> String {
-    let kube = env.fake_state("kube");
-    let release = kube["releases"]
-        .as_object()
-        .unwrap()
-        .values()
-        .find(|r| r["chart"].as_str().is_some_and(|c| c.starts_with("ray-cluster-")))
-        .expect("release");
-    let img = &release["values"]["head"]["image"];
-    format!("{}:{}", img["repository"].as_str().unwrap(), img["tag"].as_str().unwrap())
-}
-
-/// The whole `raydeploy deploy` binary on target kubernetes (fake helm and kubectl, the real
-/// engine and registry): the image is built and pushed, the registry's digest is pinned in the
-/// ray-cluster release; a fresh checkout on an engine without the image deploys with image-build
-/// and image-push skipped; a changed pipPackages builds, pushes and pins a new tag.
-#[test]
-fn deploy_binary_pins_the_registry_digest() {
-    let _lock = env_lock();
-    let docker = DockerEnv::start();
-    let reg = &docker.registry;
-    let text = spec_text(&reg.addr, "pandas==2.2.3").replace("ray-imgtest", "ray-bin");
-    let mut env = KubeEnv::new(&text, &["helm", "kubectl"]);
-    std::fs::create_dir_all(env.spec_dir.join("jobs/hello")).unwrap();
-    std::fs::write(env.spec_dir.join("jobs/hello/hello.py"), "print('hello')\n").unwrap();
-    env.add_real("docker");
-    env.set("DOCKER_HOST", docker.engine.host.clone()).set("RAYDEPLOY_POLL_SECONDS", "0.05");
-    let (s, _) = session(&env.spec());
-    let img = s.d.image.clone();
-    docker.engine.build_base(&img.base, &img.base_tag);
-    docker.engine.build_base(&img.base, &img.base_tag_gpu);
-    let (cpu, gpu) = (img.cpu.clone().unwrap(), img.gpu.clone().unwrap());
-    let repo = "acme/ray-bin";
-
-    let phases = deploy_binary(&env);
-    assert_eq!(phases["image-build"], "ran");
-    assert_eq!(phases["image-push"], "ran");
-    assert_eq!(phases["cluster"], "ran");
-    let digest = reg.digest(repo, &cpu.tag).expect("CPU image pushed");
-    let gpu_digest = reg.digest(repo, &gpu.tag).expect("GPU image pushed");
-    let pinned = format!("{}@{digest}", cpu.reference());
-    let state = env.state("imgtest");
-    let push = &state["phases"]["image-push"]["outputs"];
-    assert_eq!(push["cpu_image"], pinned.as_str());
-    assert_eq!(push["gpu_image"], format!("{}@{gpu_digest}", gpu.reference()).as_str());
-    assert_eq!(released_head_image(&env), pinned, "the release runs the pushed digest");
-
-    // A fresh checkout with an engine that lacks the images: build and push are skipped.
-    env.fresh_checkout();
-    docker.engine.remove_image(&cpu.reference());
-    docker.engine.remove_image(&gpu.reference());
-    let phases = deploy_binary(&env);
-    assert_eq!(phases["image-build"], "skipped");
-    assert_eq!(phases["image-push"], "skipped");
-    assert!(!docker.engine.has_image(&cpu.reference()), "nothing was built or pulled");
-    assert_eq!(env.state("imgtest")["phases"]["image-push"]["outputs"]["cpu_image"], pinned.as_str());
-    assert_eq!(released_head_image(&env), pinned);
-
-    // A new pip package: a new tag, built, pushed and pinned.
-    env.write_spec(&text.replace("pandas==2.2.3", "pandas==2.2.2"));
-    let phases = deploy_binary(&env);
-    assert_eq!(phases["image-build"], "ran");
-    assert_eq!(phases["image-push"], "ran");
-    assert_eq!(phases["cluster"], "ran");
-    let (s2, _) = session(&env.spec());
-    let cpu2 = s2.d.image.cpu.clone().unwrap();
-    assert_ne!(cpu2.tag, cpu.tag);
-    let digest2 = reg.digest(repo, &cpu2.tag).expect("new CPU tag pushed");
-    assert_eq!(released_head_image(&env), format!("{}@{digest2}", cpu2.reference()));
 }

@@ -257,6 +257,9 @@ fn deploy_from_nothing_then_noop_plan_status_destroy(helm: &str) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let name = format!("full-{helm}");
     let bed = operator_bed(&name, "8");
+    // The CRDs stay after a destroy (README): an earlier test's deploy left raydeploy's label on
+    // them. Without it they are someone else's, and this deploy applies them again.
+    bed.kubectl(&["label", "crd", "-l", "raydeploy.io/kuberay-version", "raydeploy.io/kuberay-version-"]);
     let mut p = project(bed, helm, &full_spec(&name, 1));
     std::fs::write(p.spec_dir.join("db.txt"), FILE_SECRET).unwrap();
     p.add_az();
@@ -562,8 +565,12 @@ fn deploy_from_nothing_then_noop_plan_status_destroy(helm: &str) {
     for (args, t) in &outs {
         assert_no_canary(&format!("the output of `raydeploy {args}`"), t);
     }
-    let stored = files(&p.spec_dir.join(".raydeploy"));
-    assert!(stored.len() > 10, "state, logs and rendered files were checked ({})", stored.len());
+    // Every file next to the spec: state, logs, rendered files, the saved plans (but the
+    // secret's own source file).
+    let stored: Vec<_> = files(&p.spec_dir).into_iter().filter(|(f, _)| !f.ends_with("db.txt")).collect();
+    let raydeploy = stored.iter().filter(|(f, _)| f.starts_with(p.spec_dir.join(".raydeploy"))).count();
+    assert!(raydeploy > 10, "state, logs and rendered files were checked ({raydeploy})");
+    assert!(stored.iter().any(|(f, _)| f.ends_with("rotate.plan")), "the saved plans were checked");
     for (path, t) in stored {
         assert_no_canary(&path.display().to_string(), &t);
     }
@@ -597,6 +604,8 @@ fn unschedulable_worker(helm: &str) {
     assert!(out.contains("is not ready after 20s"), "{out}");
     assert!(out.contains(&pod), "the message names pod {pod}:\n{out}");
     assert!(out.contains("Insufficient cpu"), "the message gives the scheduler's reason:\n{out}");
+    assert!(out.contains(&format!("{pod} (group cpu): Pending")), "{out}");
+    assert!(out.contains("event FailedScheduling"), "the scheduler's event:\n{out}");
     assert_eq!(state(&p, &name)["phases"]["ready"]["status"], "failed");
     let o = p.run(&["destroy", "--auto-approve"]);
     assert!(o.status.success(), "destroy:\n{}", text(&o));
@@ -643,8 +652,13 @@ fn rayjob_accepted(helm: &str) {
         p.calls(),
         text(&out)
     );
+    p.clear_calls();
     let o = p.run(&["destroy", "--auto-approve"]);
     assert!(o.status.success(), "destroy:\n{}", text(&o));
+    let calls = p.calls();
+    let jobs = calls.iter().position(|c| c.tool == "kubectl" && c.has(&["delete", "rayjobs"]));
+    let cluster = calls.iter().position(|c| c.tool == "helm" && c.has(&["uninstall", &name]));
+    assert!(jobs.is_some() && jobs < cluster, "the RayJobs go before the cluster: {calls:#?}");
     let left = bed.get_json(&["rayjobs", "-n", &name]);
     assert_eq!(left["items"].as_array().unwrap().len(), 0, "destroy removes the RayJob: {left}");
 }

@@ -350,8 +350,6 @@ fn skip_preflight_says_so_loudly_and_reads_nothing() {
 #[test]
 fn plan_shows_the_findings_and_exits_1() {
     let mut env = sandbox(SPEC);
-    env.add_fake("helm");
-    env.add_fake("kubectl");
     env.add_script(
         "docker",
         r#"[ "$1" = version ] && echo 27.5.1 && exit 0; [ "$1" = manifest ] && echo "no such manifest" >&2; exit 1"#,

@@ -21,7 +21,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 pub use crate::kube_env::{Call, copy_tree};
-use crate::kube_env::{NAME_ONLY_DOCKER, python, read_calls, which};
+use crate::kube_env::{NAME_ONLY_DOCKER, NAME_ONLY_DOCKER_NEEDS, python, read_calls, which};
 use crate::testbed::{NodeSpec, TestBed, shared};
 
 /// Run by the helm wrapper instead of the real helm when a kill is armed (argv: the real helm,
@@ -101,7 +101,7 @@ impl BedDeploy {
         );
         me.script("kubectl", &format!("{}\nexec '{}' \"$@\"", record("kubectl"), kubectl.display()));
         me.script("docker", NAME_ONLY_DOCKER);
-        for t in ["mkdir", "touch", "tr"] {
+        for t in NAME_ONLY_DOCKER_NEEDS {
             std::os::unix::fs::symlink(program(t), me.bin.join(t)).unwrap();
         }
         let mut me = me;

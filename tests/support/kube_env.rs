@@ -27,6 +27,9 @@ case "$1" in
   *) echo "docker stand-in: $*" >&2; exit 1 ;;
 esac"#;
 
+/// The programs [`NAME_ONLY_DOCKER`] runs (the PATH of a sandbox has nothing else).
+pub const NAME_ONLY_DOCKER_NEEDS: [&str; 3] = ["mkdir", "touch", "tr"];
+
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -154,6 +157,14 @@ impl KubeEnv {
         let _ = std::fs::remove_file(&p);
         std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    /// The docker stand-in [`NAME_ONLY_DOCKER`], with the programs its script uses.
+    pub fn add_name_only_docker(&self) {
+        self.add_script("docker", NAME_ONLY_DOCKER);
+        for t in NAME_ONLY_DOCKER_NEEDS {
+            self.add_real(t);
+        }
     }
 
     pub fn remove_tool(&self, name: &str) {
