@@ -180,6 +180,16 @@ fn interrupted_helm(helm_bin: &str) {
     assert!(p.helm_killed().is_some(), "{helm_bin}: helm was never killed:\n{out}");
     assert_eq!(release_status(bed, helm_bin, OPERATOR, OPERATOR_NS), "pending-upgrade");
     assert_helm_refuses(bed, helm_bin, &p);
+    // plan tells what the next deploy does about it.
+    let o = p.run(&["plan"]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    assert!(
+        out.contains(&format!(
+            "release {OPERATOR} is pending-upgrade: an interrupted helm left it; deploy rolls it back to revision {hand}, then upgrades it"
+        )),
+        "{out}"
+    );
 
     // The next deploy rolls back to the hand-made revision, then upgrades: only those two change
     // anything (the cluster release is current, read from the live release).
