@@ -461,16 +461,11 @@ def image_of(values, default=None):
 
 
 def load_docs(text):
-    """JSON (one object or a List) or a YAML stream, flattened."""
+    """JSON (one object or a List, as raydeploy pipes every apply), flattened."""
     text = text.strip()
     if not text:
         return []
-    try:
-        docs = [json.loads(text)]
-    except ValueError:
-        import yaml
-
-        docs = [d for d in yaml.safe_load_all(text) if d]
+    docs = [json.loads(text)]
     out = []
     for d in docs:
         if d.get("kind") == "List" or (d.get("kind", "").endswith("List") and "items" in d):
