@@ -273,9 +273,14 @@ impl KubeEnv {
 /// The calls recorded in a call log: one JSON object per line, as the fakes (tests/fakes/_fake.py)
 /// and the test bed's recording wrappers (tests/support/bed_deploy.rs) write them. `tool` and
 /// `argv` are always there; a wrapper that only records leaves out `stdin`, `env` and `exit`.
+/// A last line without its newline is a call being written (a test may read while tools run):
+/// left out.
 pub fn read_calls(path: &Path) -> Vec<Call> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines()
+    // Bytes first: the unfinished line may end inside a UTF-8 sequence.
+    let bytes = std::fs::read(path).unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes);
+    text.split_inclusive('\n')
+        .filter_map(|l| l.strip_suffix('\n'))
         .map(|l| {
             let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("call log line {l:?}: {e}"));
             Call {
