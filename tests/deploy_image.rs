@@ -11,10 +11,9 @@
 //! and builds nothing; a tag missing from the registry is pushed again from the local engine
 //! without a rebuild; a changed `pipPackages` changes the tag and builds and pushes anew.
 //! On AKS (fake terraform and az from tests/fakes, real docker): the image goes to the registry
-//! infra reports, after `az acr login`, and a fresh checkout skips build and push. And the real
-//! binary: `raydeploy deploy` of the whole kubernetes graph (fake helm and kubectl) pins the
-//! registry's digest in the ray-cluster release, skips build and push from a fresh checkout, and
-//! pins a new tag after a pipPackages change.
+//! infra reports, after `az acr login`, and a fresh checkout skips build and push. That the
+//! ray-cluster release and its pods run the image pinned to the digest image-push records is
+//! tested on the Kubernetes test bed (tests/deploy_testbed.rs).
 //!
 //! Needs root (dockerd) and docker.io, busybox-static and docker-registry (installed with apt-get
 //! when missing). Run alone with `cargo test --test deploy_image`: about 30 s with a warm cargo

@@ -8,7 +8,6 @@
 //! asked for their versions here, by two-line stand-ins. About 5 s.
 
 use std::os::unix::fs::PermissionsExt;
-use std::sync::{Mutex, MutexGuard};
 
 use raydeploy::cli::{SpecArgs, load_model};
 use raydeploy::context::{Context, DestroyOptions};
@@ -20,7 +19,7 @@ use raydeploy::targets::kube::infra;
 #[path = "support/kube_env.rs"]
 mod kube_env;
 
-use kube_env::KubeEnv;
+use kube_env::{EnvGuard, KubeEnv};
 
 const SPEC: &str = r#"apiVersion: raydeploy/v1
 kind: RayDeployment
@@ -41,60 +40,9 @@ cluster:
 
 const PHASES: [&str; 3] = ["preflight", "infra", "credentials"];
 
-/// The process environment is shared: one test at a time sets it.
-static ENV_LOCK: Mutex<()> = Mutex::new(());
-
-/// Sets the sandbox's variables for this process (and unsets ones that would leak in) until
-/// dropped.
-struct EnvGuard {
-    _lock: MutexGuard<'static, ()>,
-    saved: Vec<(String, Option<std::ffi::OsString>)>,
-}
-
-impl EnvGuard {
-    fn new(env: &KubeEnv) -> Self {
-        let lock = ENV_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        let mut keys: Vec<String> = env.vars.keys().cloned().collect();
-        for k in
-            ["ARM_SUBSCRIPTION_ID", "KUBECONFIG", "RAYDEPLOY_FAKE_FAULTS", "RAYDEPLOY_COMMAND_TIMEOUT", "DOCKER_HOST"]
-        {
-            keys.push(k.to_string());
-        }
-        keys.extend(std::env::vars().map(|(k, _)| k).filter(|k| k.starts_with("RAYDEPLOY_FAKE_")));
-        keys.sort();
-        keys.dedup();
-        let saved = keys.iter().map(|k| (k.clone(), std::env::var_os(k))).collect();
-        for k in &keys {
-            // SAFETY: every test of this binary holds ENV_LOCK while the environment is changed
-            // or read (by the commands the phases start).
-            unsafe {
-                match env.vars.get(k) {
-                    Some(v) => std::env::set_var(k, v),
-                    None => std::env::remove_var(k),
-                }
-            }
-        }
-        EnvGuard { _lock: lock, saved }
-    }
-}
-
-impl Drop for EnvGuard {
-    fn drop(&mut self) {
-        for (k, v) in &self.saved {
-            // SAFETY: ENV_LOCK is still held.
-            unsafe {
-                match v {
-                    Some(v) => std::env::set_var(k, v),
-                    None => std::env::remove_var(k),
-                }
-            }
-        }
-    }
-}
-
 fn sandbox(spec: &str) -> KubeEnv {
     // Looks up python3 on PATH: not while another test has PATH pointing into its sandbox.
-    let _lock = ENV_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _lock = kube_env::env_lock();
     let env = KubeEnv::new(spec, &["terraform", "az", "kubelogin"]);
     env.add_script("docker", r#"[ "$1" = version ] && echo 27.5.1 && exit 0; echo "docker stand-in: $*" >&2; exit 1"#);
     env.add_script("helm", r#"[ "$1" = version ] && echo v3.16.2+g13654a5 && exit 0; exit 1"#);
@@ -614,7 +562,7 @@ fn deploy_sh_runs_raydeploy_deploy_with_the_arguments() {
 #[test]
 fn the_binary_takes_the_fast_path_only_when_the_tag_matches() {
     let mut env = {
-        let _lock = ENV_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let _lock = kube_env::env_lock();
         KubeEnv::new(SPEC, &["terraform", "az", "kubelogin", "helm", "kubectl", "docker"])
     };
     env.set("RAYDEPLOY_POLL_SECONDS", "0.02");

@@ -12,19 +12,20 @@
 #[path = "support/testbed.rs"]
 mod testbed;
 
+#[path = "support/kube_env.rs"]
+mod kube_env;
+
 #[path = "support/bed_deploy.rs"]
 mod bed_deploy;
 
-use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use bed_deploy::{BedDeploy, text};
+use bed_deploy::{BedDeploy, WAIT, condition, files, operator_bed, state, text};
 use serde_json::Value;
-use testbed::{NodeSpec, TestBed, shared};
+use testbed::TestBed;
 
 const CANARY: &str = "cnry-7d1e4b0a92f3";
-const WAIT: Duration = Duration::from_secs(180);
 
 /// One test at a time: the operator release is shared.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -73,39 +74,6 @@ secrets:
     )
 }
 
-fn condition<'a>(obj: &'a Value, kind: &str) -> Option<&'a Value> {
-    obj["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == kind)
-}
-
-/// The bed with the KubeRay operator running, a CPU node and a GPU node (tainted like the GPU
-/// groups' tolerations expect) for deployment `name`.
-fn bed_for(name: &str, cpu: &str) -> &'static TestBed {
-    let bed = shared();
-    // The operator watches the KubeRay CRDs, so they come first (without raydeploy's label: its
-    // crds phase still applies them). Waited for here by condition: a `kubectl wait` right after
-    // the first apply can find no `status.conditions` yet.
-    let crds = testbed::kuberay_data().join("charts/kuberay-operator/crds");
-    bed.kubectl(&["apply", "--server-side", "--force-conflicts", "-f", &crds.display().to_string()]);
-    for crd in ["rayclusters.ray.io", "rayjobs.ray.io", "rayservices.ray.io", "raycronjobs.ray.io"] {
-        bed.wait_for(&format!("CRD {crd} to be Established"), WAIT, |note| {
-            let c = bed.get_json(&["crd", crd]);
-            *note = c["status"].to_string();
-            condition(&c, "Established").is_some_and(|c| c["status"] == "True").then_some(())
-        });
-    }
-    bed.start_operator();
-    bed.add_node(&NodeSpec::new(&format!("{name}-cpu")).cpu(cpu).memory("32Gi").label("raydeploy.test/pool", "cpu"));
-    bed.add_node(
-        &NodeSpec::new(&format!("{name}-gpu"))
-            .cpu("8")
-            .memory("32Gi")
-            .gpus(1)
-            .label("raydeploy.test/pool", "gpu")
-            .taint("nvidia.com/gpu", "present", "NoSchedule"),
-    );
-    bed
-}
-
 fn project(bed: &'static TestBed, helm: &str, spec: &str) -> BedDeploy {
     let mut p = BedDeploy::new(bed, helm, spec);
     p.set("BED_TOKEN", CANARY);
@@ -119,25 +87,6 @@ fn deploy(p: &BedDeploy, extra: &[&str]) -> (std::process::Output, Duration) {
     args.extend(extra);
     let o = p.run(&args);
     (o, t0.elapsed())
-}
-
-fn all_text(dir: &Path) -> String {
-    let mut out = String::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.push_str(&all_text(&p));
-        } else if let Ok(b) = std::fs::read(&p) {
-            out.push_str(&String::from_utf8_lossy(&b));
-        }
-    }
-    out
-}
-
-fn assert_no_canary(what: &str, t: &str) {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(CANARY);
-    assert!(!t.contains(CANARY) && !t.contains(&b64), "the secret value appears in {what}");
 }
 
 /// The pods of RayCluster `name` in namespace `name`, once head and every worker run.
@@ -155,19 +104,204 @@ fn running_pods(bed: &TestBed, name: &str, workers: usize) -> Vec<Value> {
     })
 }
 
+/// The full test's other secret values: the token after its rotation, a value from a file, one
+/// from Key Vault (the Azure CLI stand-in), a mount's storage key. Each must reach its Secret, and
+/// nothing else: no output, no file under `.raydeploy/`, no other object of the API.
+const TOKEN_NEW: &str = "cnry-rotated-5c38e1d07a";
+const FILE_SECRET: &str = "cnry-file-0b7e92d4c1";
+const KV_SECRET: &str = "cnry-kv-e41f6a9d23";
+const BLOB_KEY: &str = "cnry-blob-9a2d7c4e18";
+const CANARIES: [&str; 5] = [CANARY, TOKEN_NEW, FILE_SECRET, KV_SECRET, BLOB_KEY];
+
+/// [`spec`] plus a secret from a file and one from Key Vault, an Azure Blob mount (a
+/// PersistentVolume and a claim) with its storage key in a second Secret, and a RayJob.
+fn full_spec(name: &str, cpu_replicas: u32) -> String {
+    let mount = "  mounts:\n    - { name: data, type: azureblob, storageAccount: stbed, container: data, path: /mnt/data, \
+                 secret: blob-creds }\n\nsecrets:\n";
+    let more = "      token: { fromEnv: BED_TOKEN }\n      db: { fromFile: ./db.txt }\n      \
+                key: { fromKeyVault: { vault: kv-bed, secret: api-key } }\n  - name: blob-creds\n    data:\n      \
+                azurestorageaccountname: { fromEnv: BED_BLOB_ACCOUNT }\n      \
+                azurestorageaccountkey: { fromEnv: BED_BLOB_KEY }\n";
+    spec(name, cpu_replicas, "jobs:\n  - name: report\n    entrypoint: python -c \"print(42)\"\n")
+        .replace("\nsecrets:\n", &format!("\n{mount}"))
+        .replace("      token: { fromEnv: BED_TOKEN }\n", more)
+}
+
+/// Every form of a value this test looks for: as is, and its base64 at each byte alignment
+/// inside a longer base64 text.
+fn forms(v: &str) -> Vec<String> {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD_NO_PAD;
+    let mut out = vec![v.to_string()];
+    for r in 0..3 {
+        let mut buf = vec![b'#'; r];
+        buf.extend_from_slice(v.as_bytes());
+        let (start, end) = ((8 * r).div_ceil(6), (8 * (r + v.len())) / 6);
+        out.push(STANDARD_NO_PAD.encode(&buf)[start..end].to_string());
+    }
+    out
+}
+
+fn assert_no_canary(what: &str, t: &str) {
+    for c in CANARIES {
+        for f in forms(c) {
+            assert!(!t.contains(&f), "secret value {c} appears in {what} (as {f:?})");
+        }
+    }
+}
+
+fn b64(v: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(v)
+}
+
+fn unb64(v: &Value) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap_or("")).unwrap_or_default()
+}
+
+/// Helm's record of a release revision (the `release` key of its storage Secret): base64 of the
+/// gzipped release JSON (the Secret's base64 on top is undone by [`unb64`]).
+fn helm_payload(data: &[u8]) -> String {
+    use base64::Engine;
+    let gz = base64::engine::general_purpose::STANDARD.decode(data).expect("helm's payload is base64");
+    if !gz.starts_with(&[0x1f, 0x8b]) {
+        return String::from_utf8_lossy(&gz).into_owned();
+    }
+    let mut child = std::process::Command::new("gzip")
+        .arg("-dc")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("gzip runs");
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &gz));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(out.status.success(), "gunzip of a Helm release");
+    String::from_utf8(out.stdout).expect("a Helm release is JSON")
+}
+
+/// Every object the API server stores (every listable kind, every namespace), read back through
+/// the API: the deployment's own Secrets hold exactly the current values, base64 in `data`;
+/// no other object holds any secret value in any form — Helm's release records decoded, every
+/// other Secret's data decoded. Returns how many objects were read.
+fn assert_secrets_only_in_their_secrets(bed: &TestBed, name: &str, want: &[(&str, &str, &str)]) -> usize {
+    let kinds = bed.kubectl(&["api-resources", "--verbs=list", "-o", "name"]);
+    let kinds: Vec<&str> = kinds.lines().filter(|k| !k.is_empty()).collect();
+    let all = bed.get_json(&[&kinds.join(","), "-A"]);
+    let items = all["items"].as_array().unwrap();
+    let mut found = 0;
+    for o in items {
+        let kind = o["kind"].as_str().unwrap_or("");
+        let ns = o["metadata"]["namespace"].as_str().unwrap_or("");
+        let oname = o["metadata"]["name"].as_str().unwrap_or("");
+        let what = format!("{kind} {ns}/{oname}");
+        if kind == "Secret" && ns == name && want.iter().any(|(s, _, _)| *s == oname) {
+            for (s, key, value) in want.iter().filter(|(s, _, _)| *s == oname) {
+                assert_eq!(o["data"][*key], b64(value).as_str(), "{what} key {key}");
+                assert!(o.get("stringData").is_none(), "{what}");
+                found += 1;
+                let _ = s;
+            }
+            let mut rest = o.clone();
+            rest.as_object_mut().unwrap().remove("data");
+            assert_no_canary(&what, &rest.to_string());
+            continue;
+        }
+        assert_no_canary(&what, &o.to_string());
+        if kind == "Secret" {
+            for (key, v) in o["data"].as_object().into_iter().flatten() {
+                let raw = unb64(v);
+                let text = if o["type"] == "helm.sh/release.v1" && key == "release" {
+                    helm_payload(&raw)
+                } else {
+                    String::from_utf8_lossy(&raw).into_owned()
+                };
+                assert_no_canary(&format!("{what} data {key} (decoded)"), &text);
+            }
+        }
+    }
+    assert_eq!(found, want.len(), "every value is in its Secret");
+    let releases = items.iter().filter(|o| o["type"] == "helm.sh/release.v1").count();
+    assert!(releases >= 2, "Helm's release records were read: {releases}");
+    items.len()
+}
+
+/// `raydeploy ARGS…`; its output is kept for the final check.
+fn run(p: &BedDeploy, outputs: &mut Vec<(String, String)>, args: &[&str]) -> std::process::Output {
+    let o = p.run(args);
+    outputs.push((args.join(" "), text(&o)));
+    o
+}
+
+fn layer<'a>(plan: &'a Value, name: &str) -> &'a Value {
+    plan["layers"].as_array().unwrap().iter().find(|l| l["layer"] == name).unwrap_or_else(|| panic!("{plan}"))
+}
+
+fn plan_json(p: &BedDeploy, outputs: &mut Vec<(String, String)>, extra: &[&str]) -> (i32, Value) {
+    let mut args = vec!["plan", "--output", "json"];
+    args.extend(extra);
+    let o = run(p, outputs, &args);
+    let v = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
+    (o.status.code().unwrap_or(-1), v)
+}
+
+fn position(calls: &[kube_env::Call], what: &str, pred: impl Fn(&kube_env::Call) -> bool) -> usize {
+    calls.iter().position(pred).unwrap_or_else(|| {
+        panic!("no call {what} in {:#?}", calls.iter().map(kube_env::Call::line).collect::<Vec<_>>())
+    })
+}
+
 fn deploy_from_nothing_then_noop_plan_status_destroy(helm: &str) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let name = format!("full-{helm}");
-    let bed = bed_for(&name, "8");
-    let p = project(bed, helm, &spec(&name, 1, ""));
+    let bed = operator_bed(&name, "8");
+    // The CRDs stay after a destroy (README): an earlier test's deploy left raydeploy's label on
+    // them. Without it they are someone else's, and this deploy applies them again.
+    bed.kubectl(&["label", "crd", "-l", "raydeploy.io/kuberay-version", "raydeploy.io/kuberay-version-"]);
+    let mut p = project(bed, helm, &full_spec(&name, 1));
+    std::fs::write(p.spec_dir.join("db.txt"), FILE_SECRET).unwrap();
+    p.add_az();
+    p.set("RAYDEPLOY_FAKE_KV_KV_BED_API_KEY", KV_SECRET).set("BED_BLOB_ACCOUNT", "stbed").set("BED_BLOB_KEY", BLOB_KEY);
+    let mut outs: Vec<(String, String)> = vec![];
+
+    // 0. Nothing deployed yet: status says so; plan says what each layer creates; the dry run
+    // runs nothing.
+    let o = run(&p, &mut outs, &["status", "--output", "json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let st: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
+    assert_eq!(st["cluster"]["raycluster"]["exists"], false, "{st}");
+    assert!(st["cluster"]["releases"]["cluster"].is_null(), "{st}");
+    let (code, plan) = plan_json(&p, &mut outs, &[]);
+    assert_eq!(code, 2, "{plan}");
+    assert_eq!(plan["mode"], "live");
+    assert_eq!(layer(&plan, "image")["items"][0]["action"], "build", "{plan}");
+    assert_eq!(layer(&plan, "operator")["status"], "create", "{plan}");
+    assert_eq!(layer(&plan, "cluster")["status"], "create", "{plan}");
+    let items = layer(&plan, "secrets")["items"].as_array().unwrap().clone();
+    assert!(items.iter().any(|i| i["name"] == "api.token" && i["action"] == "add"), "{items:?}");
+    assert!(
+        items.iter().any(|i| i["name"] == "blob-creds.azurestorageaccountkey" && i["action"] == "add"),
+        "{items:?}"
+    );
+    p.clear_calls();
+    let o = run(&p, &mut outs, &["deploy", "--dry-run"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(p.calls().iter().all(|c| !c.mutating()), "the dry run changes nothing: {:#?}", p.calls());
 
     // 1. From nothing.
-    let (o, first) = deploy(&p, &[]);
+    p.clear_calls();
+    let t0 = Instant::now();
+    let o = run(&p, &mut outs, &["deploy", "--auto-approve"]);
+    let first = t0.elapsed();
     let out = text(&o);
     assert!(o.status.success(), "deploy with {helm}:\n{out}\ncalls:\n{:#?}", p.calls());
     eprintln!("{helm}: deploy from nothing took {:.1} s", first.as_secs_f64());
+    let calls = p.calls();
 
-    // CRDs: applied server-side by raydeploy, labelled with the KubeRay version, Established.
+    // CRDs: from the chart, applied server-side by raydeploy before the operator, labelled with
+    // the KubeRay version, Established.
     for crd in ["rayclusters.ray.io", "rayjobs.ray.io"] {
         let c = bed.get_json(&["crd", crd, "--show-managed-fields"]);
         assert_eq!(c["metadata"]["labels"]["raydeploy.io/kuberay-version"], "1.7.0", "{crd}");
@@ -178,22 +312,51 @@ fn deploy_from_nothing_then_noop_plan_status_destroy(helm: &str) {
             "{crd} applied server-side by raydeploy: {managers:?}"
         );
     }
-    assert!(
-        p.calls().iter().any(|c| c.tool == "kubectl" && c.argv.iter().any(|a| a == "--server-side")),
-        "a server-side apply"
-    );
-    // The operator release, from the local charts, and its Deployment Available (kwok runs it).
+    let is_helm = |c: &kube_env::Call, w: &[&str]| c.tool == "helm" && c.has(w);
+    let show = position(&calls, "helm show crds", |c| is_helm(c, &["show", "crds"]));
+    let op = position(&calls, "helm upgrade kuberay-operator", |c| {
+        is_helm(c, &["upgrade", "--install", "kuberay-operator"])
+    });
+    let rc = position(&calls, "helm upgrade ray-cluster", |c| is_helm(c, &["upgrade", "--install", &name]));
+    assert!(show < op && op < rc, "the CRDs' source, then the operator, then the cluster");
+    // The order of the objects, from the API's own times (seconds: `<=`): raydeploy's apply of
+    // the CRDs before the operator's Deployment; the Secret before the RayCluster.
+    let crd = bed.get_json(&["crd", "rayclusters.ray.io", "--show-managed-fields"]);
+    let crd_applied = crd["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["manager"] == "raydeploy")
+        .and_then(|m| m["time"].as_str())
+        .unwrap()
+        .to_string();
+    let created = |what: &[&str]| bed.get_json(what)["metadata"]["creationTimestamp"].as_str().unwrap().to_string();
+    let operator_created = created(&["deployment", "kuberay-operator", "-n", "kuberay"]);
+    assert!(crd_applied <= operator_created, "CRDs {crd_applied}, operator {operator_created}");
+    let (secret, cluster) = (created(&["secret", "api", "-n", &name]), created(&["raycluster", &name, "-n", &name]));
+    assert!(secret <= cluster, "Secret {secret}, RayCluster {cluster}");
+    for w in ["--skip-crds", "--wait", "--create-namespace"] {
+        assert!(calls[op].has(&[w]), "{w} missing: {}", calls[op].line());
+    }
+    assert!(calls[op].argv.iter().any(|a| a.ends_with("vendor/kuberay/kuberay-operator")), "{}", calls[op].line());
+    let files_of = |c: &kube_env::Call| -> Vec<String> {
+        c.argv.windows(2).filter(|w| w[0] == "-f").map(|w| w[1].clone()).collect()
+    };
+    let f = files_of(&calls[rc]);
+    assert_eq!(f.len(), 2, "{}", calls[rc].line());
+    assert!(f[0].ends_with("helm/ray-cluster.values.yaml") && f[1].ends_with("helm/ray-cluster.images.yaml"));
+    let kv: Vec<&kube_env::Call> = calls
+        .iter()
+        .filter(|c| {
+            c.tool == "az" && c.has(&["keyvault", "secret", "show", "--vault-name", "kv-bed", "--name", "api-key"])
+        })
+        .collect();
+    assert!(!kv.is_empty() && kv.iter().all(|c| c.has(&["--query", "value", "-o", "tsv"])), "Key Vault read");
+    // The operator release, and its Deployment Available (kwok runs it).
     let rel: Value =
         serde_json::from_str(&bed.helm(helm, &["status", "kuberay-operator", "-n", "kuberay", "-o", "json"]))
             .expect("helm status JSON");
     assert_eq!(rel["info"]["status"], "deployed", "{rel}");
-    let ups: Vec<String> = p
-        .calls()
-        .iter()
-        .filter(|c| c.tool == "helm" && c.argv.first().is_some_and(|a| a == "upgrade"))
-        .map(|c| c.line())
-        .collect();
-    assert!(ups.iter().any(|l| l.contains("kuberay-operator") && l.contains("vendor/kuberay")), "{ups:#?}");
     bed.wait_for("the operator Deployment to be Available", WAIT, |note| {
         let deploys = bed.get_json(&["deployments", "-n", "kuberay"]);
         *note = deploys.to_string();
@@ -207,19 +370,26 @@ fn deploy_from_nothing_then_noop_plan_status_destroy(helm: &str) {
             .then_some(())
     });
 
-    // The Secret holds the value from the environment; read back through the API only.
-    let secrets = bed.get_json(&["secrets", "-n", &name]);
-    let found = secrets["items"].as_array().unwrap().iter().any(|s| {
-        use base64::Engine;
-        s["data"]["token"].as_str().and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok()).as_deref()
-            == Some(CANARY.as_bytes())
-    });
-    assert!(found, "a Secret in {name} with the token");
+    // The Secrets: the values from the environment, the file and Key Vault, labelled with a salted
+    // hash (never the value); read back through the API only.
+    let s = bed.get_json(&["secret", "api", "-n", &name]);
+    assert_eq!(s["data"]["token"], b64(CANARY).as_str());
+    assert_eq!(s["metadata"]["labels"]["raydeploy.io/secret-hash"].as_str().map(str::len), Some(32), "{s}");
+    assert!(s["metadata"]["annotations"]["raydeploy.io/secret-salt"].is_string(), "{s}");
     assert_no_canary("deploy's output", &out);
-    assert_no_canary("the recorded calls", &std::fs::read_to_string(p.log_path()).unwrap());
-    assert_no_canary(".raydeploy (state, logs, rendered files)", &all_text(&p.spec_dir.join(".raydeploy")));
 
-    // The ray-cluster release and the operator's pods, placed by the scheduler.
+    // The mount: a PersistentVolume and the claim bound to it.
+    let pvc = bed.wait_for("the mount's claim to be Bound", WAIT, |note| {
+        let pvc = bed.get_json(&["pvc", &format!("{name}-data"), "-n", &name]);
+        *note = pvc["status"].to_string();
+        (pvc["status"]["phase"] == "Bound").then_some(pvc)
+    });
+    assert_eq!(pvc["spec"]["volumeName"], format!("{name}-data"));
+    let pv = bed.get_json(&["pv", &format!("{name}-data")]);
+    assert_eq!(pv["spec"]["csi"]["nodeStageSecretRef"]["name"], "blob-creds", "{pv}");
+
+    // The ray-cluster release and the operator's pods, placed by the scheduler, each running the
+    // image pinned to the digest image-push recorded.
     let rel: Value = serde_json::from_str(&bed.helm(helm, &["status", &name, "-n", &name, "-o", "json"])).unwrap();
     assert_eq!(rel["info"]["status"], "deployed");
     let pods = running_pods(bed, &name, 2);
@@ -232,57 +402,179 @@ fn deploy_from_nothing_then_noop_plan_status_destroy(helm: &str) {
         } else {
             assert_eq!(pool, "cpu", "{} ({group}) stays off the tainted GPU node", pod["metadata"]["name"]);
         }
+        let img = pod["spec"]["containers"][0]["image"].as_str().unwrap();
+        assert!(img.starts_with(&format!("127.0.0.1:5999/acme/ray-{name}:")) && img.contains("@sha256:1111"), "{img}");
+        let mounted = pod["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["persistentVolumeClaim"]["claimName"] == format!("{name}-data").as_str());
+        assert!(mounted, "{} mounts the claim", pod["metadata"]["name"]);
     }
-    let state: Value =
-        serde_json::from_str(&std::fs::read_to_string(p.state_dir(&name).join("state.json")).unwrap()).unwrap();
-    assert_eq!(state["phases"]["ready"]["status"], "completed", "{}", state["phases"]);
+    assert_eq!(state(&p, &name)["phases"]["ready"]["status"], "completed");
 
     // 2. Again: nothing to do, decided from the live objects.
     p.clear_calls();
-    let (o, second) = deploy(&p, &[]);
+    let o = run(&p, &mut outs, &["deploy", "--auto-approve"]);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(p.mutating(), Vec::<String>::new(), "a second deploy changes nothing");
-    eprintln!("{helm}: second (no-op) deploy took {:.1} s", second.as_secs_f64());
 
     // 3. From a fresh checkout (no state): still nothing.
     std::fs::remove_file(p.state_dir(&name).join("state.json")).unwrap();
     p.clear_calls();
-    let (o, fresh) = deploy(&p, &[]);
+    let t0 = Instant::now();
+    let o = run(&p, &mut outs, &["deploy", "--auto-approve"]);
+    let fresh = t0.elapsed();
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(p.mutating(), Vec::<String>::new(), "a deploy from a fresh checkout changes nothing");
+    assert!(text(&o).contains("live state already matches"), "{}", text(&o));
     eprintln!("{helm}: deploy from a fresh checkout took {:.1} s", fresh.as_secs_f64());
 
-    // plan against the live cluster.
-    let o = p.run(&["plan"]);
+    // plan against the live cluster: no changes; the job, never run, is information only;
+    // `plan --with-jobs` counts it, as `deploy --with-jobs` would submit it.
+    let o = run(&p, &mut outs, &["plan"]);
     assert_eq!(o.status.code(), Some(0), "plan after deploy:\n{}", text(&o));
-    p.write_spec(&spec(&name, 2, ""));
+    assert!(text(&o).contains("No changes."), "{}", text(&o));
+    assert!(text(&o).contains("i RayJob/report: not on the cluster"), "{}", text(&o));
+    let (code, plan) = plan_json(&p, &mut outs, &["--with-jobs"]);
+    assert_eq!(code, 2, "{plan}");
+    let jobs = layer(&plan, "jobs");
+    assert_eq!(
+        (&jobs["status"], &jobs["items"][0]["action"], &jobs["items"][0]["name"]),
+        (&"changes".into(), &"run".into(), &"RayJob/report".into()),
+        "{jobs}"
+    );
+
+    // A replicas change: the values diff, exit 2, nothing changed. `plan --out` of it is refused
+    // by `deploy --plan` once the live release moved after it was written.
+    p.write_spec(&full_spec(&name, 2));
     p.clear_calls();
-    let o = p.run(&["plan"]);
+    let o = run(&p, &mut outs, &["plan", "--out", "replicas.plan"]);
     let out = text(&o);
     assert_eq!(o.status.code(), Some(2), "plan after a replicas change:\n{out}");
-    assert!(out.contains("replicas"), "the values diff names replicas:\n{out}");
+    assert!(out.contains("+  replicas: 2"), "the values diff shows the new replicas:\n{out}");
     assert_eq!(p.mutating(), Vec::<String>::new(), "plan changes nothing");
-    assert_no_canary("plan's output", &out);
-    p.write_spec(&spec(&name, 1, ""));
+    let o = run(&p, &mut outs, &["deploy", "--auto-approve"]);
+    assert!(o.status.success(), "{}", text(&o));
+    running_pods(bed, &name, 3);
+    let o = run(&p, &mut outs, &["deploy", "--auto-approve", "--plan", "replicas.plan"]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("no longer matches") && out.contains("live release"), "{out}");
+
+    // A rotated secret: plan names the key, never a value; `plan --out` + `deploy --plan`
+    // applies exactly that: the Secret alone.
+    p.set("BED_TOKEN", TOKEN_NEW);
+    let o = run(&p, &mut outs, &["plan"]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    assert!(out.contains("~ api.token: value changed (redacted)"), "{out}");
+    let (_, plan) = plan_json(&p, &mut outs, &[]);
+    let items = layer(&plan, "secrets")["items"].as_array().unwrap().clone();
+    assert_eq!(items.len(), 1, "only the rotated key: {items:?}");
+    assert_eq!((&items[0]["name"], &items[0]["action"]), (&"api.token".into(), &"change".into()));
+    let o = run(&p, &mut outs, &["plan", "--out", "rotate.plan"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    p.clear_calls();
+    let o = run(&p, &mut outs, &["deploy", "--auto-approve", "--plan", "rotate.plan"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let m = p.mutating();
+    assert!(m.len() == 1 && m[0].starts_with("kubectl apply"), "the new value is applied alone: {m:#?}");
+    let o = run(&p, &mut outs, &["plan"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // In the API: the values in their Secrets, base64 in `data`, and nowhere else.
+    let read = assert_secrets_only_in_their_secrets(
+        bed,
+        &name,
+        &[
+            ("api", "token", TOKEN_NEW),
+            ("api", "db", FILE_SECRET),
+            ("api", "key", KV_SECRET),
+            ("blob-creds", "azurestorageaccountkey", BLOB_KEY),
+        ],
+    );
+    eprintln!("{helm}: {read} objects of the API checked for secret values");
 
     // status from the real objects.
-    let o = p.run(&["status", "--output", "json"]);
+    let o = run(&p, &mut outs, &["status"]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains(&format!("ray-cluster release {name}/{name}: deployed (chart ray-cluster-1.7.0")), "{t}");
+    assert!(t.contains(&format!("RayCluster {name}/{name}: ready")), "{t}");
+    assert!(t.contains(&format!("svc/{name}-head-svc")), "{t}");
+    let o = run(&p, &mut outs, &["status", "--output", "json"]);
     assert!(o.status.success(), "{}", text(&o));
     let st: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
-    let st_text = st.to_string();
-    assert!(st_text.contains("ready"), "status names the RayCluster's state: {st}");
+    let c = &st["cluster"];
+    assert_eq!(c["raycluster"]["state"], "ready", "{st}");
+    assert_eq!(c["releases"]["operator"]["status"], "deployed", "{st}");
+    assert_eq!(
+        (&c["groups"]["head"]["ready"], &c["groups"]["cpu"]["pods"], &c["groups"]["gpu"]["pods"]),
+        (&1.into(), &2.into(), &1.into()),
+        "{st}"
+    );
 
-    // destroy: nothing of the deployment is left; a second destroy succeeds.
-    let o = p.run(&["destroy", "--auto-approve"]);
+    // destroy: refused without approval (no terminal), then in reverse order; nothing of the
+    // deployment is left but the CRDs (README: they stay); a second destroy succeeds.
+    p.clear_calls();
+    let o = run(&p, &mut outs, &["destroy"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("--auto-approve"), "{}", text(&o));
+    assert_eq!(p.mutating(), Vec::<String>::new());
+    let o = run(&p, &mut outs, &["destroy", "--auto-approve"]);
     assert!(o.status.success(), "destroy:\n{}", text(&o));
-    let releases = bed.helm(helm, &["list", "-A", "-q", "--deployed", "--failed", "--pending", "--uninstalling"]);
-    assert!(!releases.lines().any(|l| l == name), "ray-cluster release gone: {releases}");
-    let rcs = bed.get_json(&["rayclusters", "-n", &name]);
-    assert_eq!(rcs["items"].as_array().unwrap().len(), 0, "{rcs}");
-    let secrets = bed.get_json(&["secrets", "-n", &name, "-l", &format!("raydeploy.io/deployment={name}")]);
-    assert_eq!(secrets["items"].as_array().unwrap().len(), 0, "{secrets}");
-    let o = p.run(&["destroy", "--auto-approve"]);
+    let calls = p.calls();
+    let rc = position(&calls, "helm uninstall (cluster)", |c| is_helm(c, &["uninstall", &name]));
+    let sec = position(&calls, "kubectl delete secret", |c| c.tool == "kubectl" && c.has(&["delete", "secret"]));
+    let vol = position(&calls, "kubectl delete (volumes)", |c| {
+        c.tool == "kubectl" && c.has(&["delete"]) && c.argv.iter().any(|a| a.starts_with("persistentvolume"))
+    });
+    let op = position(&calls, "helm uninstall kuberay-operator", |c| is_helm(c, &["uninstall", "kuberay-operator"]));
+    assert!(rc < sec && sec < vol && vol < op, "{:#?}", calls.iter().map(kube_env::Call::line).collect::<Vec<_>>());
+    let releases =
+        bed.helm(helm, &["list", "-A", "-q", "--deployed", "--failed", "--pending", "--uninstalling", "--superseded"]);
+    assert!(!releases.lines().any(|l| l == name || l == "kuberay-operator"), "releases gone: {releases}");
+    let records = bed.get_json(&["secrets", "-A", "-l", "owner=helm"]);
+    assert_eq!(records["items"].as_array().unwrap().len(), 0, "Helm's records gone: {records}");
+    let gone = |what: &[&str]| {
+        let v = bed.get_json(what);
+        assert_eq!(v["items"].as_array().unwrap().len(), 0, "{what:?}: {v}");
+    };
+    gone(&["rayclusters", "-n", &name]);
+    gone(&["rayjobs", "-n", &name]);
+    gone(&["secrets", "-n", &name, "-l", &format!("raydeploy.io/deployment={name}")]);
+    gone(&["pvc", "-n", &name]);
+    gone(&["pods", "-n", &name]);
+    let pvs = bed.get_json(&["pv"]);
+    assert!(
+        !pvs["items"].as_array().unwrap().iter().any(|v| v["metadata"]["name"] == format!("{name}-data").as_str()),
+        "{pvs}"
+    );
+    for crd in ["rayclusters.ray.io", "rayjobs.ray.io"] {
+        bed.get_json(&["crd", crd]);
+    }
+    assert!(text(&o).contains("the KubeRay CRDs and namespaces stay"), "{}", text(&o));
+    assert_eq!(state(&p, &name)["phases"]["cluster"], Value::Null, "destroy forgets the phases");
+    p.clear_calls();
+    let o = run(&p, &mut outs, &["destroy", "--auto-approve"]);
     assert!(o.status.success(), "second destroy:\n{}", text(&o));
+    assert!(text(&o).contains("already gone"), "{}", text(&o));
+    assert!(p.calls().iter().all(|c| !is_helm(c, &["uninstall"])), "{:#?}", p.calls());
+
+    // No secret value in any output, any file under .raydeploy/ or the recorded calls.
+    for (args, t) in &outs {
+        assert_no_canary(&format!("the output of `raydeploy {args}`"), t);
+    }
+    // Every file next to the spec: state, logs, rendered files, the saved plans (but the
+    // secret's own source file).
+    let stored: Vec<_> = files(&p.spec_dir).into_iter().filter(|(f, _)| !f.ends_with("db.txt")).collect();
+    let raydeploy = stored.iter().filter(|(f, _)| f.starts_with(p.spec_dir.join(".raydeploy"))).count();
+    assert!(raydeploy > 10, "state, logs and rendered files were checked ({raydeploy})");
+    assert!(stored.iter().any(|(f, _)| f.ends_with("rotate.plan")), "the saved plans were checked");
+    for (path, t) in stored {
+        assert_no_canary(&path.display().to_string(), &t);
+    }
+    assert_no_canary("the recorded calls", &std::fs::read_to_string(p.log_path()).unwrap_or_default());
 }
 
 #[test]
@@ -300,7 +592,7 @@ fn helm4_deploy_noop_plan_status_destroy() {
 fn unschedulable_worker(helm: &str) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let name = format!("big-{helm}");
-    let bed = bed_for(&name, "4");
+    let bed = operator_bed(&name, "4");
     let mut p = project(bed, helm, &spec_cpu(&name, 1, 64, ""));
     p.set("RAYDEPLOY_READY_TIMEOUT", "20");
     let (o, _) = deploy(&p, &[]);
@@ -312,9 +604,9 @@ fn unschedulable_worker(helm: &str) {
     assert!(out.contains("is not ready after 20s"), "{out}");
     assert!(out.contains(&pod), "the message names pod {pod}:\n{out}");
     assert!(out.contains("Insufficient cpu"), "the message gives the scheduler's reason:\n{out}");
-    let state: Value =
-        serde_json::from_str(&std::fs::read_to_string(p.state_dir(&name).join("state.json")).unwrap()).unwrap();
-    assert_eq!(state["phases"]["ready"]["status"], "failed", "{}", state["phases"]);
+    assert!(out.contains(&format!("{pod} (group cpu): Pending")), "{out}");
+    assert!(out.contains("event FailedScheduling"), "the scheduler's event:\n{out}");
+    assert_eq!(state(&p, &name)["phases"]["ready"]["status"], "failed");
     let o = p.run(&["destroy", "--auto-approve"]);
     assert!(o.status.success(), "destroy:\n{}", text(&o));
 }
@@ -336,7 +628,7 @@ fn helm4_unschedulable_worker_fails_ready_with_the_schedulers_reason() {
 fn rayjob_accepted(helm: &str) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let name = format!("job-{helm}");
-    let bed = bed_for(&name, "8");
+    let bed = operator_bed(&name, "8");
     let jobs = "jobs:\n  - name: hello\n    entrypoint: python -c 'print(42)'\n    activeDeadlineSeconds: 600\n";
     let p = project(bed, helm, &spec(&name, 1, jobs));
     let (o, _) = deploy(&p, &[]);
@@ -360,8 +652,13 @@ fn rayjob_accepted(helm: &str) {
         p.calls(),
         text(&out)
     );
+    p.clear_calls();
     let o = p.run(&["destroy", "--auto-approve"]);
     assert!(o.status.success(), "destroy:\n{}", text(&o));
+    let calls = p.calls();
+    let jobs = calls.iter().position(|c| c.tool == "kubectl" && c.has(&["delete", "rayjobs"]));
+    let cluster = calls.iter().position(|c| c.tool == "helm" && c.has(&["uninstall", &name]));
+    assert!(jobs.is_some() && jobs < cluster, "the RayJobs go before the cluster: {calls:#?}");
     let left = bed.get_json(&["rayjobs", "-n", &name]);
     assert_eq!(left["items"].as_array().unwrap().len(), 0, "destroy removes the RayJob: {left}");
 }

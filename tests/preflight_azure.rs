@@ -6,8 +6,6 @@
 //! everything fits run preflight, infra and credentials in this process (as
 //! tests/deploy_infra.rs does) and must go on to apply.
 
-use std::sync::{Mutex, MutexGuard};
-
 use raydeploy::cli::{SpecArgs, load_model};
 use raydeploy::context::Context;
 use raydeploy::run::exec::{self, Outcome, Report};
@@ -17,7 +15,7 @@ use raydeploy::targets::kube::Kube;
 #[path = "support/kube_env.rs"]
 mod kube_env;
 
-use kube_env::KubeEnv;
+use kube_env::{EnvGuard, KubeEnv};
 
 const SUB: &str = "11111111-2222-3333-4444-555555555555";
 
@@ -44,16 +42,9 @@ cluster:
   autoscaler: { enabled: true }
 "#;
 
-/// The process environment is shared: one in-process run at a time sets it.
-static ENV_LOCK: Mutex<()> = Mutex::new(());
-
-fn lock() -> MutexGuard<'static, ()> {
-    ENV_LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 fn sandbox(spec: &str) -> KubeEnv {
     // Looks up python3 on PATH: not while an in-process run has PATH pointing into its sandbox.
-    let _lock = lock();
+    let _lock = kube_env::env_lock();
     let env = KubeEnv::new(spec, &["terraform", "az", "kubelogin"]);
     env.add_script("docker", r#"[ "$1" = version ] && echo 27.5.1 && exit 0; echo "docker stand-in: $*" >&2; exit 1"#);
     env.add_script("helm", r#"[ "$1" = version ] && echo v3.16.2+g13654a5 && exit 0; exit 1"#);
@@ -97,48 +88,6 @@ fn refused(env: &KubeEnv, want: &[&str]) -> String {
 
 // ---------------------------------------------------------------------------------------------
 // In-process runs of preflight, infra and credentials (the phases that touch Azure).
-
-struct EnvGuard {
-    _lock: MutexGuard<'static, ()>,
-    saved: Vec<(String, Option<std::ffi::OsString>)>,
-}
-
-impl EnvGuard {
-    fn new(env: &KubeEnv) -> Self {
-        let lock = lock();
-        let mut keys: Vec<String> = env.vars.keys().cloned().collect();
-        keys.extend(["ARM_SUBSCRIPTION_ID", "KUBECONFIG", "RAYDEPLOY_COMMAND_TIMEOUT"].map(String::from));
-        keys.extend(std::env::vars().map(|(k, _)| k).filter(|k| k.starts_with("RAYDEPLOY_FAKE_")));
-        keys.sort();
-        keys.dedup();
-        let saved = keys.iter().map(|k| (k.clone(), std::env::var_os(k))).collect();
-        for k in &keys {
-            // SAFETY: every test of this binary holds ENV_LOCK while the environment is changed
-            // or read (by the commands the phases start).
-            unsafe {
-                match env.vars.get(k) {
-                    Some(v) => std::env::set_var(k, v),
-                    None => std::env::remove_var(k),
-                }
-            }
-        }
-        EnvGuard { _lock: lock, saved }
-    }
-}
-
-impl Drop for EnvGuard {
-    fn drop(&mut self) {
-        for (k, v) in &self.saved {
-            // SAFETY: ENV_LOCK is still held.
-            unsafe {
-                match v {
-                    Some(v) => std::env::set_var(k, v),
-                    None => std::env::remove_var(k),
-                }
-            }
-        }
-    }
-}
 
 fn run_phases(env: &KubeEnv) -> Report {
     let _g = EnvGuard::new(env);
@@ -413,8 +362,6 @@ fn skip_preflight_says_so_loudly_and_reads_nothing() {
 #[test]
 fn plan_shows_the_findings_and_exits_1() {
     let mut env = sandbox(SPEC);
-    env.add_fake("helm");
-    env.add_fake("kubectl");
     env.add_script(
         "docker",
         r#"[ "$1" = version ] && echo 27.5.1 && exit 0; [ "$1" = manifest ] && echo "no such manifest" >&2; exit 1"#,

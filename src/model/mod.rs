@@ -359,3 +359,26 @@ pub struct JobModel {
     pub ttl_seconds_after_finished: Option<u32>,
     pub active_deadline_seconds: Option<u32>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chart_sources_give_helm_its_chart_reference_and_version() {
+        let v = "1.7.0";
+        assert_eq!(
+            ChartSource::Repo(KUBERAY_REPO.into()).chart_args("kuberay-operator", v),
+            ["kuberay-operator", "--repo", KUBERAY_REPO, "--version", v]
+        );
+        assert_eq!(
+            ChartSource::Oci("oci://acr.example.io/helm/".into()).chart_args("ray-cluster", v),
+            ["oci://acr.example.io/helm/ray-cluster", "--version", v]
+        );
+        // A local folder holds one version of each chart: no --version.
+        assert_eq!(
+            ChartSource::Dir("/spec/vendor/kuberay".into()).chart_args("ray-cluster", v),
+            ["/spec/vendor/kuberay/ray-cluster"]
+        );
+    }
+}

@@ -136,10 +136,19 @@ fn release(
     if l.diff.is_some() {
         l.status = Status::Changes;
     }
-    if st["info"]["status"].as_str().is_some_and(|s| s != "deployed") {
+    let rel_status = st["info"]["status"].as_str().unwrap_or("?");
+    if rel_status != "deployed" {
         l.status = Status::Changes;
-        l.note =
-            Some(format!("release {name} is {}: the upgrade repairs it", st["info"]["status"].as_str().unwrap_or("?")));
+        l.note = Some(if live::PENDING_STATUSES.contains(&rel_status) {
+            // What deploy does first (live::recover_pending): Helm refuses the upgrade until then.
+            let then = match live::recovery(&live::history(k, r, name, ns)?) {
+                live::Recovery::Rollback(rev) => format!("rolls it back to revision {rev}, then upgrades it"),
+                live::Recovery::Uninstall => "uninstalls it (it was never deployed), then installs it".into(),
+            };
+            format!("release {name} is {rel_status}: an interrupted helm left it; deploy {then}")
+        } else {
+            format!("release {name} is {rel_status}: the upgrade repairs it")
+        });
     }
     Ok(l)
 }
@@ -213,9 +222,13 @@ fn objects_layer(k: &Kube, r: &Runner, layer: &'static str, prefix: &str) -> Res
             let ns = obj["metadata"]["namespace"].as_str();
             let got = live::get(k, r, &[&kind, &name], ns)?;
             let id = format!("{}/{name}", live::kind(&obj));
+            // As deploy decides (its mounts phase): the live object carries the hash of the
+            // rendered one. Its spec is no comparison: the API server adds defaults (a volume's
+            // `volumeMode`) and, once bound, a PersistentVolume's `claimRef`.
+            let hash = cluster::manifest_hash(&obj);
             match got {
                 None => l.items.push(Item::new(ItemAction::Add, id, None)),
-                Some(g) if g["spec"] != obj["spec"] && kind != "persistentvolumeclaim" => {
+                Some(g) if live::label(&g, cluster::MANIFEST_HASH_LABEL) != Some(hash.as_str()) => {
                     l.items.push(Item::new(ItemAction::Change, id, None))
                 }
                 Some(_) => {}

@@ -1,4 +1,8 @@
-"""Emulated Kubernetes cluster shared by the fake helm and kubectl.
+"""Emulated Kubernetes cluster shared by the fake helm and kubectl, for the tests that need what
+the Kubernetes test bed (tests/support/testbed.rs) cannot give on demand: RayJobs that finish,
+a port-forward that drops, a kubectl that echoes Secrets, GPU nodes whose GPUs appear only with
+NVIDIA's device plugin (whose chart the bed cannot fetch), and the whole of an aks deploy over the
+fake terraform and az (the fault matrix, the lock, ordering against Terraform).
 
 State ($RAYDEPLOY_FAKE_STATE/kube.json):
   objects   "Kind|namespace|name" -> object (cluster-scoped kinds have namespace "")
@@ -24,9 +28,6 @@ Behaviour:
     image; the chart's defaults where unset) and refuses the `default` namespace, as the chart does.
   - A pod that requests nvidia.com/gpu stays Pending (Unschedulable: Insufficient nvidia.com/gpu,
     with a FailedScheduling event) while no node advertises a GPU, and is scheduled once one does.
-  - $RAYDEPLOY_FAKE_UNSCHEDULABLE="group,..." keeps the pods of those groups Pending
-    (Unschedulable: Insufficient nvidia.com/gpu, with a FailedScheduling event); with "head"
-    the RayCluster never becomes ready.
   - A RayJob goes Initializing -> Running (its submitter Job exists) -> Complete/SUCCEEDED, or
     Failed/FAILED when its entrypoint contains "fail", one step per read.
 """
@@ -408,28 +409,14 @@ class Cluster:
             elif advertised and not scheduled and st["conditions"][0].get("message") == INSUFFICIENT_GPU:
                 st["conditions"] = [{"type": "PodScheduled", "status": "True"}]
 
-    def tick(self, unschedulable):
+    def tick(self):
         self.tick_gpus()
         operator = any(o["kind"] == "Deployment" and labels(o).get("app.kubernetes.io/name") == "kuberay-operator"
                        for o in self.objects.values())
-        for rc in [o for o in self.objects.values() if o["kind"] == "RayCluster"]:
-            ns = rc["metadata"]["namespace"]
+        # Without the operator's Deployment, no RayCluster moves.
+        for rc in [o for o in self.objects.values() if operator and o["kind"] == "RayCluster"]:
             name = rc["metadata"]["name"]
             pods = [o for o in self.objects.values() if o["kind"] == "Pod" and labels(o).get("ray.io/cluster") == name]
-            head_stuck = False
-            for p in pods:
-                group = labels(p).get("raydeploy.io/group")
-                if group in unschedulable or labels(p).get("ray.io/group") in unschedulable:
-                    if p["status"]["phase"] == "Pending" and p["status"]["conditions"][0]["status"] == "True":
-                        msg = INSUFFICIENT_GPU
-                        p["status"]["conditions"] = [
-                            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": msg}
-                        ]
-                        self.event(ns, p["metadata"]["name"], "FailedScheduling", msg)
-                    if labels(p).get("ray.io/node-type") == "head":
-                        head_stuck = True
-            if not operator or head_stuck:
-                continue
             st = rc.setdefault("status", {})
             st["reads"] = st.get("reads", 0) + 1
             ready_units = os.environ.get("RAYDEPLOY_FAKE_READY_UNITS")
@@ -487,14 +474,11 @@ def image_of(values, default=None):
 
 
 def load_docs(text):
-    """JSON (one object or a List) or a YAML stream, flattened."""
+    """JSON (one object or a List, as raydeploy pipes every apply), flattened."""
     text = text.strip()
     if not text:
         return []
-    try:
-        docs = [json.loads(text)]
-    except ValueError:
-        docs = [d for d in _yaml().safe_load_all(text) if d]
+    docs = [json.loads(text)]
     out = []
     for d in docs:
         if d.get("kind") == "List" or (d.get("kind", "").endswith("List") and "items" in d):

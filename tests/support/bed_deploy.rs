@@ -1,62 +1,53 @@
 //! A project folder for driving the real `raydeploy` binary against the Kubernetes test bed
 //! (tests/support/testbed.rs): the spec, the KubeRay charts copied into the spec's folder
 //! (`vendor/kuberay`, the bed has no network), and a `bin` folder that is the whole PATH: `helm`
-//! (a link to the bed's helm3 or helm4) and `kubectl` behind thin recording wrappers (a `/bin/sh`
-//! script that appends its argv to a log, then `exec`s the real program), and a docker stand-in
-//! for the image phases. raydeploy runs inside the bed's network namespace (`nsenter`), with
-//! `KUBECONFIG` at the bed's admin kubeconfig.
+//! (the bed's helm3 or helm4) and `kubectl` behind thin recording wrappers (a `/bin/sh` script that
+//! appends its argv to a call log in the format of tests/support/kube_env.rs, then `exec`s the real
+//! program), and a docker stand-in for the image phases. raydeploy runs inside the bed's network
+//! namespace (`nsenter`), with `KUBECONFIG` at the bed's admin kubeconfig.
+//!
+//! [`BedDeploy::kill_helm_at`] arms the helm wrapper to kill the real helm (SIGKILL) in the middle
+//! of its next `upgrade` of a release, as soon as the release's Helm storage Secret shows the
+//! pending status Helm writes before it changes anything: what a Ctrl-C'd terminal, an OOM kill
+//! or a lost CI runner leaves behind.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
-use crate::testbed::TestBed;
+use serde_json::Value;
 
-/// A docker that builds and pushes by name only: local images and registry tags are marker files
-/// in `$RAYDEPLOY_DOCKER_STATE`; a push prints a fixed digest.
-const DOCKER: &str = r#"S="$RAYDEPLOY_DOCKER_STATE"; mkdir -p "$S"
-k() { printf '%s' "$1" | tr '/:@' '___'; }
-last() { for a in "$@"; do l="$a"; done; printf '%s' "$l"; }
-D=sha256:1111111111111111111111111111111111111111111111111111111111111111
-case "$1" in
-  version) echo 27.5.1 ;;
-  buildx) echo "docker: 'buildx' is not a docker command." >&2; exit 1 ;;
-  build) while [ $# -gt 0 ]; do [ "$1" = -t ] && touch "$S/local_$(k "$2")"; shift; done ;;
-  image) r=$(last "$@"); [ -f "$S/local_$(k "$r")" ] && echo sha256:abc || { echo "Error: No such image: $r" >&2; exit 1; } ;;
-  tag) touch "$S/local_$(k "$3")" ;;
-  push) touch "$S/reg_$(k "$2")"; echo "${2##*:}: digest: $D size: 528" ;;
-  manifest) r=$(last "$@"); [ -f "$S/reg_$(k "$r")" ] && echo "{\"Descriptor\":{\"digest\":\"$D\"}}" || { echo "no such manifest: $r" >&2; exit 1; } ;;
-  *) echo "docker stand-in: $*" >&2; exit 1 ;;
-esac"#;
+pub use crate::kube_env::{Call, copy_tree};
+use crate::kube_env::{NAME_ONLY_DOCKER, NAME_ONLY_DOCKER_NEEDS, python, read_calls, which};
+use crate::testbed::{NodeSpec, TestBed, shared};
 
-/// One recorded call of helm or kubectl.
-#[derive(Debug, Clone)]
-pub struct Call {
-    pub tool: String,
-    pub argv: Vec<String>,
-}
-
-impl Call {
-    pub fn line(&self) -> String {
-        format!("{} {}", self.tool, self.argv.join(" "))
-    }
-
-    /// A call that changes the cluster: what a no-op redeploy must not make.
-    pub fn mutating(&self) -> bool {
-        let a: Vec<&str> = self.argv.iter().map(String::as_str).filter(|a| !a.starts_with('-')).collect();
-        let first = a.first().copied().unwrap_or("");
-        match self.tool.as_str() {
-            "helm" => matches!(first, "upgrade" | "install" | "uninstall" | "delete" | "rollback"),
-            "kubectl" => matches!(
-                first,
-                "apply" | "create" | "delete" | "replace" | "patch" | "label" | "annotate" | "scale" | "edit"
-            ),
-            _ => false,
-        }
-    }
-}
+/// Run by the helm wrapper instead of the real helm when a kill is armed (argv: the real helm,
+/// kubectl, the arm file, the marker to write once killed, then helm's arguments). For an upgrade
+/// of the armed release it starts the real helm, polls the release's Helm storage Secrets (labels `owner=helm`, `name`, `status`)
+/// until one has the armed status, then kills helm with SIGKILL and exits as helm would (137).
+const KILLER: &str = r#"import os, signal, subprocess, sys, time
+helm, kubectl, arm, marker, args = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:]
+ns, release, status = open(arm).read().split()
+if release not in args:
+    os.execv(helm, [helm] + args)
+os.remove(arm)
+p = subprocess.Popen([helm] + args)
+sel = "owner=helm,name=%s,status=%s" % (release, status)
+while p.poll() is None:
+    found = subprocess.run([kubectl, "get", "secrets", "-n", ns, "-l", sel, "-o", "name"],
+                           capture_output=True, text=True).stdout.strip()
+    if found:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        with open(marker, "w") as f:
+            f.write(found + "\n")
+        sys.exit(137)
+    time.sleep(0.1)
+sys.exit(p.returncode)
+"#;
 
 pub struct BedDeploy {
     pub tmp: tempfile::TempDir,
@@ -68,27 +59,8 @@ pub struct BedDeploy {
     pub helm: String,
 }
 
-fn which(program: &str) -> PathBuf {
-    std::env::split_paths(&std::env::var_os("PATH").expect("PATH"))
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("{program} is not installed"))
-}
-
-pub fn copy_tree(from: &Path, to: &Path, skip: &[&str]) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap().flatten() {
-        let name = e.file_name();
-        if skip.iter().any(|s| name == *s) {
-            continue;
-        }
-        let dest = to.join(&name);
-        if e.file_type().unwrap().is_dir() {
-            copy_tree(&e.path(), &dest, &[]);
-        } else {
-            std::fs::copy(e.path(), dest).unwrap();
-        }
-    }
+fn program(name: &str) -> PathBuf {
+    which(name).unwrap_or_else(|| panic!("{name} is not installed"))
 }
 
 impl BedDeploy {
@@ -101,20 +73,36 @@ impl BedDeploy {
         std::fs::write(spec_dir.join("raydeploy.yaml"), spec).unwrap();
         let me = BedDeploy { spec_dir, bin, vars: BTreeMap::new(), bed, helm: helm.into(), tmp };
         let log = me.log_path();
-        for (tool, real) in [("helm", bed.bin.join(helm)), ("kubectl", bed.bin.join("kubectl"))] {
-            me.script(
-                tool,
-                &format!(
-                    "{{ printf '%s' '{tool}'; for a in \"$@\"; do printf '\\t%s' \"$a\"; done; printf '\\n'; }} >> '{}'\n\
-                     exec '{}' \"$@\"",
-                    log.display(),
-                    real.display()
-                ),
-            );
-        }
-        me.script("docker", DOCKER);
-        for t in ["mkdir", "touch", "tr"] {
-            std::os::unix::fs::symlink(which(t), me.bin.join(t)).unwrap();
+        let py = python();
+        let record = |tool: &str| {
+            format!(
+                "'{}' -c 'import json, sys; open(sys.argv[1], \"a\").write(json.dumps({{\"tool\": sys.argv[2], \
+                 \"argv\": sys.argv[3:]}}) + \"\\n\")' '{}' {tool} \"$@\"",
+                py.display(),
+                log.display()
+            )
+        };
+        let real_helm = bed.bin.join(helm);
+        let kubectl = bed.bin.join("kubectl");
+        std::fs::write(me.tmp.path().join("kill-helm.py"), KILLER).unwrap();
+        me.script(
+            "helm",
+            &format!(
+                "{}\nif [ \"$1\" = upgrade ] && [ -f '{arm}' ]; then\n  \
+                 exec '{py}' '{killer}' '{real}' '{kubectl}' '{arm}' '{marker}' \"$@\"\nfi\nexec '{real}' \"$@\"",
+                record("helm"),
+                arm = me.arm_path().display(),
+                py = py.display(),
+                killer = me.tmp.path().join("kill-helm.py").display(),
+                real = real_helm.display(),
+                kubectl = kubectl.display(),
+                marker = me.killed_path().display(),
+            ),
+        );
+        me.script("kubectl", &format!("{}\nexec '{}' \"$@\"", record("kubectl"), kubectl.display()));
+        me.script("docker", NAME_ONLY_DOCKER);
+        for t in NAME_ONLY_DOCKER_NEEDS {
+            std::os::unix::fs::symlink(program(t), me.bin.join(t)).unwrap();
         }
         let mut me = me;
         let home = me.tmp.path().join("home");
@@ -122,11 +110,24 @@ impl BedDeploy {
         me.vars.insert("PATH".into(), me.bin.display().to_string());
         me.vars.insert("HOME".into(), home.display().to_string());
         me.vars.insert("KUBECONFIG".into(), bed.kubeconfig.display().to_string());
-        me.vars.insert("RAYDEPLOY_DOCKER_STATE".into(), me.tmp.path().join("docker").display().to_string());
+        me.vars.insert("RAYDEPLOY_FAKE_STATE".into(), me.tmp.path().join("stand-ins").display().to_string());
         me.vars.insert("RAYDEPLOY_POLL_SECONDS".into(), "0.5".into());
         me.vars.insert("NO_COLOR".into(), "1".into());
         me.vars.insert("CI".into(), "1".into());
         me
+    }
+
+    /// Puts the Azure CLI stand-in (tests/fakes/az: `account show`, `keyvault secret show` of
+    /// `$RAYDEPLOY_FAKE_KV_<VAULT>_<NAME>`) on PATH, recording into the same call log: Key Vault
+    /// cannot be had here.
+    pub fn add_az(&mut self) {
+        let fakes = crate::kube_env::root().join("tests/fakes");
+        std::os::unix::fs::symlink(python(), self.bin.join("python3")).unwrap();
+        for f in ["az", "_fake.py"] {
+            std::os::unix::fs::symlink(fakes.join(f), self.bin.join(f)).unwrap();
+        }
+        let log = self.log_path().display().to_string();
+        self.set("RAYDEPLOY_FAKE_LOG", log);
     }
 
     fn script(&self, name: &str, body: &str) {
@@ -148,20 +149,34 @@ impl BedDeploy {
         self.tmp.path().join("calls.log")
     }
 
+    fn arm_path(&self) -> PathBuf {
+        self.tmp.path().join("kill-helm")
+    }
+
+    fn killed_path(&self) -> PathBuf {
+        self.tmp.path().join("helm-killed")
+    }
+
+    /// Arms the helm wrapper: the next `helm upgrade` of `release` is killed with SIGKILL once
+    /// the release has a Helm storage Secret in `ns` with status `status` (`pending-install`,
+    /// `pending-upgrade`). One shot.
+    pub fn kill_helm_at(&self, ns: &str, release: &str, status: &str) {
+        let _ = std::fs::remove_file(self.killed_path());
+        std::fs::write(self.arm_path(), format!("{ns} {release} {status}\n")).unwrap();
+    }
+
+    /// The Helm storage Secret the armed wrapper saw before it killed helm, if it did.
+    pub fn helm_killed(&self) -> Option<String> {
+        std::fs::read_to_string(self.killed_path()).ok().map(|s| s.trim().to_string())
+    }
+
     pub fn state_dir(&self, deployment: &str) -> PathBuf {
         self.spec_dir.join(".raydeploy").join(deployment)
     }
 
     /// Every recorded helm and kubectl call so far.
     pub fn calls(&self) -> Vec<Call> {
-        std::fs::read_to_string(self.log_path())
-            .unwrap_or_default()
-            .lines()
-            .map(|l| {
-                let mut f = l.split('\t').map(String::from);
-                Call { tool: f.next().unwrap_or_default(), argv: f.collect() }
-            })
-            .collect()
+        read_calls(&self.log_path())
     }
 
     pub fn clear_calls(&self) {
@@ -183,7 +198,7 @@ impl BedDeploy {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(which("nsenter"));
+        let mut c = Command::new(program("nsenter"));
         c.args(["-t", &self.bed.netns_pid().to_string(), "-n", "--"])
             .arg(assert_cmd::cargo::cargo_bin("raydeploy"))
             .args(args)
@@ -199,4 +214,60 @@ impl BedDeploy {
 
 pub fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// How long the tests wait for a condition of the bed, generously (a loaded 2-core machine).
+pub const WAIT: Duration = Duration::from_secs(180);
+
+/// A status condition of an object by type.
+pub fn condition<'a>(obj: &'a Value, kind: &str) -> Option<&'a Value> {
+    obj["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == kind)
+}
+
+/// The shared bed with the KubeRay operator running, and for deployment `name` a CPU node
+/// (`cpu` CPUs) and a GPU node tainted like the GPU groups' tolerations expect.
+pub fn operator_bed(name: &str, cpu: &str) -> &'static TestBed {
+    let bed = shared();
+    // The operator watches the KubeRay CRDs, so they come first (without raydeploy's label: its
+    // crds phase still applies them). Waited for here by condition: a `kubectl wait` right after
+    // the first apply can find no `status.conditions` yet.
+    let crds = crate::testbed::kuberay_data().join("charts/kuberay-operator/crds");
+    bed.kubectl(&["apply", "--server-side", "--force-conflicts", "-f", &crds.display().to_string()]);
+    for crd in ["rayclusters.ray.io", "rayjobs.ray.io", "rayservices.ray.io", "raycronjobs.ray.io"] {
+        bed.wait_for(&format!("CRD {crd} to be Established"), WAIT, |note| {
+            let c = bed.get_json(&["crd", crd]);
+            *note = c["status"].to_string();
+            condition(&c, "Established").is_some_and(|c| c["status"] == "True").then_some(())
+        });
+    }
+    bed.start_operator();
+    bed.add_node(&NodeSpec::new(&format!("{name}-cpu")).cpu(cpu).memory("32Gi").label("raydeploy.test/pool", "cpu"));
+    bed.add_node(
+        &NodeSpec::new(&format!("{name}-gpu"))
+            .cpu("8")
+            .memory("32Gi")
+            .gpus(1)
+            .label("raydeploy.test/pool", "gpu")
+            .taint("nvidia.com/gpu", "present", "NoSchedule"),
+    );
+    bed
+}
+
+/// Every file under `dir` (recursively) with its path.
+pub fn files(dir: &Path) -> Vec<(PathBuf, String)> {
+    let mut out = vec![];
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files(&p));
+        } else if let Ok(b) = std::fs::read(&p) {
+            out.push((p, String::from_utf8_lossy(&b).into_owned()));
+        }
+    }
+    out
+}
+
+/// The state of a deployment (`.raydeploy/<name>/state.json`).
+pub fn state(p: &BedDeploy, name: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(p.state_dir(name).join("state.json")).unwrap()).unwrap()
 }

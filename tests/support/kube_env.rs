@@ -27,6 +27,9 @@ case "$1" in
   *) echo "docker stand-in: $*" >&2; exit 1 ;;
 esac"#;
 
+/// The programs [`NAME_ONLY_DOCKER`] runs (the PATH of a sandbox has nothing else).
+pub const NAME_ONLY_DOCKER_NEEDS: [&str; 3] = ["mkdir", "touch", "tr"];
+
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -59,7 +62,7 @@ impl Call {
     }
 
     pub fn ok(&self) -> bool {
-        self.exit == Value::from(0)
+        self.exit == 0
     }
 
     /// A call that changes something outside this machine: what a no-op redeploy must not do.
@@ -90,7 +93,7 @@ pub struct KubeEnv {
 }
 
 /// The python3 the fakes run with (resolved past shims; looked up once).
-fn python() -> PathBuf {
+pub fn python() -> PathBuf {
     static PYTHON: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     PYTHON.get_or_init(find_python).clone()
 }
@@ -159,6 +162,14 @@ impl KubeEnv {
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
 
+    /// The docker stand-in [`NAME_ONLY_DOCKER`], with the programs its script uses.
+    pub fn add_name_only_docker(&self) {
+        self.add_script("docker", NAME_ONLY_DOCKER);
+        for t in NAME_ONLY_DOCKER_NEEDS {
+            self.add_real(t);
+        }
+    }
+
     pub fn remove_tool(&self, name: &str) {
         let _ = std::fs::remove_file(self.bin.join(name));
     }
@@ -219,25 +230,7 @@ impl KubeEnv {
 
     /// Every call so far, in order of recording.
     pub fn calls(&self) -> Vec<Call> {
-        let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
-        text.lines()
-            .map(|l| {
-                let v: Value = serde_json::from_str(l).expect("call log line parses");
-                Call {
-                    tool: v["tool"].as_str().unwrap_or("").to_string(),
-                    argv: v["argv"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect(),
-                    stdin: v["stdin"].as_str().unwrap_or("").to_string(),
-                    env: v["env"]
-                        .as_object()
-                        .map(|o| o.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string())).collect())
-                        .unwrap_or_default(),
-                    exit: v["exit"].clone(),
-                    t0: v["t0"].as_f64().unwrap_or(0.0),
-                    t1: v["t1"].as_f64().unwrap_or(0.0),
-                    gates: v["gates"].as_str().unwrap_or("").to_string(),
-                }
-            })
-            .collect()
+        read_calls(&self.log_path())
     }
 
     /// Forgets the calls so far.
@@ -290,6 +283,95 @@ impl KubeEnv {
             c.env(k, v);
         }
         c
+    }
+}
+
+/// The calls recorded in a call log: one JSON object per line, as the fakes (tests/fakes/_fake.py)
+/// and the test bed's recording wrappers (tests/support/bed_deploy.rs) write them. `tool` and
+/// `argv` are always there; a wrapper that only records leaves out `stdin`, `env` and `exit`.
+/// A last line without its newline is a call being written (a test may read while tools run):
+/// left out.
+pub fn read_calls(path: &Path) -> Vec<Call> {
+    // Bytes first: the unfinished line may end inside a UTF-8 sequence.
+    let bytes = std::fs::read(path).unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes);
+    text.split_inclusive('\n')
+        .filter_map(|l| l.strip_suffix('\n'))
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("call log line {l:?}: {e}"));
+            Call {
+                tool: v["tool"].as_str().unwrap_or("").to_string(),
+                argv: v["argv"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect(),
+                stdin: v["stdin"].as_str().unwrap_or("").to_string(),
+                env: v["env"]
+                    .as_object()
+                    .map(|o| o.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string())).collect())
+                    .unwrap_or_default(),
+                exit: v["exit"].clone(),
+                t0: v["t0"].as_f64().unwrap_or(0.0),
+                t1: v["t1"].as_f64().unwrap_or(0.0),
+                gates: v["gates"].as_str().unwrap_or("").to_string(),
+            }
+        })
+        .collect()
+}
+
+/// The process environment is shared by the tests of a binary: tests that run phases in this
+/// process (their commands inherit its environment), or that look programs up on its PATH while
+/// another test may have pointed it into a sandbox, hold this lock.
+pub static ENV_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+pub fn env_lock() -> std::sync::MutexGuard<'static, ()> {
+    ENV_LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Sets a sandbox's variables for this process until dropped, holding [`ENV_LOCK`]; variables
+/// that would leak in from outside (any `RAYDEPLOY_FAKE_*`, `KUBECONFIG`, `ARM_SUBSCRIPTION_ID`,
+/// `DOCKER_HOST`, `RAYDEPLOY_COMMAND_TIMEOUT`) are unset unless the sandbox sets them. Dropping
+/// it restores what was there.
+pub struct EnvGuard {
+    _lock: std::sync::MutexGuard<'static, ()>,
+    saved: Vec<(String, Option<std::ffi::OsString>)>,
+}
+
+impl EnvGuard {
+    pub fn new(env: &KubeEnv) -> Self {
+        let lock = env_lock();
+        let mut keys: Vec<String> = env.vars.keys().cloned().collect();
+        for k in
+            ["ARM_SUBSCRIPTION_ID", "KUBECONFIG", "RAYDEPLOY_FAKE_FAULTS", "RAYDEPLOY_COMMAND_TIMEOUT", "DOCKER_HOST"]
+        {
+            keys.push(k.to_string());
+        }
+        keys.extend(std::env::vars().map(|(k, _)| k).filter(|k| k.starts_with("RAYDEPLOY_FAKE_")));
+        keys.sort();
+        keys.dedup();
+        let saved = keys.iter().map(|k| (k.clone(), std::env::var_os(k))).collect();
+        for k in &keys {
+            // SAFETY: every test of the binary holds ENV_LOCK while the environment is changed
+            // or read (by the commands the phases start).
+            unsafe {
+                match env.vars.get(k) {
+                    Some(v) => std::env::set_var(k, v),
+                    None => std::env::remove_var(k),
+                }
+            }
+        }
+        EnvGuard { _lock: lock, saved }
+    }
+}
+
+impl Drop for EnvGuard {
+    fn drop(&mut self) {
+        for (k, v) in &self.saved {
+            // SAFETY: ENV_LOCK is still held.
+            unsafe {
+                match v {
+                    Some(v) => std::env::set_var(k, v),
+                    None => std::env::remove_var(k),
+                }
+            }
+        }
     }
 }
 

@@ -417,7 +417,8 @@ impl TestBed {
     /// Starts a long-running program of the bed, its output going to `logs/<name>.log`.
     fn launch(&self, name: &str, program: &str, args: &[String], env: &[(&str, &str)]) {
         let log = self.dir.join("logs").join(format!("{name}.log"));
-        let out = File::create(&log).unwrap();
+        // Appended to: a component started again (`restart`) keeps its earlier log.
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
         let mut c = self.command(self.bin.join(program));
         c.args(args).stdout(out.try_clone().unwrap()).stderr(out);
         for (k, v) in env {
@@ -784,6 +785,42 @@ impl TestBed {
         });
         *started = true;
         eprintln!("test bed: KubeRay CRDs and operator ready in {:.1} s", t0.elapsed().as_secs_f64());
+    }
+
+    /// Stops one component of the bed (`kube-apiserver`, `kuberay-operator`, …) by the PID it
+    /// was started with: `signal` (SIGKILL: a crash; SIGTERM: a stop, then SIGKILL after
+    /// [`STOP_GRACE`]), waits for it to exit and forgets it, so that [`TestBed::check_alive`]
+    /// does not count it as dead. [`TestBed::restart`] starts it again.
+    pub fn stop_component(&self, name: &str, signal: libc::c_int) {
+        let mut procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
+        let i = procs.iter().position(|p| p.name == name).unwrap_or_else(|| panic!("the bed runs no {name}"));
+        let mut p = procs.remove(i);
+        drop(procs);
+        if let Ok(None) = p.child.try_wait() {
+            // SAFETY: kill(2) on our own child, not yet reaped, so its PID is still its own.
+            unsafe {
+                libc::kill(p.child.id() as libc::pid_t, signal);
+            }
+        }
+        let t0 = Instant::now();
+        while t0.elapsed() < STOP_GRACE && matches!(p.child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = p.child.kill();
+        let _ = p.child.wait();
+        if name == "kuberay-operator" {
+            *self.operator.lock().unwrap_or_else(|e| e.into_inner()) = false;
+        }
+    }
+
+    /// Starts a component stopped by [`TestBed::stop_component`] again, with the same flags, and
+    /// waits until it is ready (the API server's /readyz, the operator's /readyz).
+    pub fn restart(&self, name: &str) {
+        match name {
+            "kube-apiserver" => self.start_apiserver(),
+            "kuberay-operator" => self.start_operator(),
+            other => panic!("restarting {other} is not supported"),
+        }
     }
 
     /// Stops every process this bed started (SIGTERM, then SIGKILL after [`STOP_GRACE`]), then the

@@ -243,6 +243,8 @@ fn operator_outputs(k: &Kube) -> Outputs {
 
 fn operator_apply(k: &Kube, cx: &Cx) -> Result<Outputs> {
     let path = write_for_tool(k, OPERATOR_VALUES, rendered_text(k, OPERATOR_VALUES)?)?;
+    let o = &k.s.d.operator;
+    live::recover_pending(k, &cx.runner, &o.release, &o.namespace)?;
     cx.runner.run(&operator_cmd(k, &path))?;
     Ok(operator_outputs(k))
 }
@@ -250,11 +252,18 @@ fn operator_apply(k: &Kube, cx: &Cx) -> Result<Outputs> {
 // ---------------------------------------------------------------------------------------------
 // mounts
 
+/// The [`MANIFEST_HASH_LABEL`] value of a rendered object: what tells deploy and plan that the
+/// live object is the one this render applies (the API server adds defaults and status to what
+/// it stores, e.g. a bound PersistentVolume's `claimRef`, so the live spec is no comparison).
+pub fn manifest_hash(rendered: &Value) -> String {
+    live::short_hash([live::canonical(rendered).as_bytes()])
+}
+
 fn mount_objects(k: &Kube) -> Result<Vec<Value>> {
     let Some(text) = k.s.rendered.files.get(MOUNTS) else { return Ok(vec![]) };
     let mut docs = live::yaml_docs(text)?;
     for d in &mut docs {
-        let h = live::short_hash([live::canonical(d).as_bytes()]);
+        let h = manifest_hash(d);
         live::set_label(d, MANIFEST_HASH_LABEL, &h);
     }
     Ok(docs)
@@ -406,6 +415,8 @@ fn cluster_apply(k: &Kube, cx: &Cx) -> Result<Outputs> {
     let images = crate::render::yaml::to_yaml(IMAGE_VALUES, &ImageValues::new(&k.s.d, &pins)?)?;
     let values = write_for_tool(k, RAY_CLUSTER_VALUES, rendered_text(k, RAY_CLUSTER_VALUES)?)?;
     let images = write_for_tool(k, IMAGE_VALUES, &images)?;
+    let c = &k.s.d.cluster;
+    live::recover_pending(k, &cx.runner, &c.name, &c.namespace)?;
     cx.runner.run(&cluster_cmd(k, &values, &images))?;
     Ok(cluster_outputs(k, &pins))
 }
@@ -493,6 +504,11 @@ struct Snapshot {
     reason: Option<String>,
     pods: Vec<Value>,
     exists: bool,
+    /// The RayCluster has a `status`: the KubeRay operator has reconciled it at least once.
+    reconciled: bool,
+    /// `metadata.generation` and `status.observedGeneration` (the spec the operator last acted on).
+    generation: Option<u64>,
+    observed: Option<u64>,
 }
 
 impl Snapshot {
@@ -501,10 +517,14 @@ impl Snapshot {
         // The RayCluster and its pods, read at the same time.
         let (rc, pods) = live::both(|| live::get(k, r, &["raycluster", &c.name], Some(&c.namespace)), || pods(k, r));
         let (rc, pods) = (rc?, pods?);
+        let status = rc.as_ref().and_then(|v| v.get("status")).filter(|s| s.as_object().is_some_and(|m| !m.is_empty()));
         Ok(Self {
             exists: rc.is_some(),
             state: rc.as_ref().and_then(|v| live::str_at(v, "/status/state")).map(str::to_string),
             reason: rc.as_ref().and_then(|v| live::str_at(v, "/status/reason")).map(str::to_string),
+            reconciled: status.is_some(),
+            generation: rc.as_ref().and_then(|v| v.pointer("/metadata/generation")).and_then(Value::as_u64),
+            observed: status.and_then(|s| s.get("observedGeneration")).and_then(Value::as_u64),
             pods,
         })
     }
@@ -577,6 +597,21 @@ fn not_ready(k: &Kube, r: &Runner, snap: &Snapshot, timeout: Duration) -> String
         m.push_str(&format!(
             "\nthe RayCluster object does not exist: is the ray-cluster release installed? (helm list -n {ns})"
         ));
+    } else if !snap.reconciled && snap.pods.is_empty() {
+        m.push_str(&format!(
+            "\nthe KubeRay operator is absent: nothing has acted on RayCluster {ns}/{} in {}s (it has no status \
+             and no pods). {}",
+            c.name,
+            timeout.as_secs(),
+            operator_facts(k, r)
+        ));
+    } else if let Some((g, o)) = snap.generation.zip(snap.observed).filter(|(g, o)| o < g) {
+        m.push_str(&format!(
+            "\nthe KubeRay operator has not acted on the latest change of RayCluster {ns}/{} (generation {g}, \
+             it last reconciled generation {o}). {}",
+            c.name,
+            operator_facts(k, r)
+        ));
     } else if snap.pods.is_empty() {
         m.push_str(&format!(
             "\nno pod of the RayCluster exists: is the KubeRay operator running and watching {ns}? \
@@ -598,6 +633,45 @@ fn not_ready(k: &Kube, r: &Runner, snap: &Snapshot, timeout: Duration) -> String
         m.push_str(&format!("\nmore: kubectl -n {ns} describe pod {}", live::name(waiting[0])));
     }
     m
+}
+
+/// What the API says about the operator raydeploy installs: its release's Deployment and how
+/// many of its pods are ready, with where to look next.
+fn operator_facts(k: &Kube, r: &Runner) -> String {
+    let o = &k.s.d.operator;
+    let logs = format!("kubectl -n {} logs deploy/{}", o.namespace, o.release);
+    let sel = format!("app.kubernetes.io/instance={}", o.release);
+    let deployments = match live::get(k, r, &["deployments", "-l", &sel], Some(&o.namespace)) {
+        Ok(v) => live::items(v),
+        Err(e) => {
+            return format!(
+                "Its Deployment could not be read ({}); check {logs}",
+                e.to_string().lines().next().unwrap_or("")
+            );
+        }
+    };
+    let Some(d) = deployments.first() else {
+        return format!(
+            "No Deployment of the operator release {}/{} exists: run deploy again to install it, or check \
+             `helm status {} -n {}`",
+            o.namespace, o.release, o.release, o.namespace
+        );
+    };
+    let count = |p: &str| d.pointer(p).and_then(Value::as_u64).unwrap_or(0);
+    let (ready, wanted) = (count("/status/readyReplicas"), count("/spec/replicas"));
+    let name = live::name(d);
+    if ready == 0 {
+        format!(
+            "Its Deployment {}/{name} has 0 of {wanted} pods ready: kubectl -n {} describe deploy/{name}; {logs}",
+            o.namespace, o.namespace
+        )
+    } else {
+        format!(
+            "Its Deployment {}/{name} reports {ready} of {wanted} pods ready, yet no operator process reconciles \
+             this namespace: it may watch other namespaces, have lost its API connection or be stuck; see {logs}",
+            o.namespace
+        )
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

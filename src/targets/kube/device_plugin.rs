@@ -63,6 +63,7 @@ pub fn apply(k: &Kube, p: &Phase, cx: &Cx) -> Result<Outputs> {
     }
     let m = model(k)?;
     let path = write_for_tool(k, DEVICE_PLUGIN_VALUES, rendered_text(k, DEVICE_PLUGIN_VALUES)?)?;
+    live::recover_pending(k, &cx.runner, &m.release, &m.namespace)?;
     cx.runner.run(&install_cmd(k, m, &path))?;
     Ok(release_outputs(m))
 }

@@ -53,6 +53,46 @@ pub fn no_such_kind(e: &CmdError) -> bool {
     }
 }
 
+/// What kubectl, Helm and client-go print when the API server cannot be reached (refused,
+/// reset, timed out, unknown host, TLS handshake cut short).
+const UNREACHABLE: [&str; 11] = [
+    "was refused - did you specify the right host or port",
+    "Unable to connect to the server",
+    "Kubernetes cluster unreachable",
+    "connect: connection refused",
+    "connection reset by peer",
+    "no route to host",
+    "i/o timeout",
+    "TLS handshake timeout",
+    "no such host",
+    "http2: client connection lost",
+    "the server is currently unable to handle the request",
+];
+
+/// The first line of `text` that says the API server could not be reached.
+pub fn unreachable_line(text: &str) -> Option<&str> {
+    text.lines().map(str::trim).find(|l| UNREACHABLE.iter().any(|p| l.contains(p)))
+}
+
+/// An error of a kubectl or helm command, with a first line saying so when the cause is that the
+/// Kubernetes API server cannot be reached (and nothing else can be concluded about the cluster).
+pub fn explain_unreachable(e: anyhow::Error) -> anyhow::Error {
+    let text = format!("{e:#}");
+    if text.contains("the Kubernetes API server is unreachable") {
+        return e;
+    }
+    match unreachable_line(&text) {
+        Some(line) => {
+            let line = line.to_string();
+            e.context(format!(
+                "the Kubernetes API server is unreachable ({line}): is the cluster up, and do the kubeconfig \
+                 and context point at it? Once it answers, run deploy again: completed phases are not repeated"
+            ))
+        }
+        None => e,
+    }
+}
+
 /// `kubectl get WHAT... [-n NS] -o json --ignore-not-found`: the object (or `List`), `None` when
 /// absent (or when its kind is not installed). Retried: a read. The output of a Secret read is
 /// not logged.
@@ -332,6 +372,104 @@ pub fn both<A: Send, B: Send>(a: impl FnOnce() -> A + Send, b: impl FnOnce() -> 
     })
 }
 
+/// Helm's statuses of a release whose install, upgrade or rollback has not finished.
+pub const PENDING_STATUSES: [&str; 3] = ["pending-install", "pending-upgrade", "pending-rollback"];
+
+/// One revision of a release (`helm history -o json`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Revision {
+    pub revision: u64,
+    pub status: String,
+}
+
+/// `helm history NAME -n NS -o json`: every revision Helm keeps, oldest first.
+pub fn history(k: &Kube, r: &Runner, name: &str, ns: &str) -> Result<Vec<Revision>> {
+    let c = k
+        .helm()
+        .args(["history", name, "-n", ns, "-o", "json"])
+        .timeout(READ_TIMEOUT)
+        .idempotent(READ_ATTEMPTS)
+        .quiet();
+    let o = r.run(&c)?;
+    let list: Vec<Value> =
+        serde_json::from_str(o.stdout.trim()).with_context(|| format!("reading `{}`", c.display()))?;
+    let mut revs: Vec<Revision> = list
+        .iter()
+        .filter_map(|v| {
+            let revision = match v.get("revision")? {
+                Value::Number(n) => n.as_u64()?,
+                Value::String(s) => s.parse().ok()?,
+                _ => return None,
+            };
+            Some(Revision { revision, status: v.get("status").and_then(Value::as_str).unwrap_or("").to_string() })
+        })
+        .collect();
+    revs.sort_by_key(|r| r.revision);
+    Ok(revs)
+}
+
+/// What to do about a release an interrupted Helm left pending.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Recovery {
+    /// Roll back to this revision: the newest that was deployed (or superseded by a deployed one).
+    Rollback(u64),
+    /// No revision was ever deployed (an interrupted first install): uninstall, then install anew.
+    Uninstall,
+}
+
+/// The recovery of a pending release from its history: back to the newest revision before the
+/// pending one that is `deployed` (Helm leaves the previous release deployed until an upgrade
+/// succeeds) or else `superseded`; without one, uninstall.
+pub fn recovery(history: &[Revision]) -> Recovery {
+    let pending = history.last().map(|r| r.revision).unwrap_or(0);
+    let before =
+        |status: &str| history.iter().rev().find(|r| r.revision < pending && r.status == status).map(|r| r.revision);
+    match before("deployed").or_else(|| before("superseded")) {
+        Some(rev) => Recovery::Rollback(rev),
+        None => Recovery::Uninstall,
+    }
+}
+
+/// Before `helm upgrade --install` of release `name`: when a Helm that was killed or lost its
+/// connection left the release `pending-install`, `pending-upgrade` or `pending-rollback`, every
+/// further `helm upgrade` refuses ("another operation (install/upgrade/rollback) is in
+/// progress"). The deployment's lock guarantees no other raydeploy run is at work on it, so the
+/// pending operation is taken as dead: the release is rolled back to its last deployed revision
+/// (`helm rollback --wait`), or uninstalled when it never had one, and the caller's upgrade runs
+/// as usual. Returns what was done, also logged.
+pub fn recover_pending(k: &Kube, r: &Runner, name: &str, ns: &str) -> Result<Option<String>> {
+    let Some(rel) = release(k, r, name, ns)? else { return Ok(None) };
+    if !PENDING_STATUSES.contains(&rel.status.as_str()) {
+        return Ok(None);
+    }
+    let hist = history(k, r, name, ns)?;
+    let pending = hist.last().map(|h| h.revision.to_string()).unwrap_or_else(|| rel.revision.clone());
+    let found = format!(
+        "Helm release {ns}/{name} is {} (revision {pending}): an earlier helm was interrupted before it \
+         finished, and Helm refuses any other operation on the release until it is resolved",
+        rel.status
+    );
+    r.info(&found);
+    let done = match recovery(&hist) {
+        Recovery::Rollback(rev) => {
+            let c = k
+                .helm()
+                .args(["rollback", name, &rev.to_string(), "-n", ns, "--wait", "--timeout", HELM_WAIT])
+                .timeout(HELM_TIMEOUT);
+            r.run(&c).with_context(|| format!("{found}; rolling it back to revision {rev} failed"))?;
+            format!("rolled Helm release {ns}/{name} back from {} revision {pending} to revision {rev}", rel.status)
+        }
+        Recovery::Uninstall => {
+            let c =
+                k.helm().args(["uninstall", name, "-n", ns, "--wait", "--timeout", HELM_WAIT]).timeout(HELM_TIMEOUT);
+            r.run(&c).with_context(|| format!("{found}; uninstalling it (it was never deployed) failed"))?;
+            format!("uninstalled Helm release {ns}/{name}, left {} with no deployed revision", rel.status)
+        }
+    };
+    r.info(&format!("{done}; installing it again"));
+    Ok(Some(done))
+}
+
 /// `helm uninstall --wait` when the release exists; false when it was already gone.
 pub fn uninstall(k: &Kube, r: &Runner, name: &str, ns: &str) -> Result<bool> {
     if release(k, r, name, ns)?.is_none() {
@@ -398,6 +536,53 @@ mod tests {
             a,
             serde_json::json!({"image": {"repository": "r", "tag": "t@sha256:1", "pullPolicy": "x"}, "l": [3]})
         );
+    }
+
+    #[test]
+    fn a_pending_release_goes_back_to_its_last_deployed_revision() {
+        let h = |revs: &[(u64, &str)]| -> Vec<Revision> {
+            revs.iter().map(|(revision, s)| Revision { revision: *revision, status: s.to_string() }).collect()
+        };
+        // An upgrade killed after Helm stored its pending revision: the previous one is still deployed.
+        assert_eq!(recovery(&h(&[(1, "superseded"), (2, "deployed"), (3, "pending-upgrade")])), Recovery::Rollback(2));
+        // A rollback killed after the old revision was already marked superseded.
+        assert_eq!(
+            recovery(&h(&[(1, "superseded"), (2, "superseded"), (3, "pending-rollback")])),
+            Recovery::Rollback(2)
+        );
+        // A failed revision is never the target; a deployed one wins over a newer superseded one.
+        assert_eq!(
+            recovery(&h(&[(1, "deployed"), (2, "superseded"), (3, "failed"), (4, "pending-upgrade")])),
+            Recovery::Rollback(1)
+        );
+        // A first install that never finished, or only ever failed: nothing to go back to.
+        assert_eq!(recovery(&h(&[(1, "pending-install")])), Recovery::Uninstall);
+        assert_eq!(recovery(&h(&[(1, "failed"), (2, "pending-upgrade")])), Recovery::Uninstall);
+        assert_eq!(recovery(&[]), Recovery::Uninstall);
+    }
+
+    #[test]
+    fn an_unreachable_api_server_is_named_first() {
+        let kubectl = CmdError::Failed {
+            command: "kubectl get raycluster x -n y -o json".into(),
+            code: 1,
+            stderr_tail:
+                "The connection to the server 127.0.0.1:6443 was refused - did you specify the right host or port?"
+                    .into(),
+        };
+        let e = explain_unreachable(anyhow::Error::from(kubectl));
+        let text = format!("{e:#}");
+        assert!(
+            text.starts_with("the Kubernetes API server is unreachable (The connection to the server 127.0.0.1:6443")
+        );
+        assert!(text.contains("`kubectl get raycluster x -n y -o json` exited with code 1"), "{text}");
+        // Once only, and nothing added to other failures.
+        assert_eq!(format!("{:#}", explain_unreachable(e)).matches("is unreachable").count(), 1);
+        let helm = "Error: Kubernetes cluster unreachable: Get \"https://10.0.0.1:443/version\": dial tcp 10.0.0.1:443: i/o timeout";
+        assert_eq!(unreachable_line(&format!("x\n  {helm}\n")), Some(helm));
+        let other =
+            anyhow::anyhow!("Error: UPGRADE FAILED: another operation (install/upgrade/rollback) is in progress");
+        assert!(!format!("{:#}", explain_unreachable(other)).contains("unreachable"));
     }
 
     #[test]

@@ -78,8 +78,8 @@ impl Phases for Kube<'_> {
         match p.id {
             "preflight" | "infra" | "credentials" => infra::probe(self, p, cx),
             "image-build" | "image-push" => image::probe(self, p, cx),
-            device_plugin::PHASE => device_plugin::probe(self, p, cx),
-            _ => cluster::probe(self, p, cx),
+            device_plugin::PHASE => device_plugin::probe(self, p, cx).map_err(live::explain_unreachable),
+            _ => cluster::probe(self, p, cx).map_err(live::explain_unreachable),
         }
     }
 
@@ -87,8 +87,8 @@ impl Phases for Kube<'_> {
         match p.id {
             "preflight" | "infra" | "credentials" => infra::apply(self, p, cx),
             "image-build" | "image-push" => image::apply(self, p, cx),
-            device_plugin::PHASE => device_plugin::apply(self, p, cx),
-            _ => cluster::apply(self, p, cx),
+            device_plugin::PHASE => device_plugin::apply(self, p, cx).map_err(live::explain_unreachable),
+            _ => cluster::apply(self, p, cx).map_err(live::explain_unreachable),
         }
     }
 
@@ -142,7 +142,7 @@ impl context::Target for Kube<'_> {
         };
         context::approve(&what, o.auto_approve)?;
         let o = DestroyOptions { auto_approve: true, ..o.clone() };
-        cluster::destroy(self, &o)?;
+        cluster::destroy(self, &o).map_err(live::explain_unreachable)?;
         if infra {
             infra::destroy(self, &o)?;
         }
