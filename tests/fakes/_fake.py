@@ -1,7 +1,7 @@
 """Shared by the fake terraform, az, helm and kubectl in this folder.
 
 Every call appends one JSON line to $RAYDEPLOY_FAKE_LOG:
-  {"tool": "helm", "argv": [...], "stdin": "...", "env": {...selected...}, "t0": ..., "t1": ...}
+  {"tool": "helm", "argv": [...], "stdin": "...", "env": {...selected...}, "pid": ..., "t0": ..., "t1": ...}
 Emulated state lives in $RAYDEPLOY_FAKE_STATE/<tool>.json (created on first use).
 
 Faults and latency, for ordering, failure, timeout and benchmark tests:
@@ -140,6 +140,7 @@ class Fake:
             "stdin": self.stdin,
             "env": {k: os.environ[k] for k in ENV_KEYS if k in os.environ},
             "cwd": os.getcwd(),
+            "pid": os.getpid(),
             "t0": self.t0,
             "t1": time.time(),
         }

@@ -38,8 +38,10 @@ pub struct Call {
     pub argv: Vec<String>,
     pub stdin: String,
     pub env: BTreeMap<String, String>,
-    /// Exit code, or "hang" / "signal N".
+    /// Exit code, or "hang" / "running" / "signal N".
     pub exit: Value,
+    /// The fake's process.
+    pub pid: Option<u32>,
     pub t0: f64,
     pub t1: f64,
 }
@@ -229,6 +231,7 @@ impl KubeEnv {
                         .map(|o| o.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string())).collect())
                         .unwrap_or_default(),
                     exit: v["exit"].clone(),
+                    pid: v["pid"].as_u64().map(|p| p as u32),
                     t0: v["t0"].as_f64().unwrap_or(0.0),
                     t1: v["t1"].as_f64().unwrap_or(0.0),
                 }

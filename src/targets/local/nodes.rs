@@ -12,8 +12,12 @@ use super::procs::{self, DIR_VAR, NODE_VAR, Proc};
 use super::sizing::NodePlan;
 use crate::run::proc::{Cmd, Runner};
 
-/// Ports of one node, chosen free on 127.0.0.1 just before it starts.
-pub const HEAD_PORTS: &[&str] = &["port", "dashboard-port", "ray-client-server-port"];
+/// Ports of one node, chosen free on 127.0.0.1 just before it starts. The head's are `ray start`
+/// flags but [`SERVE_PORT`].
+pub const HEAD_PORTS: &[&str] = &["port", "dashboard-port", "ray-client-server-port", SERVE_PORT];
+/// The head's port for Serve's HTTP proxy: not a `ray start` flag but Serve's default, set in the
+/// environment of the head's processes (so of every job driver and Ray client session there).
+pub const SERVE_PORT: &str = "serve-http-port";
 pub const NODE_PORTS: &[&str] = &[
     "node-manager-port",
     "object-manager-port",
@@ -128,6 +132,7 @@ impl Ctx<'_> {
             for (k, v) in HEALTH_CHECK {
                 c = c.env(*k, *v);
             }
+            c = c.env("RAY_SERVE_DEFAULT_HTTP_HOST", "127.0.0.1").env("RAY_SERVE_DEFAULT_HTTP_PORT", port(SERVE_PORT));
             c = c
                 .arg("--head")
                 .args(["--port", &port("port")])
