@@ -426,6 +426,22 @@ print("nodes:", len([n for n in ray.nodes() if n["Alive"]]))
 ray.shutdown()
 "#;
 
+/// The logs of the head's Ray client server and of the servers it started, for a failure message.
+fn client_server_logs(dep: &local_env::LocalDeployment) -> String {
+    let temp = dep.state()["data"]["local"]["temp_dir"].as_str().unwrap_or_default().to_string();
+    let logs = PathBuf::from(temp).join("session_latest/logs");
+    let mut out = String::new();
+    for e in std::fs::read_dir(&logs).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("ray_client_server") {
+            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect();
+            out.push_str(&format!("--- {name}\n{}\n", tail.join("\n")));
+        }
+    }
+    out
+}
+
 #[test]
 fn local_session_names_the_head_client_server_and_a_ray_client_runs_tasks_through_it() {
     use local_env::{LocalDeployment, expect_code, ray_lock};
@@ -443,15 +459,31 @@ fn local_session_names_the_head_client_server_and_a_ray_client_runs_tasks_throug
     assert_eq!(v["serve_url"], format!("http://127.0.0.1:{}", head["serve-http-port"]), "{v:#}");
     assert!(v["forwarding"].is_null() && v["pid"].is_null(), "{v:#}");
 
-    // The deployment's own Python, as a notebook would use it.
+    // The head's processes run without gRPC's fork handlers: with them, the client server's
+    // fork of a server per client could crash before its exec (the client then fails with
+    // "Starting Ray client server failed").
+    let gcs = st["data"]["local"]["nodes"]["head"]["procs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "gcs_server")
+        .map(|p| p["pid"].as_u64().unwrap())
+        .unwrap();
+    let environ = std::fs::read(format!("/proc/{gcs}/environ")).unwrap();
+    assert!(environ.split(|b| *b == 0).any(|kv| kv == b"GRPC_ENABLE_FORK_SUPPORT=false"), "gcs_server's environment");
+
+    // The deployment's own Python, as a notebook would use it; each connection gets a server of
+    // its own from the head's client server.
     let python = dep.dir.join("venv/bin/python");
-    let o = dep.ns.command(&python).args(["-c", CLIENT, v["ray_client"].as_str().unwrap()]).output().unwrap();
-    let (pout, perr) = local_env::text(&o);
-    assert!(o.status.success(), "the Ray client failed:\n{pout}\n{perr}");
-    assert!(pout.contains("sum of squares: 285"), "{pout}\n{perr}");
-    assert!(pout.contains(&format!("serve port: {}", head["serve-http-port"])), "{pout}\n{perr}");
-    assert!(pout.contains("nodes: 3"), "{pout}\n{perr}");
-    print!("{pout}");
+    for _ in 0..3 {
+        let o = dep.ns.command(&python).args(["-c", CLIENT, v["ray_client"].as_str().unwrap()]).output().unwrap();
+        let (pout, perr) = local_env::text(&o);
+        assert!(o.status.success(), "the Ray client failed:\n{pout}\n{perr}\n{}", client_server_logs(&dep));
+        assert!(pout.contains("sum of squares: 285"), "{pout}\n{perr}");
+        assert!(pout.contains(&format!("serve port: {}", head["serve-http-port"])), "{pout}\n{perr}");
+        assert!(pout.contains("nodes: 3"), "{pout}\n{perr}");
+        print!("{pout}");
+    }
 
     // The other forms; a local session holds nothing, so each returns.
     let (out, _) = expect_code(&dep.raydeploy(&["session"]), 0, "session");

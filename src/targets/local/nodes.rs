@@ -27,6 +27,10 @@ pub const NODE_PORTS: &[&str] = &[
     "runtime-env-agent-port",
 ];
 
+/// gRPC's switch for its fork handlers, off in every Ray process of target local (see
+/// [`Ctx::start_cmd`]) unless `cluster.env` sets it.
+pub const GRPC_FORK_SUPPORT: &str = "GRPC_ENABLE_FORK_SUPPORT";
+
 /// Ray system settings of the GCS on target local.
 pub const HEALTH_CHECK: &[(&str, &str)] = &[
     ("RAY_health_check_period_ms", "1000"),
@@ -141,6 +145,12 @@ impl Ctx<'_> {
                 .args(["--ray-client-server-port", &port("ray-client-server-port")]);
         } else {
             c = c.args(["--address", gcs.unwrap_or("<head address>")]);
+        }
+        // Ray's Python processes fork only to exec (the head's Ray client server forks one
+        // server per client while its gRPC threads run): gRPC's fork handlers are not needed
+        // and, with other threads inside gRPC, the forked child can crash before its exec.
+        if !self.env.contains_key(GRPC_FORK_SUPPORT) {
+            c = c.env(GRPC_FORK_SUPPORT, "false");
         }
         c = c.args(["--node-ip-address", "127.0.0.1"]).args(["--temp-dir", &self.temp_dir.to_string_lossy()]);
         for name in NODE_PORTS {
