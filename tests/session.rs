@@ -160,7 +160,7 @@ fn wait_until(mut cond: impl FnMut() -> bool) -> bool {
 fn forwards(env: &KubeEnv) -> Vec<(String, u32)> {
     env.find("kubectl", &["port-forward"])
         .into_iter()
-        .filter(|c| c.exit == Value::from("running"))
+        .filter(|c| c.exit == "running")
         .map(|c| {
             let pair = c.argv.iter().find(|a| a.contains(':') && !a.starts_with('-')).unwrap().clone();
             (pair, c.pid.expect("the fake logs its pid"))
@@ -258,7 +258,7 @@ fn session_forwards_each_endpoint_reconnects_a_dropped_one_and_stops_on_sigint()
     let left: Vec<u32> = pids.into_iter().filter(|p| running(*p)).collect();
     assert!(left.is_empty(), "port-forwards still running: {left:?}");
     let stopped = env.find("kubectl", &["port-forward"]);
-    assert_eq!(stopped.iter().filter(|c| c.exit == Value::from("signal 2")).count(), 3, "{stopped:#?}");
+    assert_eq!(stopped.iter().filter(|c| c.exit == "signal 2").count(), 3, "{stopped:#?}");
 }
 
 #[test]
