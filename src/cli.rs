@@ -15,6 +15,7 @@ use crate::plan;
 use crate::render;
 use crate::run::progress::Style;
 use crate::run::redact::Redactor;
+use crate::session;
 use crate::spec::{self, Report, Target};
 use crate::targets;
 
@@ -195,6 +196,26 @@ pub enum Command {
     Dashboard {
         #[command(flatten)]
         args: SpecArgs,
+    },
+    /// Reach the running cluster from this machine: the dashboard and job API, the Ray client
+    /// and Serve (port-forwards on a cluster, reconnected when they drop, held until Ctrl-C).
+    Session {
+        #[command(flatten)]
+        args: SpecArgs,
+        /// A local port, NAME=PORT with NAME one of dashboard, client, serve (repeatable; by
+        /// default Ray's own port when free, else any free port).
+        #[arg(long = "port", value_name = "NAME=PORT", value_parser = session::parse_port_arg)]
+        ports: Vec<(session::Port, u16)>,
+        /// `json`: one object on one line, printed once the endpoints answer.
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+        /// Print `export` lines for `eval "$(raydeploy session --print-env)"`; on a cluster the
+        /// port-forwards keep running in the background (`kill $RAYDEPLOY_SESSION_PID` ends them).
+        #[arg(long, conflicts_with = "output")]
+        print_env: bool,
+        /// The background half of --print-env.
+        #[arg(long, hide = true)]
+        background: bool,
     },
     /// Print the spec's JSON Schema.
     Schema,
@@ -458,6 +479,23 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             targets::for_context(&s)?.dashboard(&s)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Session { args, ports, output, print_env, background } => {
+            let ports = match session::check_ports(&ports) {
+                Ok(p) => p,
+                Err(e) => return Ok(usage_error("session", clap::error::ErrorKind::ArgumentConflict, &e)),
+            };
+            let form = match (print_env, output) {
+                (true, _) => session::Form::Env,
+                (false, Output::Json) => session::Form::Json,
+                (false, Output::Text) => session::Form::Text,
+            };
+            let Some(s) = load_context(&args, if background { Output::Text } else { output })? else {
+                return Ok(ExitCode::from(1));
+            };
+            let o = session::Options { ports, form, background, spec_args: spec_args(&args) };
+            targets::for_context(&s)?.session(&s, &o)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Schema => {
             println!("{}", serde_json::to_string_pretty(spec::schema_check::schema())?);
             Ok(ExitCode::SUCCESS)
@@ -483,6 +521,29 @@ fn load_context(args: &SpecArgs, output: Output) -> Result<Option<Context>> {
     warn(&d);
     let Some(rendered) = render_checked(&d)? else { return Ok(None) };
     Ok(Some(Context::new(d, rendered, Style::detect(output == Output::Json))))
+}
+
+/// Prints a usage error found after parsing (arguments that conflict together), as clap prints
+/// its own: exit code [`USAGE_ERROR`].
+fn usage_error(subcommand: &str, kind: clap::error::ErrorKind, message: &str) -> ExitCode {
+    let mut cli = Cli::command();
+    cli.build();
+    let cmd = cli.find_subcommand_mut(subcommand).expect("a subcommand of raydeploy");
+    let _ = cmd.error(kind, message).print();
+    ExitCode::from(USAGE_ERROR)
+}
+
+/// The spec arguments as given (`SPEC`, `-e ENV`, `--target T`), to run another command on the
+/// same deployment.
+fn spec_args(args: &SpecArgs) -> Vec<std::ffi::OsString> {
+    let mut v = vec![args.spec.clone().into_os_string()];
+    if let Some(e) = &args.env {
+        v.extend(["-e".into(), e.into()]);
+    }
+    if let Some(t) = args.target.and_then(|t| t.to_possible_value()) {
+        v.extend(["--target".into(), t.get_name().into()]);
+    }
+    v
 }
 
 /// Records `--skip-preflight` and says, loudly on stderr, what goes unchecked.

@@ -170,6 +170,8 @@ pub trait Target: Phases {
     fn job_delete(&self, c: &Context, name: &str) -> Result<()>;
     /// Serves or prints the dashboard address; blocks while a port-forward runs.
     fn dashboard(&self, c: &Context) -> Result<()>;
+    /// `session`: the endpoints on this machine ([`crate::session`]); blocks while port-forwards run.
+    fn session(&self, c: &Context, o: &crate::session::Options) -> Result<()>;
 }
 
 #[derive(Debug, Clone, Default)]

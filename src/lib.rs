@@ -8,7 +8,8 @@
 //! phases and commands of [`targets::kube`] for `aks` and `kubernetes` and [`targets::local`]
 //! for `local`; what both need is in [`context`], never in one another) → the commands:
 //! [`deploy`], [`plan`] (the preview of a deploy, live or offline), [`explain`], and [`cli`]
-//! (clap, thin; status, destroy, jobs and dashboard go straight to the target).
+//! (clap, thin; status, destroy, jobs and dashboard go straight to the target), [`session`] (the
+//! endpoints of the running cluster on this machine).
 
 pub mod cli;
 pub mod context;
@@ -19,5 +20,6 @@ pub mod model;
 pub mod plan;
 pub mod render;
 pub mod run;
+pub mod session;
 pub mod spec;
 pub mod targets;

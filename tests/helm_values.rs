@@ -287,6 +287,40 @@ fn no_worker_groups_disables_the_worker() {
     assert_eq!(Paths::load("ray-cluster").uncovered(&v), Vec::<String>::new());
 }
 
+/// KubeRay builds the head service from the head container's ports: every render lists them
+/// under KubeRay's names, so the service exposes the dashboard, the Ray client and Serve
+/// (`raydeploy session` forwards to them); a port the head's rayStartParams move follows.
+#[test]
+fn head_exposes_dashboard_client_and_serve_under_kuberay_names() {
+    let want = serde_json::json!([
+        {"name": "gcs-server", "containerPort": 6379},
+        {"name": "dashboard", "containerPort": 8265},
+        {"name": "client", "containerPort": 10001},
+        {"name": "serve", "containerPort": 8000},
+        {"name": "metrics", "containerPort": 8080},
+    ]);
+    for r in rendered() {
+        assert_eq!(r.ray_cluster["head"]["ports"], want, "{}", r.label);
+        assert!(r.ray_cluster["worker"].get("ports").is_none(), "{}", r.label);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("raydeploy.yaml");
+    std::fs::write(
+        &spec,
+        "apiVersion: raydeploy/v1\nkind: RayDeployment\nname: moved\ntarget: kubernetes\n\
+         kubernetes: { registry: ghcr.io/acme/moved }\n\
+         image: { rayVersion: \"2.52.0\", python: \"3.11\" }\n\
+         cluster:\n  head: { cpu: 2, memory: 8Gi, rayStartParams: { dashboard-port: \"9265\", ray-client-server-port: \"11001\" } }\n",
+    )
+    .unwrap();
+    let out = render(&spec, None);
+    let v = yaml(&std::fs::read_to_string(out.path().join("helm/ray-cluster.values.yaml")).unwrap());
+    let port = |name: &str| {
+        v["head"]["ports"].as_array().unwrap().iter().find(|p| p["name"] == name).unwrap()["containerPort"].clone()
+    };
+    assert_eq!((port("dashboard"), port("client"), port("serve")), (9265.into(), 11001.into(), 8000.into()));
+}
+
 /// Kubernetes' matching of a toleration list against one `key=value:Effect` taint.
 fn tolerated(tolerations: &Value, taint: &str) -> bool {
     let (kv, effect) = taint.rsplit_once(':').unwrap();

@@ -671,6 +671,16 @@ impl Builder<'_> {
                 }
                 continue;
             }
+            if super::HEAD_PORTS.iter().any(|(_, p, _)| *p == Some(k.as_str()))
+                && !v.parse::<u16>().is_ok_and(|p| p > 0)
+            {
+                self.err(
+                    &path,
+                    format!("rayStartParams `{k}` is {v:?}, not a port number"),
+                    Some("a port is a number from 1 to 65535".into()),
+                );
+                continue;
+            }
             if let Some(c) = v.chars().find(|c| !start_param_char(*c)) {
                 self.err(
                     &path,

@@ -244,6 +244,25 @@ pub struct OperatorModel {
     pub charts: ChartSource,
 }
 
+/// The head's ports, under KubeRay's names: KubeRay builds the head service from the head
+/// container's ports, so the render lists them all (the GCS, the dashboard and job API, the Ray
+/// client server, Serve's HTTP proxy, the metrics). Each: the `ray start` parameter that moves
+/// it (none for Serve, whose proxy has its own setting) and Ray's default.
+pub const HEAD_PORTS: [(&str, Option<&str>, u16); 5] = [
+    ("gcs-server", Some("port"), 6379),
+    ("dashboard", Some("dashboard-port"), 8265),
+    ("client", Some("ray-client-server-port"), 10001),
+    ("serve", None, 8000),
+    ("metrics", Some("metrics-export-port"), 8080),
+];
+
+/// The head's port `name` (a name of [`HEAD_PORTS`]): its `rayStartParams` value where the spec
+/// sets one (validated to be a port), else Ray's default.
+pub fn head_port(head: &RayGroup, name: &str) -> u16 {
+    let (_, param, default) = HEAD_PORTS.iter().find(|(n, _, _)| *n == name).expect("a head port name");
+    param.and_then(|p| head.ray_start_params.get(p)).and_then(|v| v.parse().ok()).unwrap_or(*default)
+}
+
 /// KubeRay's own Helm repository, the default source of its charts.
 pub const KUBERAY_REPO: &str = "https://ray-project.github.io/kuberay-helm/";
 

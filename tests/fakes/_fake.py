@@ -3,7 +3,7 @@
 library only (_kube.py loads PyYAML from site-packages when it parses YAML).
 
 Every call appends one JSON line to $RAYDEPLOY_FAKE_LOG:
-  {"tool": "helm", "argv": [...], "stdin": "...", "env": {...selected...}, "t0": ..., "t1": ...}
+  {"tool": "helm", "argv": [...], "stdin": "...", "env": {...selected...}, "pid": ..., "t0": ..., "t1": ...}
 Emulated state lives in $RAYDEPLOY_FAKE_STATE/<tool>.json (created on first use).
 
 Faults and latency, for ordering, failure, timeout and benchmark tests:
@@ -157,6 +157,7 @@ class Fake:
             "stdin": self.stdin,
             "env": {k: os.environ[k] for k in ENV_KEYS if k in os.environ},
             "cwd": os.getcwd(),
+            "pid": os.getpid(),
             "t0": self.t0,
             "t1": time.time(),
         }

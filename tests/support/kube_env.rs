@@ -41,8 +41,10 @@ pub struct Call {
     pub argv: Vec<String>,
     pub stdin: String,
     pub env: BTreeMap<String, String>,
-    /// Exit code, or "hang" / "signal N".
+    /// Exit code, or "hang" / "running" / "signal N".
     pub exit: Value,
+    /// The fake's process.
+    pub pid: Option<u32>,
     pub t0: f64,
     pub t1: f64,
     /// `open` when every `RAYDEPLOY_FAKE_WAIT` gate of the call opened, `timeout` when one
@@ -308,6 +310,7 @@ pub fn read_calls(path: &Path) -> Vec<Call> {
                     .map(|o| o.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string())).collect())
                     .unwrap_or_default(),
                 exit: v["exit"].clone(),
+                pid: v["pid"].as_u64().map(|p| p as u32),
                 t0: v["t0"].as_f64().unwrap_or(0.0),
                 t1: v["t1"].as_f64().unwrap_or(0.0),
                 gates: v["gates"].as_str().unwrap_or("").to_string(),

@@ -59,6 +59,26 @@ pub struct HeadValues {
     pub autoscaler_options: Option<AutoscalerOptions>,
     #[serde(flatten)]
     pub pod: PodValues,
+    /// The head container's ports, from which KubeRay builds the head service (see
+    /// [`crate::model::HEAD_PORTS`]): the dashboard, the Ray client and Serve are reachable
+    /// through it (`raydeploy session`).
+    pub ports: Vec<ContainerPort>,
+}
+
+/// A port of the Ray container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerPort {
+    pub name: &'static str,
+    pub container_port: u16,
+}
+
+/// The head's ports (see [`crate::model::HEAD_PORTS`]).
+pub fn head_ports(head: &RayGroup) -> Vec<ContainerPort> {
+    crate::model::HEAD_PORTS
+        .iter()
+        .map(|(name, _, _)| ContainerPort { name, container_port: crate::model::head_port(head, name) })
+        .collect()
 }
 
 /// `head.autoscalerOptions` (the autoscaler sidecar of the head pod).
@@ -121,6 +141,7 @@ pub fn values(d: &Deployment) -> RayClusterValues {
             ])),
         }),
         pod: pod(d, &c.head),
+        ports: head_ports(&c.head),
     };
     let mut workers = c.workers.iter();
     let worker = workers.next().map_or_else(WorkerValues::off, |g| worker_group(d, g));

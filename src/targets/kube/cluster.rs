@@ -29,7 +29,7 @@ use super::live;
 use super::{Kube, jobs, secrets, unknown};
 use crate::context::{DestroyOptions, approve};
 use crate::graph::Phase;
-use crate::model::{GROUP_LABEL, ImageRef, RayGroup};
+use crate::model::{GROUP_LABEL, ImageRef, RayGroup, head_port};
 use crate::render::helm::k8s::{Image, RAY_PULL_POLICY};
 use crate::render::helm::{OPERATOR_VALUES, RAY_CLUSTER_VALUES};
 use crate::run::exec::{Cx, Outputs};
@@ -46,7 +46,8 @@ pub const REQUIRED_CRDS: [&str; 2] = ["rayclusters.ray.io", "rayjobs.ray.io"];
 pub const IMAGE_VALUES: &str = "helm/ray-cluster.images.yaml";
 /// Label KubeRay puts on the pods of a RayCluster.
 pub const RAY_CLUSTER_LABEL: &str = "ray.io/cluster";
-/// Port of the Ray dashboard on the head service.
+/// The local port `dashboard` tries first (Ray's own; the head service's port may differ, see
+/// [`crate::model::head_port`]).
 pub const DASHBOARD_PORT: u16 = 8265;
 /// The phases this module carries out (forgotten by destroy).
 pub const PHASES: [&str; 7] = ["crds", "operator", "secrets", "mounts", "cluster", "ready", "jobs"];
@@ -863,13 +864,15 @@ fn live_status(k: &Kube, r: &Runner) -> Result<(String, Value)> {
         groups_json
             .insert(g.clone(), serde_json::json!({"pods": n, "ready": ready, "phases": phases, "replicas": wanted}));
     }
+    let port = head_port(&c.head, "dashboard");
     let forward = k
         .kubectl()
-        .args(["port-forward", &format!("svc/{}", c.head_service), &format!("{DASHBOARD_PORT}:{DASHBOARD_PORT}")])
+        .args(["port-forward", &format!("svc/{}", c.head_service), &format!("{DASHBOARD_PORT}:{port}")])
         .args(["-n", &c.namespace])
         .display();
     text.push_str(&format!(
-        "  dashboard: `raydeploy dashboard` (or {forward}, then http://127.0.0.1:{DASHBOARD_PORT})\n"
+        "  dashboard: `raydeploy dashboard` (or {forward}, then http://127.0.0.1:{DASHBOARD_PORT}); \
+         the dashboard, the Ray client and Serve: `raydeploy session`\n"
     ));
     let json = serde_json::json!({
         "reachable": true,
@@ -877,7 +880,7 @@ fn live_status(k: &Kube, r: &Runner) -> Result<(String, Value)> {
         "device_plugin": plugin,
         "raycluster": {"name": c.name, "namespace": c.namespace, "exists": snap.exists, "state": state, "reason": snap.reason},
         "groups": groups_json,
-        "dashboard": {"service": c.head_service, "port": DASHBOARD_PORT, "port_forward": forward},
+        "dashboard": {"service": c.head_service, "port": port, "port_forward": forward},
     });
     Ok((text, json))
 }
@@ -893,50 +896,18 @@ fn local_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port())
 }
 
-/// Consecutive quick failures after which the dashboard gives up.
-const DASHBOARD_GIVE_UP: u32 = 6;
-
-/// `kubectl port-forward` to the head service, started again whenever it drops, until Ctrl-C.
+/// A reconnecting port-forward to the head service's dashboard ([`super::forward`]), until Ctrl-C.
 pub fn dashboard(k: &Kube) -> Result<()> {
     let c = &k.s.d.cluster;
-    signals::install();
     let r = live::side_runner(k, "dashboard", false)?;
     if live::get(k, &r, &["service", &c.head_service], Some(&c.namespace))?.is_none() {
         bail!("no service {}/{}: deploy the cluster first (raydeploy deploy)", c.namespace, c.head_service);
     }
     let port = local_port()?;
-    println!("Ray dashboard: http://127.0.0.1:{port}  (Ctrl-C to stop)");
-    let cmd = k
-        .kubectl()
-        .args(["port-forward", &format!("svc/{}", c.head_service), &format!("{port}:{DASHBOARD_PORT}")])
-        .args(["-n", &c.namespace, "--address", "127.0.0.1"])
-        .timeout(Duration::from_secs(365 * 24 * 3600))
-        .grace(Duration::from_secs(5));
-    let mut quick_failures = 0;
-    loop {
-        let started = Instant::now();
-        let result = r.run(&cmd);
-        if signals::interrupted() || matches!(&result, Err(e) if e.is_interrupt()) {
-            return Ok(());
-        }
-        let why = match &result {
-            Ok(_) => "the port-forward ended".to_string(),
-            Err(e) => format!("{e}"),
-        };
-        if let Err(CmdError::NotFound { .. }) = &result {
-            bail!("{why}");
-        }
-        quick_failures = if started.elapsed() > Duration::from_secs(30) { 1 } else { quick_failures + 1 };
-        if quick_failures >= DASHBOARD_GIVE_UP {
-            bail!("the port-forward to svc/{} failed {quick_failures} times in a row: {why}", c.head_service);
-        }
-        let wait = Duration::from_millis(500 * 2u64.pow(quick_failures.min(4)));
-        r.info(&format!("{}; reconnecting in {:.1}s", why.lines().next().unwrap_or(""), wait.as_secs_f64()));
-        sleep_unless_interrupted(wait);
-        if signals::interrupted() {
-            return Ok(());
-        }
-    }
+    let f = super::forward::Forward { name: "dashboard", local: port, remote: head_port(&c.head, "dashboard") };
+    super::forward::hold(k, "dashboard", &[f], move || {
+        println!("Ray dashboard: http://127.0.0.1:{port}  (Ctrl-C to stop)");
+    })
 }
 
 #[cfg(test)]

@@ -2,18 +2,20 @@
 //! out a family of phases: [`infra`] (preflight, infra, credentials; [`azure_preflight`] checks
 //! the subscription's quota, VM sizes and Kubernetes versions), [`image`] (image-build,
 //! image-push), [`device_plugin`] (device-plugin), [`cluster`] (crds, operator, secrets, mounts,
-//! cluster, ready, jobs) with [`secrets`] resolving secret values, [`jobs`] for RayJobs and
-//! [`live`] for reads and writes of
-//! cluster state; this file routes phases and commands to them.
+//! cluster, ready, jobs) with [`secrets`] resolving secret values, [`jobs`] for RayJobs,
+//! [`live`] for reads and writes of cluster state, [`forward`] for the port-forwards of
+//! `dashboard` and [`session`]; this file routes phases and commands to them.
 
 pub mod azure_preflight;
 pub mod cluster;
 pub mod device_plugin;
+pub mod forward;
 pub mod image;
 pub mod infra;
 pub mod jobs;
 pub mod live;
 pub mod secrets;
+pub mod session;
 
 use std::path::PathBuf;
 
@@ -167,6 +169,9 @@ impl context::Target for Kube<'_> {
     }
     fn dashboard(&self, _s: &Context) -> Result<()> {
         cluster::dashboard(self)
+    }
+    fn session(&self, _s: &Context, o: &crate::session::Options) -> Result<()> {
+        session::session(self, o)
     }
 }
 

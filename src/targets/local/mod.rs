@@ -4,12 +4,13 @@
 //! [`venv`]), `head` (`ray start --head` on free loopback ports), `workers` (one `ray start
 //! --address` per replica, sized by [`sizing`]), `ready` (every node alive in the GCS) and, with
 //! `--with-jobs`, `jobs`. Every process is marked and recorded ([`procs`]) so that `destroy`
-//! stops exactly those, by PID.
+//! stops exactly those, by PID. [`session`] prints the running head's endpoints.
 
 pub mod api;
 pub mod jobs;
 pub mod nodes;
 pub mod procs;
+pub mod session;
 pub mod sizing;
 pub mod venv;
 
@@ -712,6 +713,10 @@ impl context::Target for Local<'_> {
         let (ls, _) = self.running()?;
         println!("{}", ls.dashboard_url.unwrap_or_default());
         Ok(())
+    }
+
+    fn session(&self, _s: &Context, o: &crate::session::Options) -> Result<()> {
+        session::session(self, o)
     }
 }
 

@@ -12,8 +12,12 @@ use super::procs::{self, DIR_VAR, NODE_VAR, Proc};
 use super::sizing::NodePlan;
 use crate::run::proc::{Cmd, Runner};
 
-/// Ports of one node, chosen free on 127.0.0.1 just before it starts.
-pub const HEAD_PORTS: &[&str] = &["port", "dashboard-port", "ray-client-server-port"];
+/// Ports of one node, chosen free on 127.0.0.1 just before it starts. The head's are `ray start`
+/// flags but [`SERVE_PORT`].
+pub const HEAD_PORTS: &[&str] = &["port", "dashboard-port", "ray-client-server-port", SERVE_PORT];
+/// The head's port for Serve's HTTP proxy: not a `ray start` flag but Serve's default, set in the
+/// environment of the head's processes (so of every job driver and Ray client session there).
+pub const SERVE_PORT: &str = "serve-http-port";
 pub const NODE_PORTS: &[&str] = &[
     "node-manager-port",
     "object-manager-port",
@@ -22,6 +26,10 @@ pub const NODE_PORTS: &[&str] = &[
     "metrics-export-port",
     "runtime-env-agent-port",
 ];
+
+/// gRPC's switch for its fork handlers, off in every Ray process of target local (see
+/// [`Ctx::start_cmd`]) unless `cluster.env` sets it.
+pub const GRPC_FORK_SUPPORT: &str = "GRPC_ENABLE_FORK_SUPPORT";
 
 /// Ray system settings of the GCS on target local.
 pub const HEALTH_CHECK: &[(&str, &str)] = &[
@@ -128,6 +136,7 @@ impl Ctx<'_> {
             for (k, v) in HEALTH_CHECK {
                 c = c.env(*k, *v);
             }
+            c = c.env("RAY_SERVE_DEFAULT_HTTP_HOST", "127.0.0.1").env("RAY_SERVE_DEFAULT_HTTP_PORT", port(SERVE_PORT));
             c = c
                 .arg("--head")
                 .args(["--port", &port("port")])
@@ -136,6 +145,12 @@ impl Ctx<'_> {
                 .args(["--ray-client-server-port", &port("ray-client-server-port")]);
         } else {
             c = c.args(["--address", gcs.unwrap_or("<head address>")]);
+        }
+        // Ray's Python processes fork only to exec (the head's Ray client server forks one
+        // server per client while its gRPC threads run): gRPC's fork handlers are not needed
+        // and, with other threads inside gRPC, the forked child can crash before its exec.
+        if !self.env.contains_key(GRPC_FORK_SUPPORT) {
+            c = c.env(GRPC_FORK_SUPPORT, "false");
         }
         c = c.args(["--node-ip-address", "127.0.0.1"]).args(["--temp-dir", &self.temp_dir.to_string_lossy()]);
         for name in NODE_PORTS {
