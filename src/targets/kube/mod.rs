@@ -146,6 +146,9 @@ impl context::Target for Kube<'_> {
     fn dashboard(&self, _s: &Context) -> Result<()> {
         cluster::dashboard(self)
     }
+    fn run(&self, _s: &Context, name: &str, rm: bool) -> Result<u8> {
+        jobs::run(self, name, rm)
+    }
 }
 
 /// For phases a module does not handle (a routing bug).
