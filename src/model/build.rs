@@ -1821,3 +1821,107 @@ pub fn hex(bytes: &[u8]) -> String {
 pub fn short_hash(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))[..12].to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model(text: &str) -> Result<Deployment, Problems> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("raydeploy.yaml");
+        std::fs::write(&path, text).unwrap();
+        let loaded = crate::spec::load(&path, None, &|_| None).unwrap_or_else(|r| panic!("{}", r.short()));
+        build(&loaded, None)
+    }
+
+    const AKS: &str = r#"apiVersion: raydeploy/v1
+kind: RayDeployment
+name: eph
+target: aks
+azure: { location: westeurope, kubernetesVersion: "1.34" }
+image: { rayVersion: "2.52.0" }
+cluster:
+  head: { vmSize: Standard_D8s_v5, rayStartParams: { num-cpus: "0" } }
+  workerGroups:
+    - { name: cpu, vmSize: Standard_D8s_v5, replicas: 1, minReplicas: 1, maxReplicas: 3, rayStartParams: { object-store-memory: "1000000000" } }
+    - { name: gpu, vmSize: Standard_NC4as_T4_v3, gpus: 1, replicas: 1, ephemeralOnly: true }
+  autoscaler: { enabled: true }
+jobs:
+  - { name: shared, entrypoint: python a.py }
+  - name: big
+    cluster: ephemeral
+    entrypoint: python b.py
+    workerGroups:
+      - { name: cpu, replicas: 2, rayStartParams: { num-cpus: "4" } }
+      - { name: gpu, replicas: 4 }
+  - name: small
+    cluster: ephemeral
+    entrypoint: python c.py
+    workerGroups:
+      - { name: gpu, replicas: 0, minReplicas: 0, maxReplicas: 0 }
+"#;
+
+    #[test]
+    fn ephemeral_jobs_get_their_own_groups_merged_like_an_overlay() {
+        let d = model(AKS).unwrap();
+        // The long-running cluster leaves the ephemeral-only group out.
+        assert_eq!(d.cluster.workers.iter().map(|g| g.name.as_str()).collect::<Vec<_>>(), ["cpu"]);
+        assert_eq!(d.cluster.ephemeral_only.iter().map(|g| g.name.as_str()).collect::<Vec<_>>(), ["gpu"]);
+        assert!(d.jobs[0].ephemeral.is_none());
+        let big = d.jobs[1].ephemeral.as_ref().unwrap();
+        let cpu = &big.workers[0];
+        // Replicas replace; the bounds the job leaves out are the group's; maps merge.
+        assert_eq!((cpu.replicas, cpu.min_replicas, cpu.max_replicas), (2, 1, 3));
+        assert_eq!(cpu.ray_start_params["num-cpus"], "4");
+        assert_eq!(cpu.ray_start_params["object-store-memory"], "1000000000");
+        // A group without bounds takes the job's replicas as its bounds.
+        let gpu = &big.workers[1];
+        assert_eq!((gpu.replicas, gpu.min_replicas, gpu.max_replicas), (4, 4, 4));
+        // Same pods as the long-running cluster: placement, size and image come from the group.
+        assert_eq!(cpu.node_selector, d.cluster.workers[0].node_selector);
+        assert_eq!(cpu.cpu_m, d.cluster.workers[0].cpu_m);
+        assert_eq!(gpu.tolerations, d.cluster.ephemeral_only[0].tolerations);
+        assert_eq!(Some(&gpu.image), d.image.gpu.as_ref());
+        assert_eq!(big.head.ray_start_params, d.cluster.head.ray_start_params);
+        // A group sized to nothing is left out of that job's cluster.
+        let small = d.jobs[2].ephemeral.as_ref().unwrap();
+        assert_eq!(small.workers.iter().map(|g| g.name.as_str()).collect::<Vec<_>>(), ["cpu"]);
+        assert_eq!(small.workers[0].replicas, 1);
+        // The device plugin is there for the ephemeral-only GPU group.
+        assert!(d.device_plugin.is_some());
+    }
+
+    #[test]
+    fn pools_of_groups_only_ephemeral_jobs_use_scale_to_zero() {
+        let d = model(AKS).unwrap();
+        let a = d.azure.as_ref().unwrap();
+        let pool = |g: &str| a.ray_pools.iter().find(|p| p.group.as_deref() == Some(g)).unwrap();
+        let (head, cpu, gpu) = (pool("head"), pool("cpu"), pool("gpu"));
+        // Room for the largest ephemeral job's cluster beside the long-running one.
+        assert_eq!((head.min_count, head.max_count, head.node_count, head.autoscaled), (1, 2, 1, true));
+        // cpu: the long-running cluster's 1..3 pods and a job cluster's at most 3 (both jobs keep
+        // the group's bounds 1..3).
+        assert_eq!((cpu.min_count, cpu.max_count, cpu.node_count), (1, 3 + 3, 1));
+        // No GPU node between runs; at most the largest job's four.
+        assert_eq!((gpu.min_count, gpu.max_count, gpu.node_count, gpu.autoscaled), (0, 4, 0, true));
+        let text = crate::explain::explain(&d);
+        assert!(
+            text.contains("gpu: only in ephemeral jobs' clusters (big): its pool scales to zero between runs (0..4 nodes, autoscaled)"),
+            "{text}"
+        );
+        assert!(text.contains("on a cluster of its own (head ×1, cpu ×2, gpu ×4)"), "{text}");
+    }
+
+    #[test]
+    fn without_ephemeral_jobs_nothing_changes() {
+        let shared = AKS.split("  - name: big").next().unwrap().replace(", ephemeralOnly: true", "");
+        let d = model(&shared).unwrap();
+        let a = d.azure.as_ref().unwrap();
+        let head = a.ray_pools.iter().find(|p| p.group.as_deref() == Some("head")).unwrap();
+        assert_eq!((head.min_count, head.max_count, head.autoscaled), (1, 1, false));
+        assert_eq!(d.cluster.workers.len(), 2);
+        assert!(d.cluster.ephemeral_only.is_empty());
+        let j = serde_json::to_value(&d.jobs[0]).unwrap();
+        assert!(j.get("ephemeral").is_none(), "{j}");
+    }
+}
