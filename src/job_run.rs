@@ -9,11 +9,15 @@
 //! its own ([`Target::run`]). A shared job runs on the deployed cluster as `job submit --follow`
 //! does: nothing is deployed for it (`deploy` owns the long-running cluster).
 
+use std::time::Duration;
+
 use anyhow::{Result, bail};
 
 use crate::context::{Context, EXIT_INTERRUPTED, approve};
 use crate::graph;
 use crate::run::exec::{self, Outcome, Report};
+use crate::run::lock::{Lock, LockError};
+use crate::run::proc::sleep_unless_interrupted;
 use crate::run::signals;
 use crate::spec::Target;
 use crate::targets;
@@ -65,7 +69,7 @@ pub fn run(c: &Context, name: &str, opts: &RunOptions) -> Result<u8> {
     }
     signals::install();
     let report = {
-        let _lock = c.lock("run")?;
+        let Some(_lock) = lock(c)? else { return Ok(EXIT_INTERRUPTED) };
         let store = c.store()?;
         exec::execute(&g, target.as_ref(), &store, &c.env())
     };
@@ -76,6 +80,30 @@ pub fn run(c: &Context, name: &str, opts: &RunOptions) -> Result<u8> {
         return Ok(EXIT_INTERRUPTED);
     }
     finish(c, name, target.run(c, name, opts.rm)?)
+}
+
+/// The deployment's lock for the prerequisites. Another `run` holds it only while it brings them
+/// up to date (short once they are current), so runs of several jobs started together wait for
+/// one another here; a `deploy` or `destroy` holding it fails the run at once, naming it. `None`
+/// after Ctrl-C.
+fn lock(c: &Context) -> Result<Option<Lock>> {
+    let mut told = false;
+    loop {
+        match Lock::acquire(&c.dir, &c.d.name, "run") {
+            Ok(l) => return Ok(Some(l)),
+            Err(LockError::Held { holder, .. }) if holder.command == "run" => {
+                if !told {
+                    eprintln!("waiting for the run of PID {} to bring the prerequisites up to date", holder.pid);
+                    told = true;
+                }
+                sleep_unless_interrupted(Duration::from_millis(200));
+                if signals::interrupted() {
+                    return Ok(None);
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// Reports the prerequisite phases; the exit code when they did not all complete.

@@ -420,13 +420,19 @@ fn helm4_ephemeral_rayjob_runs_its_own_cluster_and_ctrl_c_deletes_it() {
         let own: Vec<&Value> = rcs["items"]
             .as_array()?
             .iter()
-            .filter(|rc| rc["metadata"]["ownerReferences"].as_array().is_some_and(|o| o.iter().any(|r| r["name"] == "train")))
+            .filter(|rc| {
+                rc["metadata"]["ownerReferences"].as_array().is_some_and(|o| o.iter().any(|r| r["name"] == "train"))
+            })
             .collect();
         let rc = own.first()?;
         let rc_name = rc["metadata"]["name"].as_str()?.to_string();
         let pods = bed.get_json(&["pods", "-n", name, "-l", &format!("ray.io/cluster={rc_name}")]);
         let items = pods["items"].as_array().cloned().unwrap_or_default();
-        *note = items.iter().map(|p| format!("{} {}", p["metadata"]["name"], p["status"]["phase"])).collect::<Vec<_>>().join("; ");
+        *note = items
+            .iter()
+            .map(|p| format!("{} {}", p["metadata"]["name"], p["status"]["phase"]))
+            .collect::<Vec<_>>()
+            .join("; ");
         let running = items.iter().filter(|p| p["status"]["phase"] == "Running").count();
         (running == 3).then_some(items)
     });

@@ -305,3 +305,39 @@ fn dry_run_shows_the_prerequisites_and_runs_nothing() {
     assert!(env.calls().iter().all(|c| !c.mutating()));
     assert!(!env.state_dir("runs").join("state.json").exists());
 }
+
+#[test]
+fn runs_wait_for_one_another_but_not_for_a_deploy() {
+    use std::io::BufRead;
+    let env = sandbox();
+    let dir = env.state_dir("runs");
+    std::fs::create_dir_all(&dir).unwrap();
+    // A lock held by this (live) test process, as a `deploy` or another `run` would hold it.
+    let holder = |command: &str| {
+        serde_json::json!({"pid": std::process::id(), "started_at": 1, "command": command, "proc_start": null})
+            .to_string()
+    };
+    std::fs::write(dir.join("lock"), holder("deploy")).unwrap();
+    let o = run(&env, &["run", "train", "--auto-approve"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains(&format!("locked by PID {} (`deploy`", std::process::id())), "{}", text(&o));
+    assert!(env.calls().iter().all(|c| !c.mutating()), "{:#?}", lines(&env.calls()));
+
+    std::fs::write(dir.join("lock"), holder("run")).unwrap();
+    let mut child = env
+        .raydeploy_std()
+        .args(["run", "train", "--auto-approve"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let waiting = err.by_ref().map(Result::unwrap).find(|l| l.contains("waiting for the run of PID"));
+    assert!(waiting.is_some(), "the run did not wait for the other one");
+    assert!(env.calls().iter().all(|c| !c.mutating()), "nothing ran while waiting");
+    std::fs::remove_file(dir.join("lock")).unwrap();
+    let rest: Vec<String> = err.map(Result::unwrap).collect();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{}", rest.join("\n"));
+    assert!(rest.iter().any(|l| l.contains("job train succeeded")), "{}", rest.join("\n"));
+}

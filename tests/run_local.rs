@@ -30,8 +30,11 @@ fn deployment(name: &str) -> LocalDeployment {
     )
     .unwrap();
     std::fs::create_dir_all(root.join("jobs/wait")).unwrap();
-    std::fs::write(root.join("jobs/wait/wait.py"), "import time\nprint('job-waits-7f3a', flush=True)\ntime.sleep(100000)\n")
-        .unwrap();
+    std::fs::write(
+        root.join("jobs/wait/wait.py"),
+        "import time\nprint('job-waits-7f3a', flush=True)\ntime.sleep(100000)\n",
+    )
+    .unwrap();
     let mut spec = std::fs::read_to_string(&dep.spec).unwrap();
     spec.push_str(concat!(
         "  - name: count\n",
