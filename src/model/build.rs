@@ -36,6 +36,7 @@ pub fn build(loaded: &Loaded, target: Option<Target>) -> Result<Deployment, Prob
         job_paths: BTreeMap::new(),
         problems: Problems::default(),
         warnings: vec![],
+        demand: vec![],
     };
     b.warnings.extend(default_ray_version_warning(loaded));
     let target = target.unwrap_or(loaded.spec.target);
@@ -75,6 +76,8 @@ struct Builder<'a> {
     job_paths: BTreeMap<usize, PathBuf>,
     problems: Problems,
     warnings: Vec<String>,
+    /// What each group's pool holds beyond the long-running cluster (index 0: the head).
+    demand: Vec<PoolDemand>,
 }
 
 impl Builder<'_> {
@@ -164,9 +167,8 @@ impl Builder<'_> {
         let mut head = self.group_head(&image, target, max_pods, k8s);
         let mut workers = self.workers(&image, target, max_pods, k8s);
         let plans = self.ephemeral_plans(&workers);
-        let demand = self.pool_demand(&workers, &plans);
-        let azure_model =
-            azure_ctx.map(|a| self.azure(name, a, &mut head, &mut workers, &demand, max_pods.unwrap_or(250), k8s));
+        self.demand = self.pool_demand(&workers, &plans);
+        let azure_model = azure_ctx.map(|a| self.azure(name, a, &mut head, &mut workers, max_pods.unwrap_or(250), k8s));
         let ephemeral = ephemeral_clusters(&head, &workers, plans);
         // The long-running cluster leaves out the groups only ephemeral jobs use.
         let (mut ephemeral_only, mut shared) = (vec![], vec![]);
@@ -915,7 +917,6 @@ impl Builder<'_> {
         a: &spec::Azure,
         head: &mut RayGroup,
         workers: &mut [RayGroup],
-        demand: &[PoolDemand],
         max_pods: u32,
         k8s: Option<(u32, u32)>,
     ) -> AzureModel {
@@ -1088,7 +1089,7 @@ impl Builder<'_> {
             let nodes = |pods: u32| pods.div_ceil(fit.pods_per_node);
             // The long-running cluster's pods (none for an ephemeral-only group), and room for
             // the largest ephemeral job cluster's beside them.
-            let want = demand.get(idx).copied().unwrap_or_default();
+            let want = self.demand.get(idx).copied().unwrap_or_default();
             let (min, now, max) = if want.ephemeral_only {
                 (0, 0, want.extra_max)
             } else {
