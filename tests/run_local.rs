@@ -183,3 +183,44 @@ fn ctrl_c_stops_the_job_and_its_cluster() {
     assert!(err.contains("interrupted: stopped job wait's cluster"), "{err}");
     assert_all_gone(&dep, &started_pids(&err));
 }
+
+/// A run killed outright cannot stop its cluster: `destroy` stops it (by the run's mark).
+#[test]
+fn destroy_stops_the_cluster_of_a_run_killed_outright() {
+    let _one_cluster = ray_lock();
+    let dep = deployment("run-local-kill");
+    let mut child = dep
+        .ns
+        .command(assert_cmd::cargo::cargo_bin("raydeploy"))
+        .args(["run", "wait"])
+        .arg(&dep.spec)
+        .env("PIP_NO_INDEX", "1")
+        .env("PIP_FIND_LINKS", wheels())
+        .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = String::new();
+    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        err.push_str(&line);
+        err.push('\n');
+        if line.contains("job-waits-7f3a") {
+            break;
+        }
+    }
+    assert!(err.contains("submitting job wait"), "the job never started:\n{err}");
+    // SAFETY: SIGKILL to the raydeploy process this test started (nsenter execs it).
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGKILL);
+    }
+    child.wait().unwrap();
+    let pids = started_pids(&err);
+    assert!(!run_processes(&dep).is_empty(), "the killed run's cluster is still there");
+    let (_, out) = expect_code(&dep.raydeploy(&["destroy"]), 0, "destroy");
+    assert!(out.contains("destroyed"), "{out}");
+    assert_all_gone(&dep, &pids);
+}

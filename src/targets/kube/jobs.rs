@@ -228,6 +228,32 @@ fn stop_rayjob(k: &Kube, r: &Runner, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Applies an ephemeral job's RayJob, in place of a previous one.
+fn submit_ephemeral(k: &Kube, r: &Runner, j: &JobModel, c: &crate::model::EphemeralCluster) -> Result<Value> {
+    let obj = ephemeral_manifest(k, j)?;
+    delete_rayjob(k, r, &j.name, true)?;
+    live::ensure_namespace(k, r, ns(k))?;
+    live::apply(k, r, std::slice::from_ref(&obj), true)?;
+    let groups: Vec<String> = c.workers.iter().map(|g| format!("{} ×{}", g.name, g.replicas)).collect();
+    r.info(&format!(
+        "submitted RayJob {}/{} with a cluster of its own (head{}{})",
+        ns(k),
+        j.name,
+        if groups.is_empty() { "" } else { ", " },
+        groups.join(", ")
+    ));
+    Ok(obj)
+}
+
+/// After Ctrl-C: deletes the RayJob (if it got there), which stops the job and any cluster of
+/// its own; the exit code of an interrupted run.
+fn interrupted(k: &Kube, r: &Runner, name: &str) -> Result<u8> {
+    r.info(&format!("interrupted: deleting RayJob {}/{name} (stops the job and any cluster of its own)", ns(k)));
+    stop_rayjob(k, r, name)?;
+    eprintln!("interrupted: RayJob {}/{name} deleted", ns(k));
+    Ok(EXIT_INTERRUPTED)
+}
+
 /// `run NAME`: a shared job on the deployed cluster (as `job submit --follow`); an ephemeral job
 /// on its own cluster (its RayJob's `rayClusterSpec`, images pinned by digest). A previous RayJob
 /// of the job is replaced. After the job: with `rm` the RayJob is deleted (its cluster with it);
@@ -237,46 +263,25 @@ pub fn run(k: &Kube, name: &str, rm: bool) -> Result<u8> {
     signals::install();
     let j = job(k, name)?;
     let r = live::side_runner(k, &format!("run-{name}"), false)?;
-    let obj = match &j.ephemeral {
-        None => {
-            let obj = manifest(k, name)?;
-            submit_shared(k, &r, name, &obj)?;
-            obj
-        }
-        Some(c) => {
-            let obj = ephemeral_manifest(k, j)?;
-            delete_rayjob(k, &r, name, true)?;
-            live::ensure_namespace(k, &r, ns(k))?;
-            live::apply(k, &r, std::slice::from_ref(&obj), true)?;
-            let groups: Vec<String> = c.workers.iter().map(|g| format!("{} ×{}", g.name, g.replicas)).collect();
-            r.info(&format!(
-                "submitted RayJob {}/{name} with a cluster of its own (head{}{})",
-                ns(k),
-                if groups.is_empty() { "" } else { ", " },
-                groups.join(", ")
-            ));
-            obj
-        }
+    let submitted = match &j.ephemeral {
+        None => manifest(k, name).and_then(|obj| submit_shared(k, &r, name, &obj).map(|()| obj)),
+        Some(c) => submit_ephemeral(k, &r, j, c),
     };
-    let ended = follow_to_end(k, &r, name, true);
-    let (result, streamed) = match ended {
+    let obj = match submitted {
+        Ok(obj) => obj,
+        Err(e) if !signals::interrupted() => return Err(e),
+        Err(_) => return interrupted(k, &r, name),
+    };
+    let (result, streamed) = match follow_to_end(k, &r, name, true) {
         Ok(Some(v)) => v,
-        Ok(None) | Err(_) if signals::interrupted() => {
-            r.info(&format!(
-                "interrupted: deleting RayJob {}/{name} (stops the job and any cluster of its own)",
-                ns(k)
-            ));
-            stop_rayjob(k, &r, name)?;
-            eprintln!("interrupted: RayJob {}/{name} deleted", ns(k));
-            return Ok(EXIT_INTERRUPTED);
-        }
-        Ok(None) => unreachable!("follow_to_end returns None only once interrupted"),
-        Err(e) => {
+        Err(e) if !signals::interrupted() => {
             if rm {
                 delete_rayjob(k, &r, name, true)?;
             }
             return Err(e);
         }
+        // Ctrl-C (follow_to_end returns None only then).
+        Ok(None) | Err(_) => return interrupted(k, &r, name),
     };
     if !streamed && let Some(l) = read_logs(k, &r, name)? {
         print!("{l}");

@@ -176,3 +176,16 @@ fn stop(run_dir: &Path, temp_dir: &Path, started: &[NodeRecord]) -> Result<usize
     }
     Ok(n)
 }
+
+/// Stops the clusters of runs that could not stop their own (a `run` killed outright): every
+/// folder left in the runs' folder is such a run's mark. Returns how many processes were
+/// signalled.
+pub fn stop_leftovers(dir: &Path) -> Result<usize> {
+    let mut n = 0;
+    let runs = dir.join(RUNS_DIR);
+    for e in std::fs::read_dir(&runs).into_iter().flatten().flatten() {
+        let run_dir = e.path();
+        n += stop(&run_dir, &temp_dir_for(&run_dir), &[])?;
+    }
+    Ok(n)
+}

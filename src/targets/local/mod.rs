@@ -516,6 +516,8 @@ impl context::Target for Local<'_> {
         }
         let rest = procs::scan(&self.dir, None);
         n += procs::stop(&rest, nodes::STOP_GRACE);
+        // The own clusters of runs that were killed before they could stop them.
+        n += ephemeral::stop_leftovers(&self.dir)?;
         let left = procs::scan(&self.dir, None);
         if !left.is_empty() {
             let pids: Vec<String> = left.iter().map(|p| format!("{} ({})", p.pid, p.name)).collect();
