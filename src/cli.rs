@@ -187,6 +187,28 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
     },
+    /// Run one job to its end and exit with its result (0: it succeeded). An ephemeral job
+    /// (`cluster: ephemeral`) gets a cluster of its own, gone afterwards, once what it needs is
+    /// up to date (infra, image, operator, secrets, mounts; not the long-running cluster); a
+    /// shared job runs on the deployed cluster, as `job submit --follow`.
+    Run {
+        /// The job's `name` in the spec.
+        job: String,
+        #[command(flatten)]
+        args: SpecArgs,
+        /// Delete the job's RayJob (its cluster with it) or local submission as soon as it ends,
+        /// instead of `ttlSecondsAfterFinished` later.
+        #[arg(long)]
+        rm: bool,
+        /// Do not ask before changing cloud or cluster resources (required without a terminal).
+        #[arg(long)]
+        auto_approve: bool,
+        /// Print the phases and every command they would run; run nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
     /// Submit, follow, list and delete the spec's jobs.
     Job {
         #[command(subcommand)]
@@ -474,6 +496,11 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Job { command } => job(command),
+        Command::Run { job, args, rm, auto_approve, dry_run, output } => {
+            let Some(s) = load_context(&args, output)? else { return Ok(ExitCode::from(1)) };
+            let opts = crate::job_run::RunOptions { rm, auto_approve, dry_run };
+            Ok(ExitCode::from(crate::job_run::run(&s, &job, &opts)?))
+        }
         Command::Dashboard { args } => {
             let Some(s) = load_context(&args, Output::Text)? else { return Ok(ExitCode::from(1)) };
             targets::for_context(&s)?.dashboard(&s)?;

@@ -172,6 +172,11 @@ pub trait Target: Phases {
     fn dashboard(&self, c: &Context) -> Result<()>;
     /// `session`: the endpoints on this machine ([`crate::session`]); blocks while port-forwards run.
     fn session(&self, c: &Context, o: &crate::session::Options) -> Result<()>;
+    /// `run NAME` once [`crate::job_run`] brought what the job needs up to date: an ephemeral
+    /// job on a cluster of its own that is gone afterwards (deleted by the operator after its
+    /// TTL, or at once with `rm`), a shared job on the deployed cluster. Streams its logs and
+    /// returns its exit code; Ctrl-C stops the job (and its own cluster).
+    fn run(&self, c: &Context, name: &str, rm: bool) -> Result<u8>;
 }
 
 #[derive(Debug, Clone, Default)]

@@ -48,7 +48,7 @@ pub fn deploy(c: &mut Context, opts: &DeployOptions) -> Result<u8> {
 
 /// Refuses destructive changes (against the last applied snapshot) before anything runs; the
 /// infra phase checks Terraform's own plan again before applying it.
-fn guard(c: &Context) -> Result<()> {
+pub fn guard(c: &Context) -> Result<()> {
     let snap = crate::plan::snapshot::dir(&c.d);
     if !snap.is_dir() {
         return Ok(());

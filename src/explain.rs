@@ -62,7 +62,7 @@ pub fn explain(d: &Deployment) -> String {
     ];
     let mut rows: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
     let pools = d.azure.as_ref().map(|a| a.ray_pools.clone()).unwrap_or_default();
-    for g in d.cluster.groups() {
+    for g in d.cluster.all_groups() {
         let pool = pools.iter().find(|p| p.group.as_deref() == Some(g.name.as_str()));
         let fit = g.fit.as_ref();
         rows.push(vec![
@@ -85,6 +85,7 @@ pub fn explain(d: &Deployment) -> String {
         ]);
     }
     table(&mut o, &rows);
+    ephemeral_groups(&mut o, d, &pools);
     if let Some(a) = &d.azure {
         quota(&mut o, a);
     }
@@ -116,7 +117,7 @@ pub fn explain(d: &Deployment) -> String {
             nodes.join(" or "),
             tolerates.join(", ")
         );
-    } else if d.target != crate::spec::Target::Local && d.cluster.groups().any(|g| g.is_gpu()) {
+    } else if d.target != crate::spec::Target::Local && d.cluster.all_groups().any(|g| g.is_gpu()) {
         let _ = writeln!(
             o,
             "  device plugin   off (gpu.devicePlugin: false): something else must advertise nvidia.com/gpu"
@@ -141,9 +142,62 @@ pub fn explain(d: &Deployment) -> String {
     }
     for j in &d.jobs {
         let _ = writeln!(o, "  job             {}: {}", j.name, j.entrypoint);
+        if let Some(c) = &j.ephemeral {
+            let groups: Vec<String> = c.groups().map(|g| format!("{} ×{}", g.name, g.replicas)).collect();
+            let _ = writeln!(
+                o,
+                "                  on a cluster of its own ({}), deleted {}s after the job: `raydeploy run {}`",
+                groups.join(", "),
+                j.ttl_seconds_after_finished.unwrap_or(0),
+                j.name
+            );
+        }
     }
     o.push_str("\nPod sizes: auto = whole CPUs and GiB of the node's allocatable (AKS reservations and eviction\nthreshold) minus the DaemonSet reserve; cpu %/mem % = Ray pods per node × request ÷ allocatable.\n");
     o
+}
+
+/// Which groups ephemeral jobs use, and what that does to their pools: a group only they use
+/// scales to zero between runs; the others hold an ephemeral job's cluster beside the
+/// long-running one.
+fn ephemeral_groups(o: &mut String, d: &Deployment, pools: &[crate::model::NodePool]) {
+    let runs: Vec<&crate::model::JobModel> = d.jobs.iter().filter(|j| j.ephemeral.is_some()).collect();
+    if runs.is_empty() {
+        return;
+    }
+    let nodes = |g: &str| {
+        pools.iter().find(|p| p.group.as_deref() == Some(g)).map(|p| {
+            format!("{}..{} nodes{}", p.min_count, p.max_count, if p.autoscaled { ", autoscaled" } else { "" })
+        })
+    };
+    for g in d.cluster.all_groups() {
+        let users: Vec<&str> = runs
+            .iter()
+            .filter(|j| j.ephemeral.as_ref().is_some_and(|c| c.groups().any(|x| x.name == g.name)))
+            .map(|j| j.name.as_str())
+            .collect();
+        if users.is_empty() {
+            continue;
+        }
+        let only = d.cluster.ephemeral_only.iter().any(|x| x.name == g.name);
+        let line = match (only, nodes(&g.name)) {
+            (true, Some(n)) => {
+                format!(
+                    "only in ephemeral jobs' clusters ({}): its pool scales to zero between runs ({n})",
+                    users.join(", ")
+                )
+            }
+            (true, None) => format!("only in ephemeral jobs' clusters ({})", users.join(", ")),
+            (false, Some(n)) => {
+                format!(
+                    "also in ephemeral jobs' clusters ({}): its pool has room for one beside this cluster ({n})",
+                    users.join(", ")
+                )
+            }
+            (false, None) => format!("also in ephemeral jobs' clusters ({})", users.join(", ")),
+        };
+        let _ = writeln!(o, "  {}: {line}", g.name);
+    }
 }
 
 /// vCPUs per quota at every pool's minimum and maximum node count (the families from the built-in

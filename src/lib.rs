@@ -7,7 +7,7 @@
 //! [`run`] (subprocesses, state, lock, logs, redaction, the graph's runner) → [`targets`] (the
 //! phases and commands of [`targets::kube`] for `aks` and `kubernetes` and [`targets::local`]
 //! for `local`; what both need is in [`context`], never in one another) → the commands:
-//! [`deploy`], [`plan`] (the preview of a deploy, live or offline), [`explain`], and [`cli`]
+//! [`deploy`], [`job_run`] (`run`), [`plan`] (the preview of a deploy, live or offline), [`explain`], and [`cli`]
 //! (clap, thin; status, destroy, jobs and dashboard go straight to the target), [`session`] (the
 //! endpoints of the running cluster on this machine).
 
@@ -16,6 +16,7 @@ pub mod context;
 pub mod deploy;
 pub mod explain;
 pub mod graph;
+pub mod job_run;
 pub mod model;
 pub mod plan;
 pub mod render;

@@ -123,25 +123,41 @@ fn check_rayjob_rules(job: &Value) -> Result<(), String> {
     if !dns1035 {
         errs.push(format!("name `{name}` is not a DNS-1035 label of at most 47 characters"));
     }
-    // Operator: "one of RayClusterSpec or ClusterSelector must be set"; raydeploy uses the
-    // selector, whose `ray.io/cluster` must not be empty.
-    let cluster = spec["clusterSelector"]["ray.io/cluster"].as_str().unwrap_or_default();
-    if cluster.is_empty() || spec.get("rayClusterSpec").is_some() {
-        errs.push("clusterSelector with a non-empty ray.io/cluster and no rayClusterSpec".into());
-    }
     // Operator: "a RayJob with shutdownAfterJobFinishes set to false cannot have TTLSecondsAfterFinished".
     let shutdown = spec["shutdownAfterJobFinishes"].as_bool().unwrap_or(false);
     if !shutdown && spec["ttlSecondsAfterFinished"].as_i64().unwrap_or(0) > 0 {
         errs.push("ttlSecondsAfterFinished > 0 needs shutdownAfterJobFinishes".into());
     }
-    // The RayJob does not own the cluster it selects: it must not ask to shut it down.
-    if shutdown {
-        errs.push("shutdownAfterJobFinishes with clusterSelector".into());
+    if spec["ttlSecondsAfterFinished"].as_i64().is_some_and(|t| t < 0) {
+        errs.push("ttlSecondsAfterFinished must be non-negative".into());
     }
-    // Operator: "the ClusterSelector mode doesn't support the suspend operation"; and
-    // SidecarMode does not support ClusterSelector.
-    if spec["suspend"] == true || spec["submissionMode"] == "SidecarMode" {
-        errs.push("suspend/SidecarMode with clusterSelector".into());
+    // Operator: "one of RayClusterSpec or ClusterSelector must be set". A shared job uses the
+    // selector; an ephemeral job carries its own cluster.
+    if let Some(rc) = spec.get("rayClusterSpec") {
+        if spec.get("clusterSelector").is_some_and(|s| s.as_object().is_some_and(|o| !o.is_empty())) {
+            errs.push("rayClusterSpec and clusterSelector together".into());
+        }
+        // raydeploy's own rule: a RayJob that owns its cluster shuts it down after the job.
+        if !shutdown || spec.get("ttlSecondsAfterFinished").is_none() {
+            errs.push("rayClusterSpec without shutdownAfterJobFinishes and ttlSecondsAfterFinished".into());
+        }
+        if let Err(e) = check_cluster_spec(rc) {
+            errs.push(e);
+        }
+    } else {
+        let cluster = spec["clusterSelector"]["ray.io/cluster"].as_str().unwrap_or_default();
+        if cluster.is_empty() {
+            errs.push("clusterSelector with a non-empty ray.io/cluster and no rayClusterSpec".into());
+        }
+        // The RayJob does not own the cluster it selects: it must not ask to shut it down.
+        if shutdown {
+            errs.push("shutdownAfterJobFinishes with clusterSelector".into());
+        }
+        // Operator: "the ClusterSelector mode doesn't support the suspend operation"; and
+        // SidecarMode does not support ClusterSelector.
+        if spec["suspend"] == true || spec["submissionMode"] == "SidecarMode" {
+            errs.push("suspend/SidecarMode with clusterSelector".into());
+        }
     }
     // Operator: "activeDeadlineSeconds must be a positive integer".
     if spec.get("activeDeadlineSeconds").is_some_and(|v| v.as_i64().unwrap_or(0) <= 0) {
@@ -163,6 +179,56 @@ fn check_rayjob_rules(job: &Value) -> Result<(), String> {
     if errs.is_empty() { Ok(()) } else { Err(errs.join("; ")) }
 }
 
+/// The operator's `ValidateRayClusterSpec` (KubeRay v1.7.0) for the fields raydeploy renders in
+/// an ephemeral job's `rayClusterSpec`.
+fn check_cluster_spec(rc: &Value) -> Result<(), String> {
+    let mut errs = vec![];
+    let groups: Vec<(&str, &Value)> = std::iter::once(("head", &rc["headGroupSpec"]))
+        .chain(
+            rc["workerGroupSpecs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|g| (g["groupName"].as_str().unwrap_or("?"), g)),
+        )
+        .collect();
+    let autoscaling = rc["enableInTreeAutoscaling"] == true;
+    for (name, g) in groups {
+        let containers = g["template"]["spec"]["containers"].as_array().cloned().unwrap_or_default();
+        if containers.is_empty() {
+            errs.push(format!("{name}: a group needs at least one container"));
+            continue;
+        }
+        let params = g["rayStartParams"].as_object().cloned().unwrap_or_default();
+        // Resources in both rayStartParams and the group's `resources`.
+        let start_resources = ["num-cpus", "num-gpus", "memory", "resources"].iter().any(|k| params.contains_key(*k));
+        if start_resources && g["resources"].as_object().is_some_and(|r| !r.is_empty()) {
+            errs.push(format!("{name}: resources in both rayStartParams and resources"));
+        }
+        if params.contains_key("labels") {
+            errs.push(format!("{name}: rayStartParams['labels'] is not supported"));
+        }
+        let env = containers[0]["env"].as_array().cloned().unwrap_or_default();
+        let set = |k: &str| env.iter().find(|e| e["name"] == k).and_then(|e| e["value"].as_str().map(str::to_string));
+        // GCS fault tolerance is not configured: RAY_REDIS_ADDRESS would turn it on implicitly.
+        if name == "head" && set("RAY_REDIS_ADDRESS").is_some() {
+            errs.push("RAY_REDIS_ADDRESS without gcsFaultToleranceOptions".into());
+        }
+        if name == "head" && (params.contains_key("redis-username") || set("REDIS_USERNAME").is_some()) {
+            errs.push("redis username set".into());
+        }
+        if name == "head" && !autoscaling && matches!(set("RAY_enable_autoscaler_v2").as_deref(), Some("1" | "true")) {
+            errs.push("RAY_enable_autoscaler_v2 without enableInTreeAutoscaling".into());
+        }
+        // KubeRay reads the Ray container at index 0 by name: ray-head, ray-worker.
+        let want = if name == "head" { "ray-head" } else { "ray-worker" };
+        if containers[0]["name"] != want {
+            errs.push(format!("{name}: Ray container named {} not {want}", containers[0]["name"]));
+        }
+    }
+    if errs.is_empty() { Ok(()) } else { Err(errs.join("; ")) }
+}
+
 #[test]
 fn rayjob_crd_has_only_the_cel_rules_we_check() {
     let schema = v1_schema(&crd("ray.io_rayjobs.yaml"));
@@ -177,6 +243,7 @@ fn rayjob_crd_has_only_the_cel_rules_we_check() {
 fn rayjobs_validate_against_the_rayjob_crd() {
     let schema = v1_schema(&crd("ray.io_rayjobs.yaml"));
     let mut seen = 0;
+    let mut ephemeral = 0;
     for (spec, env) in shipped::specs(&["aks", "kubernetes"]) {
         let d = model(&spec, env);
         let out = render(&spec, env);
@@ -190,9 +257,41 @@ fn rayjobs_validate_against_the_rayjob_crd() {
             assert_eq!(job["apiVersion"], "ray.io/v1");
             assert_eq!(job["kind"], "RayJob");
             assert_eq!(job["metadata"]["namespace"], json!(d.cluster.namespace), "{what}");
-            assert_eq!(job["spec"]["clusterSelector"], json!({ "ray.io/cluster": d.cluster.name }), "{what}");
             let name = job["metadata"]["name"].as_str().unwrap();
             let jm = d.jobs.iter().find(|j| j.name == name).unwrap_or_else(|| panic!("{what}: no job {name}"));
+            match &jm.ephemeral {
+                None => {
+                    assert_eq!(job["spec"]["clusterSelector"], json!({ "ray.io/cluster": d.cluster.name }), "{what}");
+                    assert!(job["spec"].get("rayClusterSpec").is_none(), "{what}");
+                }
+                Some(c) => {
+                    assert!(job["spec"].get("clusterSelector").is_none(), "{what}");
+                    assert_eq!(job["spec"]["shutdownAfterJobFinishes"], true, "{what}");
+                    assert_eq!(job["spec"]["ttlSecondsAfterFinished"], json!(jm.ttl_seconds_after_finished), "{what}");
+                    let rc = &job["spec"]["rayClusterSpec"];
+                    let got: Vec<(String, u64, u64, u64)> = rc["workerGroupSpecs"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|g| {
+                            let n = |k: &str| g[k].as_u64().unwrap();
+                            (
+                                g["groupName"].as_str().unwrap().to_string(),
+                                n("replicas"),
+                                n("minReplicas"),
+                                n("maxReplicas"),
+                            )
+                        })
+                        .collect();
+                    let want: Vec<(String, u64, u64, u64)> = c
+                        .workers
+                        .iter()
+                        .map(|g| (g.name.clone(), g.replicas.into(), g.min_replicas.into(), g.max_replicas.into()))
+                        .collect();
+                    assert_eq!(got, want, "{what}: the job's groups");
+                    ephemeral += 1;
+                }
+            }
             assert_eq!(job["spec"]["entrypoint"], json!(jm.entrypoint), "{what}");
             if let Some(text) = job["spec"].get("runtimeEnvYAML") {
                 let env = yaml(text.as_str().unwrap());
@@ -207,6 +306,7 @@ fn rayjobs_validate_against_the_rayjob_crd() {
         }
     }
     assert!(seen >= 3, "the examples define RayJobs; saw {seen}");
+    assert!(ephemeral >= 1, "an example defines an ephemeral job");
 }
 
 /// The RayCluster the real ray-cluster chart renders from the rendered values and the image pins
@@ -245,9 +345,12 @@ fn rayclusters_from_the_chart_validate_against_the_raycluster_crd() {
                 .unwrap_or_else(|e| panic!("{what}: RayCluster not valid against the CRD:\n{e}\n{rc:#}"));
             assert!(rc["spec"].get("managedBy").is_none(), "{what}: managedBy set");
 
-            // The RayJobs select the cluster the chart creates.
+            // The shared jobs' RayJobs select the cluster the chart creates (an ephemeral job's
+            // has its own).
             assert_eq!(rc["metadata"]["name"], json!(d.cluster.name), "{what}: RayCluster name");
-            for (path, job) in job_manifests(out.path()) {
+            for (path, job) in
+                job_manifests(out.path()).into_iter().filter(|(_, j)| j["spec"].get("rayClusterSpec").is_none())
+            {
                 assert_eq!(
                     job["spec"]["clusterSelector"]["ray.io/cluster"],
                     rc["metadata"]["name"],
@@ -326,6 +429,73 @@ fn rayclusters_from_the_chart_validate_against_the_raycluster_crd() {
             }
         }
     }
+}
+
+/// An ephemeral job's cluster runs the long-running cluster's pods: for every group both have,
+/// the pod template the real chart renders from the values (with deploy's digest pins) and the
+/// one in the job's `rayClusterSpec` (pinned as `run` pins it) carry the same image, pull
+/// policy, resources, env, envFrom, volume mounts, volumes, node selector, tolerations and
+/// labels; the pinned RayJob is valid for the CRD and the operator's rules.
+#[test]
+fn ephemeral_clusters_run_the_pods_of_the_long_running_cluster() {
+    let schema = v1_schema(&crd("ray.io_rayjobs.yaml"));
+    let h = &helm::helms()[0];
+    let mut compared = 0;
+    for (spec, env) in shipped::specs(&["aks", "kubernetes"]) {
+        let d = model(&spec, env);
+        if d.jobs.iter().all(|j| j.ephemeral.is_none()) {
+            continue;
+        }
+        let what = label(&spec, env);
+        let out = render(&spec, env);
+        let rc = chart_raycluster(h, out.path(), &d);
+        // The digest helm::deploy_pins gives the chart.
+        let digest = format!("@sha256:{}", "a".repeat(64));
+        let pin = |i: &raydeploy::model::ImageRef| format!("{}{digest}", i.reference());
+        for j in d.jobs.iter().filter(|j| j.ephemeral.is_some()) {
+            let job =
+                serde_json::to_value(raydeploy::render::manifests::rayjob::rayjob_with(&d, j, &pin).unwrap()).unwrap();
+            validate(&schema, &job).unwrap_or_else(|e| panic!("{what} {}: {e}\n{job:#}", j.name));
+            check_rayjob_rules(&job).unwrap_or_else(|e| panic!("{what} {}: {e}", j.name));
+            let own = &job["spec"]["rayClusterSpec"];
+            let mut pairs = vec![("head".to_string(), &rc["spec"]["headGroupSpec"], &own["headGroupSpec"])];
+            for g in own["workerGroupSpecs"].as_array().unwrap() {
+                let name = g["groupName"].as_str().unwrap();
+                if let Some(c) =
+                    rc["spec"]["workerGroupSpecs"].as_array().unwrap().iter().find(|c| c["groupName"] == name)
+                {
+                    pairs.push((name.to_string(), c, g));
+                }
+            }
+            assert!(pairs.len() >= 2, "{what} {}: a worker group shared with the long-running cluster", j.name);
+            for (group, chart, mine) in pairs {
+                let at = format!("{what} job {} group {group}", j.name);
+                let (cp, mp) = (&chart["template"]["spec"], &mine["template"]["spec"]);
+                for k in ["volumes", "nodeSelector", "tolerations"] {
+                    assert_eq!(cp.get(k), mp.get(k), "{at}: {k}");
+                }
+                let (cc, mc) = (&cp["containers"][0], &mp["containers"][0]);
+                for k in ["name", "image", "imagePullPolicy", "resources", "env", "envFrom", "volumeMounts"] {
+                    assert_eq!(cc.get(k), mc.get(k), "{at}: container {k}");
+                }
+                assert!(mc["image"].as_str().unwrap().ends_with(&digest), "{at}: pinned by digest");
+                for (k, v) in mine["template"]["metadata"]["labels"].as_object().unwrap() {
+                    if k != "raydeploy.io/job" {
+                        assert_eq!(chart["template"]["metadata"]["labels"].get(k), Some(v), "{at}: label {k}");
+                    }
+                }
+                if group == "head" {
+                    assert_eq!(chart["rayStartParams"], mine["rayStartParams"], "{at}: rayStartParams");
+                }
+                compared += 1;
+            }
+            // The autoscaler and the Ray version are the long-running cluster's too.
+            for k in ["rayVersion", "enableInTreeAutoscaling", "autoscalerOptions"] {
+                assert_eq!(rc["spec"].get(k), own.get(k), "{what} job {}: {k}", j.name);
+            }
+        }
+    }
+    assert!(compared >= 2, "an example has an ephemeral job sharing a group with the long-running cluster");
 }
 
 #[test]
@@ -660,6 +830,31 @@ fn validation_rejects_what_the_api_server_would() {
     let mut ds = base.clone();
     ds["spec"]["deletionStrategy"] = json!({ "onSuccess": { "policy": "DeleteSelf" } });
     assert!(check_rayjob_rules(&ds).is_err(), "half a legacy deletionStrategy accepted");
+    // A RayJob with its own cluster.
+    let container = json!({ "name": "ray-head", "image": "rayproject/ray:2.52.0" });
+    let mut own = base.clone();
+    own["spec"].as_object_mut().unwrap().remove("clusterSelector");
+    own["spec"]["shutdownAfterJobFinishes"] = json!(true);
+    own["spec"]["ttlSecondsAfterFinished"] = json!(60);
+    own["spec"]["rayClusterSpec"] =
+        json!({ "headGroupSpec": { "rayStartParams": {}, "template": { "spec": { "containers": [container] } } } });
+    validate(&jobs, &own).unwrap();
+    check_rayjob_rules(&own).unwrap();
+    let mut both = own.clone();
+    both["spec"]["clusterSelector"] = json!({ "ray.io/cluster": "c" });
+    assert!(check_rayjob_rules(&both).is_err(), "rayClusterSpec with a selector accepted");
+    let mut kept = own.clone();
+    kept["spec"]["shutdownAfterJobFinishes"] = json!(false);
+    assert!(check_rayjob_rules(&kept).is_err(), "an own cluster that is never shut down accepted");
+    let mut labels = own.clone();
+    labels["spec"]["rayClusterSpec"]["headGroupSpec"]["rayStartParams"] = json!({ "labels": "a=b" });
+    assert!(check_rayjob_rules(&labels).is_err(), "rayStartParams labels accepted");
+    let mut empty = own.clone();
+    empty["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"] = json!([]);
+    assert!(check_rayjob_rules(&empty).is_err(), "a head without containers accepted");
+    let mut typo = own.clone();
+    typo["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["nodeSelectors"] = json!({});
+    assert!(validate(&jobs, &typo).is_err(), "unknown field in the pod template accepted");
 
     let clusters = v1_schema(&crd("ray.io_rayclusters.yaml"));
     let h = &helm::helms()[0];

@@ -5,8 +5,9 @@
 //! log and can inject faults (tests/support/docker_shim.py). The Ray base image is a busybox
 //! stand-in built inside the engine: nothing is pulled.
 //!
-//! Checked from the call log and the state: phase order and parallelism; a redeploy and a
-//! redeploy from a fresh checkout make no mutating call; a change runs only the phases
+//! Checked from the call log and the state: phase order and parallelism; a redeploy makes no
+//! mutating call, nor does one from a fresh checkout but the resubmitted job (`--with-jobs`:
+//! the record of a job's success is local); a change runs only the phases
 //! downstream of it; every mutating phase × {non-zero exit, hang past its timeout, SIGINT}
 //! fails cleanly and a re-run completes without repeating completed mutating phases; a second
 //! concurrent deploy fails fast naming the holder; canary secret values appear in no output,
@@ -315,11 +316,20 @@ fn first_deploy_runs_in_order_and_in_parallel_and_redeploys_change_nothing() {
     assert_eq!(f.mutating_calls(), Vec::<String>::new());
 
     // A fresh checkout (no .raydeploy) of the same spec: live state says everything is in place.
+    // Jobs are runs, not state: the record that they succeeded is local, so `--with-jobs`
+    // submits the job again (its RayJob replaced); every other call only reads.
     f.k.fresh_checkout();
     f.k.clear_calls();
     let r = f.deploy(&[]);
     r.ok();
-    assert_eq!(f.mutating_calls(), Vec::<String>::new(), "{}", lines(&f.k.calls()));
+    let rayjob = |c: &Call| {
+        c.tool == "kubectl"
+            && (c.has(&["delete", "rayjob", "hello"]) || (c.has(&["apply"]) && c.stdin.contains("\"kind\":\"RayJob\"")))
+    };
+    let calls = f.k.calls();
+    let mutating: Vec<&Call> = calls.iter().filter(|c| c.mutating()).collect();
+    assert!(mutating.iter().all(|c| rayjob(c)), "{}", lines(&calls));
+    assert!(r.with("ran").contains("jobs") && mutating.iter().any(|c| c.has(&["apply"])), "{}", lines(&calls));
     let skipped = r.with("skipped");
     for p in ["infra", "image-build", "image-push", "crds", "operator", "secrets", "mounts", "cluster"] {
         assert!(skipped.contains(p), "{p} skipped from live state: {:?}", r.outcomes);

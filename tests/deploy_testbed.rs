@@ -672,3 +672,94 @@ fn helm3_rayjob_is_accepted_by_the_api_server() {
 fn helm4_rayjob_is_accepted_by_the_api_server() {
     rayjob_accepted("helm4");
 }
+
+/// `run` of an ephemeral job against the real control plane: from nothing, `run` brings up what
+/// the job needs (CRDs, the operator with the real Helm, the Secret) but no long-running
+/// cluster; the API server stores the RayJob with its `rayClusterSpec` (the CRD's schema and CEL
+/// rules validate it on the way in), and the real operator turns it into a RayCluster of its own
+/// whose pods run on kwok's nodes with the rendered templates (the job's worker change applied).
+/// The job cannot finish (kwok's pods run no Ray): Ctrl-C deletes the RayJob, and its RayCluster
+/// and pods go with it.
+#[test]
+fn helm4_ephemeral_rayjob_runs_its_own_cluster_and_ctrl_c_deletes_it() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let name = "eph-helm4";
+    let bed = operator_bed(name, "16");
+    let jobs = concat!(
+        "jobs:\n",
+        "  - name: train\n",
+        "    cluster: ephemeral\n",
+        "    entrypoint: python -c 'print(42)'\n",
+        "    ttlSecondsAfterFinished: 60\n",
+        "    workerGroups:\n",
+        "      - { name: cpu, replicas: 2 }\n",
+        "      - { name: gpu, replicas: 0, minReplicas: 0, maxReplicas: 0 }\n",
+    );
+    let p = project(bed, "helm4", &spec(name, 1, jobs));
+    let t0 = Instant::now();
+    let child = p.spawn(&["run", "train", "--auto-approve"]);
+    let rj = bed.wait_for("RayJob train to be stored", WAIT, |note| {
+        let out = bed.kubectl_output(&["get", "rayjob", "train", "-n", name, "-o", "json"]);
+        *note = String::from_utf8_lossy(&out.stderr).into_owned();
+        out.status.success().then(|| serde_json::from_slice::<Value>(&out.stdout).unwrap())
+    });
+    assert!(rj["spec"].get("clusterSelector").is_none(), "{rj:#}");
+    assert_eq!(rj["spec"]["shutdownAfterJobFinishes"], true);
+    assert_eq!(rj["spec"]["ttlSecondsAfterFinished"], 60);
+    let image = rj["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["image"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(image.contains("@sha256:"), "pinned by digest: {image}");
+    // The operator makes the job's own cluster: a head and the job's two CPU workers, running.
+    let pods = bed.wait_for("the operator to run the job's own cluster", WAIT, |note| {
+        let rcs = bed.get_json(&["rayclusters", "-n", name]);
+        let own: Vec<&Value> = rcs["items"]
+            .as_array()?
+            .iter()
+            .filter(|rc| {
+                rc["metadata"]["ownerReferences"].as_array().is_some_and(|o| o.iter().any(|r| r["name"] == "train"))
+            })
+            .collect();
+        let rc = own.first()?;
+        let rc_name = rc["metadata"]["name"].as_str()?.to_string();
+        let pods = bed.get_json(&["pods", "-n", name, "-l", &format!("ray.io/cluster={rc_name}")]);
+        let items = pods["items"].as_array().cloned().unwrap_or_default();
+        *note = items
+            .iter()
+            .map(|p| format!("{} {}", p["metadata"]["name"], p["status"]["phase"]))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let running = items.iter().filter(|p| p["status"]["phase"] == "Running").count();
+        (running == 3).then_some(items)
+    });
+    for p in &pods {
+        let c = &p["spec"]["containers"][0];
+        assert_eq!(c["image"], image.as_str(), "{}", p["metadata"]["name"]);
+        assert!(c["envFrom"].as_array().unwrap().iter().any(|e| e["secretRef"]["name"] == "api"), "{c:#}");
+        assert_eq!(p["metadata"]["labels"]["raydeploy.io/job"], "train");
+    }
+    let workers = pods.iter().filter(|p| p["metadata"]["labels"]["ray.io/node-type"] == "worker").count();
+    assert_eq!(workers, 2, "the job's replicas");
+    // No long-running cluster: `run` does not deploy it.
+    let rel = bed.get_json(&["rayclusters", "-n", name]);
+    assert!(rel["items"].as_array().unwrap().iter().all(|rc| rc["metadata"]["name"] != name), "{rel:#}");
+    eprintln!("run: RayJob stored and its cluster running in {:.1} s", t0.elapsed().as_secs_f64());
+
+    // SAFETY: SIGINT to the raydeploy process this test started (nsenter execs it).
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out));
+    assert!(text(&out).contains(&format!("interrupted: RayJob {name}/train deleted")), "{}", text(&out));
+    let left = bed.kubectl_output(&["get", "rayjob", "train", "-n", name]);
+    assert!(!left.status.success(), "the RayJob is gone");
+    bed.wait_for("the job's cluster to go with its RayJob", WAIT, |note| {
+        let rcs = bed.get_json(&["rayclusters", "-n", name]);
+        *note = rcs["items"].to_string();
+        rcs["items"].as_array()?.is_empty().then_some(())
+    });
+    let o = p.run(&["destroy", "--auto-approve"]);
+    assert!(o.status.success(), "destroy:\n{}", text(&o));
+}

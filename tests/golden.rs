@@ -18,6 +18,7 @@ const CASES: &[(&str, &str, Option<&str>)] = &[
     ("xgboost-blob", "examples/xgboost-blob/raydeploy.yaml", None),
     ("kubernetes", "examples/kubernetes/raydeploy.yaml", None),
     ("local", "examples/local/raydeploy.yaml", None),
+    ("ephemeral-jobs", "examples/ephemeral-jobs/raydeploy.yaml", None),
 ];
 
 fn cmd() -> Command {

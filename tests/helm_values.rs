@@ -360,7 +360,8 @@ fn device_plugin_values_fit_the_gpu_pools() {
         let d = raydeploy::model::build(&loaded, None).unwrap_or_else(|p| panic!("{what}: {p:?}"));
         let out = render(&spec, env);
         let file = out.path().join("helm/nvidia-device-plugin.values.yaml");
-        let gpus = d.cluster.groups().any(|g| g.gpus > 0);
+        // Every group of the spec, those only ephemeral jobs' clusters have included.
+        let gpus = d.cluster.all_groups().any(|g| g.gpus > 0);
         assert_eq!(file.is_file(), gpus, "{what}: device plugin values iff a group has GPUs");
         if !gpus {
             continue;
@@ -371,7 +372,7 @@ fn device_plugin_values_fit_the_gpu_pools() {
         assert!(tolerated(&v["tolerations"], "kubernetes.azure.com/scalesetpriority=spot:NoSchedule"), "{what}: Spot");
         let Some(a) = &d.azure else { continue };
         for pool in &a.ray_pools {
-            let group = d.cluster.groups().find(|g| Some(&g.name) == pool.group.as_ref()).unwrap();
+            let group = d.cluster.all_groups().find(|g| Some(&g.name) == pool.group.as_ref()).unwrap();
             let selected = affinity_selects(&v["affinity"], &pool.labels);
             assert_eq!(selected, group.gpus > 0, "{what}: pool {} selected iff it is a GPU pool", pool.name);
             if group.gpus > 0 {

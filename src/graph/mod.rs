@@ -115,11 +115,21 @@ pub fn graph(d: &Deployment, r: &Rendered, opts: Options) -> Graph {
         Target::Aks | Target::Kubernetes => kube_graph(d, r),
         Target::Local => local_graph(d),
     };
-    if opts.with_jobs && !d.jobs.is_empty() {
+    // Ephemeral jobs are `run`'s, each on a cluster of its own.
+    if opts.with_jobs && d.jobs.iter().any(|j| j.ephemeral.is_none()) {
         let jobs = Inputs::new().value("jobs", &d.jobs).files(r, "manifests/jobs/");
         phases.push(phase("jobs", &["ready"], true, "submit every job and wait for its result", jobs));
     }
     Graph { target: d.target, phases }
+}
+
+/// What `raydeploy run` brings up to date before an ephemeral job: the deploy's phases without
+/// the long-running cluster (`cluster`, `ready`; on target local `head` and `workers` too, as
+/// `run` starts the job's own cluster) and without `jobs`.
+pub fn prerequisites(d: &Deployment, r: &Rendered) -> Graph {
+    let mut g = graph(d, r, Options::default());
+    g.phases.retain(|p| !matches!(p.id, "cluster" | "ready" | "head" | "workers"));
+    g
 }
 
 fn kube_graph(d: &Deployment, r: &Rendered) -> Vec<Phase> {

@@ -36,6 +36,7 @@ pub fn build(loaded: &Loaded, target: Option<Target>) -> Result<Deployment, Prob
         job_paths: BTreeMap::new(),
         problems: Problems::default(),
         warnings: vec![],
+        demand: vec![],
     };
     b.warnings.extend(default_ray_version_warning(loaded));
     let target = target.unwrap_or(loaded.spec.target);
@@ -75,6 +76,8 @@ struct Builder<'a> {
     job_paths: BTreeMap<usize, PathBuf>,
     problems: Problems,
     warnings: Vec<String>,
+    /// What each group's pool holds beyond the long-running cluster (index 0: the head).
+    demand: Vec<PoolDemand>,
 }
 
 impl Builder<'_> {
@@ -163,10 +166,19 @@ impl Builder<'_> {
         let image = self.image(name, target);
         let mut head = self.group_head(&image, target, max_pods, k8s);
         let mut workers = self.workers(&image, target, max_pods, k8s);
+        let plans = self.ephemeral_plans(&workers);
+        self.demand = self.pool_demand(&workers, &plans);
         let azure_model = azure_ctx.map(|a| self.azure(name, a, &mut head, &mut workers, max_pods.unwrap_or(250), k8s));
+        let ephemeral = ephemeral_clusters(&head, &workers, plans);
+        // The long-running cluster leaves out the groups only ephemeral jobs use.
+        let (mut ephemeral_only, mut shared) = (vec![], vec![]);
+        for (g, w) in workers.into_iter().zip(&s.cluster.worker_groups) {
+            if w.ephemeral_only { ephemeral_only.push(g) } else { shared.push(g) }
+        }
+        let workers = shared;
         let secrets = self.secrets();
         let mounts = self.mounts(name, &secrets);
-        let jobs = self.jobs(&head, &workers, target);
+        let jobs = self.jobs(&head, &workers, ephemeral, target);
 
         let cluster = ClusterModel {
             namespace: s.cluster.namespace.clone(),
@@ -178,6 +190,7 @@ impl Builder<'_> {
             env: s.cluster.env.clone(),
             mounts,
             env_from_secrets: secrets.iter().filter(|s| s.expose_as_env).map(|s| s.name.clone()).collect(),
+            ephemeral_only,
         };
         if let Err(e) = names::dns1035_label(name) {
             self.err(
@@ -275,7 +288,7 @@ impl Builder<'_> {
     /// on nodes that carry a GPU node label ([`GPU_NODE_LABELS`]). It tolerates the GPU taint
     /// (any value) and the Spot taint of AKS.
     fn device_plugin(&self, target: Target, cluster: &ClusterModel) -> Option<DevicePluginModel> {
-        let gpus = cluster.groups().any(RayGroup::is_gpu);
+        let gpus = cluster.all_groups().any(RayGroup::is_gpu);
         if target == Target::Local || !gpus || !self.spec.gpu.device_plugin {
             return None;
         }
@@ -1084,15 +1097,24 @@ impl Builder<'_> {
                 gpus: 0,
             });
             let nodes = |pods: u32| pods.div_ceil(fit.pods_per_node);
-            let (min_count, max_count, node_count) = (nodes(g.min_replicas), nodes(g.max_replicas), nodes(g.replicas));
+            // The long-running cluster's pods (none for an ephemeral-only group), and room for
+            // the largest ephemeral job cluster's beside them.
+            let want = self.demand.get(idx).copied().unwrap_or_default();
+            let (min, now, max) = if want.ephemeral_only {
+                (0, 0, want.extra_max)
+            } else {
+                (g.min_replicas, g.replicas, g.max_replicas.saturating_add(want.extra_max))
+            };
+            let (min_count, max_count, node_count) = (nodes(min), nodes(max), nodes(now));
             if max_count > AKS_MAX_POOL_NODES {
                 let sets_max =
                     idx > 0 && self.spec.cluster.worker_groups.get(idx - 1).is_some_and(|w| w.max_replicas.is_some());
+                let ephemeral = if want.extra_max > 0 { " (with room for an ephemeral job's cluster)" } else { "" };
                 self.err(
                     format!("{}.{}", g.spec_path, if sets_max { "maxReplicas" } else { "replicas" }),
                     format!(
-                        "{} pods at {} per {vm_size} node need {max_count} nodes; an AKS node pool has at most {AKS_MAX_POOL_NODES}",
-                        g.max_replicas, fit.pods_per_node
+                        "{max} pods{ephemeral} at {} per {vm_size} node need {max_count} nodes; an AKS node pool has at most {AKS_MAX_POOL_NODES}",
+                        fit.pods_per_node
                     ),
                     Some("lower the replicas or use a larger vmSize (more pods per node)".into()),
                 );
@@ -1404,15 +1426,27 @@ impl Builder<'_> {
         out
     }
 
-    fn jobs(&mut self, head: &RayGroup, workers: &[RayGroup], target: Target) -> Vec<JobModel> {
+    fn jobs(
+        &mut self,
+        head: &RayGroup,
+        workers: &[RayGroup],
+        ephemeral: Vec<Option<EphemeralCluster>>,
+        target: Target,
+    ) -> Vec<JobModel> {
         let mut seen = BTreeSet::new();
         let mut out = vec![];
-        let groups: Vec<&RayGroup> =
-            std::iter::once(head).chain(workers.iter()).filter(|g| g.max_replicas > 0).collect();
-        let max_cpu = groups.iter().map(|g| g.cpu_m).max().unwrap_or(0);
-        let max_gpu = groups.iter().map(|g| g.gpus).max().unwrap_or(0);
+        let mut ephemeral = ephemeral.into_iter();
         for (i, j) in self.spec.jobs.iter().enumerate() {
             let path = format!("jobs[{i}]");
+            let own = ephemeral.next().flatten();
+            // The groups of the cluster the job runs on.
+            let groups: Vec<&RayGroup> = match &own {
+                Some(c) => c.groups().collect(),
+                None => std::iter::once(head).chain(workers.iter()).collect(),
+            };
+            let groups: Vec<&RayGroup> = groups.into_iter().filter(|g| g.max_replicas > 0).collect();
+            let max_cpu = groups.iter().map(|g| g.cpu_m).max().unwrap_or(0);
+            let max_gpu = groups.iter().map(|g| g.gpus).max().unwrap_or(0);
             self.check_name(
                 &format!("{path}.name"),
                 &j.name,
@@ -1503,10 +1537,178 @@ impl Builder<'_> {
                     None
                 },
                 active_deadline_seconds: j.active_deadline_seconds,
+                ephemeral: own,
             });
         }
         out
     }
+
+    /// Each job's changes to the worker groups of its own cluster (none for a shared job), merged
+    /// over the spec's groups like an environment overlay: a field the job gives replaces the
+    /// group's, `rayStartParams` merge. Every problem is located at the job's field.
+    fn ephemeral_plans(&mut self, workers: &[RayGroup]) -> Vec<Option<Vec<GroupPlan>>> {
+        let groups = &self.spec.cluster.worker_groups;
+        let mut out = vec![];
+        for (i, j) in self.spec.jobs.iter().enumerate() {
+            let path = format!("jobs[{i}]");
+            if j.cluster.is_shared() {
+                if !j.worker_groups.is_empty() {
+                    self.err(
+                        format!("{path}.workerGroups"),
+                        "workerGroups changes the groups of a job's own cluster, but this job runs on the \
+                         long-running cluster (cluster: shared)",
+                        Some("set cluster: ephemeral, or remove workerGroups".into()),
+                    );
+                }
+                out.push(None);
+                continue;
+            }
+            if !j.shutdown_after_finish {
+                self.err(
+                    format!("{path}.shutdownAfterFinish"),
+                    "the cluster of an ephemeral job is deleted after the job: shutdownAfterFinish cannot be false",
+                    Some(
+                        "remove shutdownAfterFinish: false (ttlSecondsAfterFinished keeps the cluster for a while)"
+                            .into(),
+                    ),
+                );
+            }
+            let mut plans: Vec<GroupPlan> = workers
+                .iter()
+                .enumerate()
+                .map(|(idx, g)| GroupPlan {
+                    idx,
+                    replicas: g.replicas,
+                    min: g.min_replicas,
+                    max: g.max_replicas,
+                    params: g.ray_start_params.clone(),
+                })
+                .collect();
+            let mut seen = BTreeSet::new();
+            for (k, o) in j.worker_groups.iter().enumerate() {
+                let opath = format!("{path}.workerGroups[{k}]");
+                let Some(idx) = groups.iter().position(|g| g.name == o.name) else {
+                    let known: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
+                    self.err(
+                        format!("{opath}.name"),
+                        format!("no worker group `{}` in cluster.workerGroups", o.name),
+                        Some(if known.is_empty() {
+                            "the spec has no worker group to change".into()
+                        } else {
+                            format!("name one of: {}", known.join(", "))
+                        }),
+                    );
+                    continue;
+                };
+                if !seen.insert(idx) {
+                    self.err(
+                        format!("{opath}.name"),
+                        format!("worker group `{}` is changed twice for this job", o.name),
+                        Some("merge the two changes into one".into()),
+                    );
+                    continue;
+                }
+                let base = &groups[idx];
+                let replicas = o.replicas.unwrap_or(base.replicas);
+                let min = o.min_replicas.or(base.min_replicas).unwrap_or(replicas);
+                let max = o.max_replicas.or(base.max_replicas).unwrap_or(replicas.max(min));
+                if min > replicas || replicas > max {
+                    let field = if o.replicas.is_some() {
+                        "replicas"
+                    } else if o.min_replicas.is_some() {
+                        "minReplicas"
+                    } else {
+                        "maxReplicas"
+                    };
+                    self.err(
+                        format!("{opath}.{field}"),
+                        format!(
+                            "needs minReplicas <= replicas <= maxReplicas in the job's cluster; got {min} <= {replicas} <= {max} \
+                             (group `{}` with this change)",
+                            o.name
+                        ),
+                        Some("give replicas and its bounds together, e.g. { replicas: 4, minReplicas: 4, maxReplicas: 4 }".into()),
+                    );
+                }
+                let mut params = workers[idx].ray_start_params.clone();
+                params.extend(self.start_params(&opath, &o.ray_start_params));
+                plans[idx] = GroupPlan { idx, replicas, min, max, params };
+            }
+            out.push(Some(plans));
+        }
+        for (idx, w) in groups.iter().enumerate().filter(|(_, w)| w.ephemeral_only) {
+            let used = out.iter().flatten().any(|plans| plans.get(idx).is_some_and(|p| p.max > 0));
+            if !used {
+                self.err(
+                    format!("cluster.workerGroups[{idx}].ephemeralOnly"),
+                    format!(
+                        "group `{}` is only for ephemeral jobs, but no job with cluster: ephemeral uses it",
+                        w.name
+                    ),
+                    Some("add a job with cluster: ephemeral, or remove ephemeralOnly".into()),
+                );
+            }
+        }
+        out
+    }
+
+    /// What the pools must hold beyond the long-running cluster (index 0: the head): room for
+    /// the largest ephemeral job cluster at a time; a run beyond that waits for nodes.
+    fn pool_demand(&self, workers: &[RayGroup], plans: &[Option<Vec<GroupPlan>>]) -> Vec<PoolDemand> {
+        let any = plans.iter().any(Option::is_some);
+        let mut demand = vec![PoolDemand { ephemeral_only: false, extra_max: u32::from(any) }];
+        for (idx, w) in self.spec.cluster.worker_groups.iter().enumerate().take(workers.len()) {
+            let extra_max = plans.iter().flatten().filter_map(|p| p.get(idx)).map(|p| p.max).max().unwrap_or(0);
+            demand.push(PoolDemand { ephemeral_only: w.ephemeral_only, extra_max });
+        }
+        demand
+    }
+}
+
+/// One worker group as an ephemeral job's cluster has it.
+struct GroupPlan {
+    /// Index of the group in `cluster.workerGroups`.
+    idx: usize,
+    replicas: u32,
+    min: u32,
+    max: u32,
+    params: BTreeMap<String, String>,
+}
+
+/// What one Ray group's AKS pool holds besides the long-running cluster's pods.
+#[derive(Debug, Clone, Copy, Default)]
+struct PoolDemand {
+    /// The group is not in the long-running cluster.
+    ephemeral_only: bool,
+    /// Pods of the largest ephemeral job cluster.
+    extra_max: u32,
+}
+
+/// The clusters of ephemeral jobs: the final groups (pools, node selectors, tolerations set)
+/// with each job's sizes; a group sized to nothing is left out.
+fn ephemeral_clusters(
+    head: &RayGroup,
+    workers: &[RayGroup],
+    plans: Vec<Option<Vec<GroupPlan>>>,
+) -> Vec<Option<EphemeralCluster>> {
+    plans
+        .into_iter()
+        .map(|plans| {
+            plans.map(|plans| EphemeralCluster {
+                head: head.clone(),
+                workers: plans
+                    .into_iter()
+                    .filter(|p| p.max > 0)
+                    .filter_map(|p| {
+                        let mut g = workers.get(p.idx)?.clone();
+                        (g.replicas, g.min_replicas, g.max_replicas, g.ray_start_params) =
+                            (p.replicas, p.min, p.max, p.params);
+                        Some(g)
+                    })
+                    .collect(),
+            })
+        })
+        .collect()
 }
 
 /// Characters a `rayStartParams` value may hold: none of them means anything to a shell.
@@ -1629,4 +1831,108 @@ pub fn hex(bytes: &[u8]) -> String {
 
 pub fn short_hash(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))[..12].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model(text: &str) -> Result<Deployment, Problems> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("raydeploy.yaml");
+        std::fs::write(&path, text).unwrap();
+        let loaded = crate::spec::load(&path, None, &|_| None).unwrap_or_else(|r| panic!("{}", r.short()));
+        build(&loaded, None)
+    }
+
+    const AKS: &str = r#"apiVersion: raydeploy/v1
+kind: RayDeployment
+name: eph
+target: aks
+azure: { location: westeurope, kubernetesVersion: "1.34" }
+image: { rayVersion: "2.52.0" }
+cluster:
+  head: { vmSize: Standard_D8s_v5, rayStartParams: { num-cpus: "0" } }
+  workerGroups:
+    - { name: cpu, vmSize: Standard_D8s_v5, replicas: 1, minReplicas: 1, maxReplicas: 3, rayStartParams: { object-store-memory: "1000000000" } }
+    - { name: gpu, vmSize: Standard_NC4as_T4_v3, gpus: 1, replicas: 1, ephemeralOnly: true }
+  autoscaler: { enabled: true }
+jobs:
+  - { name: shared, entrypoint: python a.py }
+  - name: big
+    cluster: ephemeral
+    entrypoint: python b.py
+    workerGroups:
+      - { name: cpu, replicas: 2, rayStartParams: { num-cpus: "4" } }
+      - { name: gpu, replicas: 4 }
+  - name: small
+    cluster: ephemeral
+    entrypoint: python c.py
+    workerGroups:
+      - { name: gpu, replicas: 0, minReplicas: 0, maxReplicas: 0 }
+"#;
+
+    #[test]
+    fn ephemeral_jobs_get_their_own_groups_merged_like_an_overlay() {
+        let d = model(AKS).unwrap();
+        // The long-running cluster leaves the ephemeral-only group out.
+        assert_eq!(d.cluster.workers.iter().map(|g| g.name.as_str()).collect::<Vec<_>>(), ["cpu"]);
+        assert_eq!(d.cluster.ephemeral_only.iter().map(|g| g.name.as_str()).collect::<Vec<_>>(), ["gpu"]);
+        assert!(d.jobs[0].ephemeral.is_none());
+        let big = d.jobs[1].ephemeral.as_ref().unwrap();
+        let cpu = &big.workers[0];
+        // Replicas replace; the bounds the job leaves out are the group's; maps merge.
+        assert_eq!((cpu.replicas, cpu.min_replicas, cpu.max_replicas), (2, 1, 3));
+        assert_eq!(cpu.ray_start_params["num-cpus"], "4");
+        assert_eq!(cpu.ray_start_params["object-store-memory"], "1000000000");
+        // A group without bounds takes the job's replicas as its bounds.
+        let gpu = &big.workers[1];
+        assert_eq!((gpu.replicas, gpu.min_replicas, gpu.max_replicas), (4, 4, 4));
+        // Same pods as the long-running cluster: placement, size and image come from the group.
+        assert_eq!(cpu.node_selector, d.cluster.workers[0].node_selector);
+        assert_eq!(cpu.cpu_m, d.cluster.workers[0].cpu_m);
+        assert_eq!(gpu.tolerations, d.cluster.ephemeral_only[0].tolerations);
+        assert_eq!(Some(&gpu.image), d.image.gpu.as_ref());
+        assert_eq!(big.head.ray_start_params, d.cluster.head.ray_start_params);
+        // A group sized to nothing is left out of that job's cluster.
+        let small = d.jobs[2].ephemeral.as_ref().unwrap();
+        assert_eq!(small.workers.iter().map(|g| g.name.as_str()).collect::<Vec<_>>(), ["cpu"]);
+        assert_eq!(small.workers[0].replicas, 1);
+        // The device plugin is there for the ephemeral-only GPU group.
+        assert!(d.device_plugin.is_some());
+    }
+
+    #[test]
+    fn pools_of_groups_only_ephemeral_jobs_use_scale_to_zero() {
+        let d = model(AKS).unwrap();
+        let a = d.azure.as_ref().unwrap();
+        let pool = |g: &str| a.ray_pools.iter().find(|p| p.group.as_deref() == Some(g)).unwrap();
+        let (head, cpu, gpu) = (pool("head"), pool("cpu"), pool("gpu"));
+        // Room for the largest ephemeral job's cluster beside the long-running one.
+        assert_eq!((head.min_count, head.max_count, head.node_count, head.autoscaled), (1, 2, 1, true));
+        // cpu: the long-running cluster's 1..3 pods and a job cluster's at most 3 (both jobs keep
+        // the group's bounds 1..3).
+        assert_eq!((cpu.min_count, cpu.max_count, cpu.node_count), (1, 3 + 3, 1));
+        // No GPU node between runs; at most the largest job's four.
+        assert_eq!((gpu.min_count, gpu.max_count, gpu.node_count, gpu.autoscaled), (0, 4, 0, true));
+        let text = crate::explain::explain(&d);
+        assert!(
+            text.contains("gpu: only in ephemeral jobs' clusters (big): its pool scales to zero between runs (0..4 nodes, autoscaled)"),
+            "{text}"
+        );
+        assert!(text.contains("on a cluster of its own (head ×1, cpu ×2, gpu ×4)"), "{text}");
+    }
+
+    #[test]
+    fn without_ephemeral_jobs_nothing_changes() {
+        let shared = AKS.split("  - name: big").next().unwrap().replace(", ephemeralOnly: true", "");
+        let d = model(&shared).unwrap();
+        let a = d.azure.as_ref().unwrap();
+        let head = a.ray_pools.iter().find(|p| p.group.as_deref() == Some("head")).unwrap();
+        assert_eq!((head.min_count, head.max_count, head.autoscaled), (1, 1, false));
+        assert_eq!(d.cluster.workers.len(), 2);
+        assert!(d.cluster.ephemeral_only.is_empty());
+        let j = serde_json::to_value(&d.jobs[0]).unwrap();
+        assert!(j.get("ephemeral").is_none(), "{j}");
+    }
 }

@@ -328,11 +328,20 @@ pub struct ClusterModel {
     /// Secrets exposed to Ray containers with `envFrom`.
     pub env_from_secrets: Vec<String>,
     pub head_service: String,
+    /// Worker groups only in ephemeral jobs' clusters (`ephemeralOnly`), not in this one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ephemeral_only: Vec<RayGroup>,
 }
 
 impl ClusterModel {
+    /// The groups of this (long-running) cluster.
     pub fn groups(&self) -> impl Iterator<Item = &RayGroup> {
         std::iter::once(&self.head).chain(self.workers.iter())
+    }
+
+    /// Every group of the spec: this cluster's and the ones only ephemeral jobs have.
+    pub fn all_groups(&self) -> impl Iterator<Item = &RayGroup> {
+        self.groups().chain(self.ephemeral_only.iter())
     }
 }
 
@@ -377,6 +386,24 @@ pub struct JobModel {
     pub shutdown_after_finish: bool,
     pub ttl_seconds_after_finished: Option<u32>,
     pub active_deadline_seconds: Option<u32>,
+    /// The job's own cluster (`cluster: ephemeral`); none: it runs on the long-running cluster.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ephemeral: Option<EphemeralCluster>,
+}
+
+/// The Ray cluster of an ephemeral job: the deployment's head and worker groups (the same pods
+/// as the long-running cluster's, `ephemeralOnly` groups included), with the job's changes to
+/// their replicas and `rayStartParams`; groups the job sizes to nothing are left out.
+#[derive(Debug, Clone, Serialize)]
+pub struct EphemeralCluster {
+    pub head: RayGroup,
+    pub workers: Vec<RayGroup>,
+}
+
+impl EphemeralCluster {
+    pub fn groups(&self) -> impl Iterator<Item = &RayGroup> {
+        std::iter::once(&self.head).chain(self.workers.iter())
+    }
 }
 
 #[cfg(test)]

@@ -312,9 +312,15 @@ pub(crate) fn jobs_layer(
     let mut l = Layer::new("jobs");
     l.diff = diff;
     let (runs, last) = jobs_phase_runs(s)?;
-    let runs = runs || matches!(cluster, Existence::NotYet(_));
+    // Ephemeral jobs are `run`'s: never deploy's.
+    let runs = (runs || matches!(cluster, Existence::NotYet(_))) && s.d.jobs.iter().any(|j| j.ephemeral.is_none());
     for j in &s.d.jobs {
         let name = if s.d.target == Target::Local { j.name.clone() } else { format!("RayJob/{}", j.name) };
+        if j.ephemeral.is_some() {
+            let detail = format!("runs on a cluster of its own with `raydeploy run {}`, never by deploy", j.name);
+            l.items.push(Item::new(ItemAction::Info, name, Some(detail)));
+            continue;
+        }
         let mut detail: Vec<String> = facts.get(&j.name).cloned().into_iter().collect();
         if let Some(status) = last.get(&j.name) {
             detail.push(format!("last run by deploy --with-jobs: {status}"));

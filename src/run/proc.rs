@@ -36,6 +36,9 @@ pub struct Cmd {
     pub secret_stdout: bool,
     /// Exit codes that count as success.
     pub ok_codes: Vec<i32>,
+    /// Clean-up after Ctrl-C (stopping what the run started): runs, to its end or timeout, even
+    /// once the run is interrupted.
+    pub cleanup: bool,
 }
 
 impl std::fmt::Debug for Cmd {
@@ -62,7 +65,14 @@ impl Cmd {
             echo: true,
             secret_stdout: false,
             ok_codes: vec![0],
+            cleanup: false,
         }
+    }
+
+    /// Marks the command as clean-up after an interruption (see [`Cmd::cleanup`]).
+    pub fn cleanup(mut self) -> Self {
+        self.cleanup = true;
+        self
     }
 
     pub fn arg(mut self, a: impl Into<String>) -> Self {
@@ -273,7 +283,7 @@ impl Runner {
         let shown = self.redactor.scrub(&cmd.display());
         self.log_line("$", &shown);
         self.reporter.event(Event::Command { phase: self.phase.clone(), command: shown.clone() });
-        if signals::interrupted() {
+        if signals::interrupted() && !cmd.cleanup {
             return Err(CmdError::Interrupted { command: shown });
         }
         let io_err = |source| CmdError::Io { command: shown.clone(), source };
@@ -314,7 +324,7 @@ impl Runner {
                 Err(e) => return Err(io_err(e)),
             }
             if stopped.is_none() {
-                if signals::interrupted() {
+                if signals::interrupted() && !cmd.cleanup {
                     stopped = Some(CmdError::Interrupted { command: shown.clone() });
                 } else if started.elapsed() > cmd.timeout {
                     stopped = Some(CmdError::Timeout { command: shown.clone(), after: cmd.timeout });

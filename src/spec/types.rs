@@ -433,6 +433,33 @@ pub struct WorkerGroup {
     /// Override the derived AKS node pool name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_pool: Option<String>,
+    /// Only in the clusters of ephemeral jobs (`jobs[].cluster: ephemeral`), never in the
+    /// long-running cluster: on AKS its pool has no node between runs (min 0, autoscaled).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ephemeral_only: bool,
+}
+
+/// A change to one worker group for an ephemeral job's own cluster, merged over the group of
+/// that `name` like an environment overlay (given fields replace, `rayStartParams` merge).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkerGroupOverride {
+    /// The worker group of `cluster.workerGroups` this changes.
+    pub name: String,
+    /// Ray pods of the group in the job's cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 2147483647))]
+    pub replicas: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 2147483647))]
+    pub min_replicas: Option<u32>,
+    /// 0 (with `replicas: 0` and `minReplicas: 0`) leaves the group out of the job's cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 2147483647))]
+    pub max_replicas: Option<u32>,
+    /// Merged into the group's `rayStartParams`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ray_start_params: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
@@ -564,6 +591,31 @@ pub struct Job {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(max = 2147483647))]
     pub active_deadline_seconds: Option<u32>,
+    /// The Ray cluster the job runs on: `shared` (default) or `ephemeral`.
+    #[serde(default, skip_serializing_if = "JobCluster::is_shared")]
+    pub cluster: JobCluster,
+    /// `cluster: ephemeral` only: changes to the spec's worker groups for this job's own cluster,
+    /// merged by `name` (an unknown name is an error).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub worker_groups: Vec<WorkerGroupOverride>,
+}
+
+/// Which Ray cluster a job runs on.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum JobCluster {
+    /// The deployment's long-running RayCluster (`deploy` creates it; the RayJob selects it).
+    #[default]
+    Shared,
+    /// A cluster of its own, built from the spec's head and worker groups (same pods as the
+    /// long-running cluster's), created for the run and deleted after it (`raydeploy run`).
+    Ephemeral,
+}
+
+impl JobCluster {
+    pub fn is_shared(&self) -> bool {
+        *self == JobCluster::Shared
+    }
 }
 
 fn yes() -> bool {

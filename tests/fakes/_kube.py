@@ -29,7 +29,10 @@ Behaviour:
   - A pod that requests nvidia.com/gpu stays Pending (Unschedulable: Insufficient nvidia.com/gpu,
     with a FailedScheduling event) while no node advertises a GPU, and is scheduled once one does.
   - A RayJob goes Initializing -> Running (its submitter Job exists) -> Complete/SUCCEEDED, or
-    Failed/FAILED when its entrypoint contains "fail", one step per read.
+    Failed/FAILED when its entrypoint contains "fail", one step per read; one whose entrypoint
+    contains "forever" stays Running. A RayJob with a rayClusterSpec gets a RayCluster of its own
+    (named <rayjob>-<suffix>, owned by the RayJob, one pod per replica of each group, with the
+    template's image) once the kuberay-operator is installed; deleting the RayJob deletes it.
 """
 
 import base64
@@ -226,6 +229,12 @@ class Cluster:
             self.objects.pop(key("Job", ns, name), None)
             for pk in [pk for pk, o in self.objects.items() if o["kind"] == "Pod" and labels(o).get("job-name") == name]:
                 del self.objects[pk]
+            owned = [o["metadata"]["name"] for o in self.objects.values() if o["kind"] == "RayCluster"
+                     and o["metadata"].get("namespace") == ns
+                     and any(r.get("kind") == "RayJob" and r.get("name") == name
+                             for r in o["metadata"].get("ownerReferences") or [])]
+            for rc in owned:
+                self.delete("RayCluster", ns, rc)
         if kind == "RayCluster":
             for pk in [pk for pk, o in self.objects.items() if o["kind"] == "Pod" and labels(o).get("ray.io/cluster") == name]:
                 del self.objects[pk]
@@ -436,12 +445,43 @@ class Cluster:
         for rj in [o for o in self.objects.values() if o["kind"] == "RayJob"]:
             self.tick_job(rj)
 
+    def own_cluster(self, rj, ns, name):
+        """The RayCluster of a RayJob with a rayClusterSpec, made once the operator runs."""
+        st = rj["status"]
+        operator = any(o["kind"] == "Deployment" and labels(o).get("app.kubernetes.io/name") == "kuberay-operator"
+                       for o in self.objects.values())
+        if not operator:
+            return None
+        rc_name = st.get("rayClusterName") or f"{name}-{suffix()}"
+        st["rayClusterName"] = rc_name
+        if not self.get("RayCluster", ns, rc_name):
+            spec = rj["spec"]["rayClusterSpec"]
+            groups = [("head", "head", 1, spec["headGroupSpec"])]
+            groups += [(g["groupName"], "worker", g.get("replicas", 1), g) for g in spec.get("workerGroupSpecs") or []]
+            self.put({"apiVersion": "ray.io/v1", "kind": "RayCluster",
+                      "metadata": {"name": rc_name, "ownerReferences": [{"kind": "RayJob", "name": name}]},
+                      "spec": spec, "status": {"state": "ready"}}, ns)
+            for gname, node_type, replicas, g in groups:
+                pod_spec = g["template"]["spec"]
+                for _ in range(int(replicas or 0)):
+                    self.put({"apiVersion": "v1", "kind": "Pod",
+                              "metadata": {"name": f"{rc_name}-{gname}-{suffix()}",
+                                           "labels": {"ray.io/cluster": rc_name, "ray.io/group": gname,
+                                                      "ray.io/node-type": node_type}},
+                              "spec": pod_spec,
+                              "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}}, ns)
+        return self.get("RayCluster", ns, rc_name)
+
     def tick_job(self, rj):
         ns = rj["metadata"]["namespace"]
         name = rj["metadata"]["name"]
         st = rj.setdefault("status", {"jobDeploymentStatus": "Initializing"})
-        sel = ((rj.get("spec") or {}).get("clusterSelector") or {}).get("ray.io/cluster")
-        rc = self.get("RayCluster", ns, sel) if sel else None
+        if (rj.get("spec") or {}).get("rayClusterSpec"):
+            rc = self.own_cluster(rj, ns, name)
+            sel = st.get("rayClusterName")
+        else:
+            sel = ((rj.get("spec") or {}).get("clusterSelector") or {}).get("ray.io/cluster")
+            rc = self.get("RayCluster", ns, sel) if sel else None
         if st.get("jobDeploymentStatus") == "Initializing":
             if not rc or (rc.get("status") or {}).get("state") != "ready":
                 return
@@ -459,6 +499,8 @@ class Cluster:
             self.put({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name, "labels": {"job-name": name}},
                       "logs": logs}, ns)
         elif st.get("jobDeploymentStatus") == "Running":
+            if "forever" in rj["spec"].get("entrypoint", ""):
+                return
             fail = "fail" in rj["spec"].get("entrypoint", "")
             st.update({"jobDeploymentStatus": "Failed" if fail else "Complete",
                        "jobStatus": "FAILED" if fail else "SUCCEEDED", "endTime": now()})

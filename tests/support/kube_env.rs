@@ -68,8 +68,21 @@ impl Call {
     }
 
     /// A call that changes something outside this machine: what a no-op redeploy must not do.
+    /// The verb is the first word that is neither a flag nor a flag's value (on aks, kubectl and
+    /// helm get `--kubeconfig PATH` first).
     pub fn mutating(&self) -> bool {
-        let a: Vec<&str> = self.argv.iter().map(String::as_str).filter(|a| !a.starts_with('-')).collect();
+        const VALUE_FLAGS: [&str; 5] = ["--kubeconfig", "--context", "--kube-context", "-n", "--namespace"];
+        let mut a: Vec<&str> = vec![];
+        let mut skip = false;
+        for w in self.argv.iter().map(String::as_str) {
+            if std::mem::take(&mut skip) {
+                continue;
+            }
+            skip = VALUE_FLAGS.contains(&w);
+            if !w.starts_with('-') {
+                a.push(w);
+            }
+        }
         let first = a.first().copied().unwrap_or("");
         match self.tool.as_str() {
             "terraform" => matches!(first, "apply" | "destroy" | "import" | "taint"),

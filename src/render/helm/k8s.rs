@@ -5,8 +5,50 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::model::{self, MountModel, RayGroup};
+use crate::model::{self, DEPLOYMENT_LABEL, Deployment, GROUP_LABEL, MountModel, RayGroup};
 use crate::spec::quantity::{format_cpu, format_memory};
+
+/// Everything a Ray pod of one group gets — image, size, placement, environment, secrets,
+/// volumes, labels, `ray start` parameters — decided in one place. The long-running cluster's
+/// chart values ([`super::ray_cluster`]) and an ephemeral job's `rayClusterSpec`
+/// ([`crate::render::manifests::rayjob`]) are two views of it.
+#[derive(Debug, Clone)]
+pub struct RayPod {
+    pub labels: BTreeMap<String, String>,
+    /// `ray start` parameters; always strings.
+    pub ray_start_params: BTreeMap<String, String>,
+    /// The group's image (CPU or GPU), as rendered: deploy pins it to its digest.
+    pub image: model::ImageRef,
+    pub env: Vec<EnvVar>,
+    pub env_from: Vec<EnvFrom>,
+    pub resources: Resources,
+    pub node_selector: BTreeMap<String, String>,
+    pub tolerations: Vec<Toleration>,
+    pub volumes: Vec<Volume>,
+    pub volume_mounts: Vec<VolumeMount>,
+}
+
+impl RayPod {
+    pub fn of(d: &Deployment, g: &RayGroup) -> Self {
+        let c = &d.cluster;
+        let (volumes, volume_mounts) = volumes(&c.mounts);
+        Self {
+            labels: BTreeMap::from([
+                (DEPLOYMENT_LABEL.to_string(), d.name.clone()),
+                (GROUP_LABEL.to_string(), g.name.clone()),
+            ]),
+            ray_start_params: g.ray_start_params.clone(),
+            image: g.image.clone(),
+            env: c.env.iter().map(|(k, v)| EnvVar { name: k.clone(), value: v.clone() }).collect(),
+            env_from: c.env_from_secrets.iter().map(|s| EnvFrom { secret_ref: NameRef { name: s.clone() } }).collect(),
+            resources: Resources::of_group(g),
+            node_selector: g.node_selector.clone(),
+            tolerations: g.tolerations.iter().map(Toleration::from).collect(),
+            volumes,
+            volume_mounts,
+        }
+    }
+}
 
 /// A container image split the way the charts take it.
 #[derive(Debug, Clone, Serialize)]

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::k8s::{Image, Resources, Toleration};
+use super::k8s::{EnvVar, Image, Resources, Toleration};
 use crate::model::Deployment;
 use crate::spec::Target;
 
@@ -15,6 +15,11 @@ pub const OPERATOR_REPOSITORY: &str = "quay.io/kuberay/operator";
 pub const AKS_MODE_LABEL: &str = "kubernetes.azure.com/mode";
 /// Taint of the AKS system pool that only critical add-ons tolerate.
 pub const CRITICAL_ADDONS_TAINT: &str = "CriticalAddonsOnly";
+/// Operator setting: a RayJob that shuts its cluster down (`shutdownAfterJobFinishes`) is itself
+/// deleted, with its cluster, `ttlSecondsAfterFinished` after it finishes (otherwise only the
+/// cluster goes and the RayJob object stays). Only ephemeral jobs' RayJobs shut their cluster
+/// down: the shared jobs' RayJobs select the long-running cluster and never do.
+pub const DELETE_RAYJOB_ENV: &str = "DELETE_RAYJOB_CR_AFTER_JOB_FINISHES";
 
 /// Top level of `kuberay-operator.values.yaml`.
 #[derive(Debug, Clone, Serialize)]
@@ -29,6 +34,9 @@ pub struct OperatorValues {
     /// Namespaces whose RayClusters and RayJobs the operator reconciles.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub watch_namespace: Vec<String>,
+    /// Environment of the operator container (set when the spec has an ephemeral job).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
 }
 
 /// Builds the operator's values.
@@ -58,5 +66,10 @@ pub fn values(d: &Deployment) -> OperatorValues {
         node_selector,
         tolerations,
         watch_namespace: vec![d.cluster.namespace.clone()],
+        env: if d.jobs.iter().any(|j| j.ephemeral.is_some()) {
+            vec![EnvVar { name: DELETE_RAYJOB_ENV.into(), value: "true".into() }]
+        } else {
+            vec![]
+        },
     }
 }

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::k8s::{self, EnvFrom, EnvVar, Image, NameRef, Resources, Toleration, Volume, VolumeMount};
-use crate::model::{DEPLOYMENT_LABEL, Deployment, GROUP_LABEL, RayGroup};
+use super::k8s::{EnvFrom, EnvVar, Image, RayPod, Resources, Toleration, Volume, VolumeMount};
+use crate::model::{Deployment, RayGroup};
 use crate::spec::UpscalingMode;
 
 /// The chart's sample worker group, disabled unless the deployment defines a group of that name.
@@ -125,21 +125,27 @@ fn upscaling_mode(m: UpscalingMode) -> &'static str {
     }
 }
 
+/// `head.autoscalerOptions` when the autoscaler is on (the long-running cluster and ephemeral
+/// job clusters alike).
+pub fn autoscaler_options(d: &Deployment) -> Option<AutoscalerOptions> {
+    let a = &d.cluster.autoscaler;
+    a.enabled.then(|| AutoscalerOptions {
+        idle_timeout_seconds: a.idle_timeout_seconds,
+        upscaling_mode: upscaling_mode(a.upscaling_mode),
+        resources: Resources::guaranteed(BTreeMap::from([
+            ("cpu".to_string(), crate::spec::quantity::format_cpu(crate::model::AUTOSCALER_CPU_M)),
+            ("memory".to_string(), crate::spec::quantity::format_memory(crate::model::AUTOSCALER_MEMORY_BYTES)),
+        ])),
+    })
+}
+
 /// Builds the ray-cluster values.
 pub fn values(d: &Deployment) -> RayClusterValues {
     let c = &d.cluster;
-    let a = &c.autoscaler;
     let head = HeadValues {
         ray_version: d.image.ray_version.clone(),
-        enable_in_tree_autoscaling: a.enabled.then_some(true),
-        autoscaler_options: a.enabled.then(|| AutoscalerOptions {
-            idle_timeout_seconds: a.idle_timeout_seconds,
-            upscaling_mode: upscaling_mode(a.upscaling_mode),
-            resources: Resources::guaranteed(BTreeMap::from([
-                ("cpu".to_string(), crate::spec::quantity::format_cpu(crate::model::AUTOSCALER_CPU_M)),
-                ("memory".to_string(), crate::spec::quantity::format_memory(crate::model::AUTOSCALER_MEMORY_BYTES)),
-            ])),
-        }),
+        enable_in_tree_autoscaling: c.autoscaler.enabled.then_some(true),
+        autoscaler_options: autoscaler_options(d),
         pod: pod(d, &c.head),
         ports: head_ports(&c.head),
     };
@@ -177,21 +183,18 @@ fn worker_group(d: &Deployment, g: &RayGroup) -> WorkerValues {
     }
 }
 
+/// The chart's view of a group's [`RayPod`] (its image goes in the group's `image`).
 fn pod(d: &Deployment, g: &RayGroup) -> PodValues {
-    let c = &d.cluster;
-    let (volumes, volume_mounts) = k8s::volumes(&c.mounts);
+    let p = RayPod::of(d, g);
     PodValues {
-        labels: BTreeMap::from([
-            (DEPLOYMENT_LABEL.to_string(), d.name.clone()),
-            (GROUP_LABEL.to_string(), g.name.clone()),
-        ]),
-        ray_start_params: g.ray_start_params.clone(),
-        container_env: c.env.iter().map(|(k, v)| EnvVar { name: k.clone(), value: v.clone() }).collect(),
-        env_from: c.env_from_secrets.iter().map(|s| EnvFrom { secret_ref: NameRef { name: s.clone() } }).collect(),
-        resources: Some(Resources::of_group(g)),
-        node_selector: g.node_selector.clone(),
-        tolerations: g.tolerations.iter().map(Toleration::from).collect(),
-        volumes,
-        volume_mounts,
+        labels: p.labels,
+        ray_start_params: p.ray_start_params,
+        container_env: p.env,
+        env_from: p.env_from,
+        resources: Some(p.resources),
+        node_selector: p.node_selector,
+        tolerations: p.tolerations,
+        volumes: p.volumes,
+        volume_mounts: p.volume_mounts,
     }
 }

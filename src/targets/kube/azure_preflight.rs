@@ -328,7 +328,7 @@ pub fn deployed_pools(state: &serde_json::Value) -> Vec<DeployedPool> {
 /// system pool.
 fn group_path(d: &Deployment, p: &PoolDemand) -> Option<String> {
     let g = p.group.as_deref()?;
-    d.cluster.groups().find(|x| x.name == g).map(|x| x.spec_path.clone())
+    d.cluster.all_groups().find(|x| x.name == g).map(|x| x.spec_path.clone())
 }
 
 fn size_field(d: &Deployment, p: &PoolDemand) -> String {
@@ -452,7 +452,7 @@ fn quota_problem(
         let others = need.max - p.max_vcpus();
         let nodes = room.saturating_sub(others) / p.vcpus.max(1) as u64;
         if others <= room && nodes >= p.min_nodes as u64 {
-            let g = d.cluster.groups().find(|g| Some(&g.name) == p.group.as_ref());
+            let g = d.cluster.all_groups().find(|g| Some(&g.name) == p.group.as_ref());
             let per_node = g.and_then(|g| g.fit.as_ref()).map_or(1, |f| f.pods_per_node.max(1)) as u64;
             let path = group_path(d, p).unwrap_or_default();
             let replicas = nodes * per_node;

@@ -204,7 +204,7 @@ pub fn destroy(k: &Kube, r: &Runner) -> Result<()> {
 /// The status line and JSON: the release, or the device plugin found instead, or why none.
 pub fn status(k: &Kube, r: &Runner) -> Result<(String, Value)> {
     let d = &k.s.d;
-    let gpus = d.cluster.groups().any(|g| g.is_gpu());
+    let gpus = d.cluster.all_groups().any(|g| g.is_gpu());
     let Some(m) = d.device_plugin.as_ref() else {
         if gpus {
             let text = "  device plugin: off (gpu.devicePlugin: false): something else must advertise nvidia.com/gpu\n";

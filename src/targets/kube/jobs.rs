@@ -15,6 +15,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 use super::{Kube, live};
+use crate::context::EXIT_INTERRUPTED;
 use crate::model::{DELETE_AFTER_ANNOTATION, DEPLOYMENT_LABEL, JobModel};
 use crate::run::exec::{Cx, Outputs};
 use crate::run::proc::{CmdError, Runner, sleep_unless_interrupted};
@@ -121,23 +122,53 @@ fn expired(rj: &Value, now: i64) -> bool {
 /// Runs one job to its end on the deployed cluster. `follow` streams the submitter's logs
 /// through the runner as they come; otherwise they are returned at the end.
 pub fn run_job(k: &Kube, r: &Runner, name: &str, follow: bool) -> Result<(JobResult, Option<String>)> {
-    let j = job(k, name)?;
-    let c = &k.s.d.cluster;
     let obj = manifest(k, name)?;
+    submit_shared(k, r, name, &obj)?;
+    let Some((result, streamed)) = follow_to_end(k, r, name, follow)? else {
+        bail!("interrupted while waiting for RayJob {}/{name} (it keeps running on the cluster)", ns(k));
+    };
+    let logs = if follow && streamed { None } else { read_logs(k, r, name)? };
+    let after = live::annotation(&obj, DELETE_AFTER_ANNOTATION).and_then(|a| a.parse::<u64>().ok());
+    if after == Some(0) {
+        delete_rayjob(k, r, name, false)?;
+    }
+    Ok((result, logs))
+}
+
+/// Submits a shared job's RayJob to the deployed cluster, in place of a previous one.
+fn submit_shared(k: &Kube, r: &Runner, name: &str, obj: &Value) -> Result<()> {
+    let j = job(k, name)?;
+    if j.ephemeral.is_some() {
+        bail!("job {name} runs on a cluster of its own (cluster: ephemeral): run it with `raydeploy run {name}`");
+    }
+    let c = &k.s.d.cluster;
     if live::get(k, r, &["raycluster", &c.name], Some(&c.namespace))?.is_none() {
         bail!("no RayCluster {}/{} to run job {name} on: deploy first (raydeploy deploy)", c.namespace, c.name);
     }
     cleanup_expired(k, r)?;
     delete_rayjob(k, r, name, true)?;
-    live::apply(k, r, std::slice::from_ref(&obj), true)?;
+    live::apply(k, r, std::slice::from_ref(obj), true)?;
     r.info(&format!("submitted RayJob {}/{name}", ns(k)));
+    Ok(())
+}
 
+/// Waits for a submitted RayJob to end (streaming the submitter's logs with `follow`): its
+/// result and whether the logs were streamed, or `None` when Ctrl-C came first.
+fn follow_to_end(k: &Kube, r: &Runner, name: &str, follow: bool) -> Result<Option<(JobResult, bool)>> {
+    let j = job(k, name)?;
     let deadline = j.active_deadline_seconds.map(|s| std::time::Instant::now() + Duration::from_secs(s as u64 + 300));
     let mut streamed = false;
-    let result = loop {
-        let rj = get_rayjob(k, r, name)?.with_context(|| format!("RayJob {}/{name} disappeared", ns(k)))?;
+    loop {
+        if signals::interrupted() {
+            return Ok(None);
+        }
+        let rj = match get_rayjob(k, r, name) {
+            Ok(rj) => rj.with_context(|| format!("RayJob {}/{name} disappeared", ns(k)))?,
+            Err(_) if signals::interrupted() => return Ok(None),
+            Err(e) => return Err(e),
+        };
         if let Some(t) = terminal(&rj) {
-            break t;
+            return Ok(Some((t, streamed)));
         }
         if follow && !streamed && submitter_started(&rj) {
             // Ends when the submitter's container ends; an error (pod not started yet) is retried
@@ -148,7 +179,7 @@ pub fn run_job(k: &Kube, r: &Runner, name: &str, follow: bool) -> Result<(JobRes
                 .timeout(Duration::from_secs(j.active_deadline_seconds.map_or(7 * 24 * 3600, |s| s as u64 + 300)));
             match r.run(&logs) {
                 Ok(_) => streamed = true,
-                Err(e) if e.is_interrupt() => return Err(e.into()),
+                Err(e) if e.is_interrupt() => return Ok(None),
                 Err(e) => r.info(&format!("logs not available yet: {}", e.to_string().lines().next().unwrap_or(""))),
             }
             continue;
@@ -157,16 +188,118 @@ pub fn run_job(k: &Kube, r: &Runner, name: &str, follow: bool) -> Result<(JobRes
             bail!("RayJob {}/{name} did not finish within its activeDeadlineSeconds", ns(k));
         }
         sleep_unless_interrupted(live::poll_interval());
-        if signals::interrupted() {
-            bail!("interrupted while waiting for RayJob {}/{name} (it keeps running on the cluster)", ns(k));
+    }
+}
+
+/// The images `image-push` recorded, pinned by digest (`run` brought that phase up to date).
+fn recorded_pins(k: &Kube) -> Result<super::cluster::Pins> {
+    let push = k.s.store()?.phase("image-push").map(|p| p.outputs).unwrap_or_default();
+    let cpu = push.get("cpu_image").cloned().context("image-push recorded no cpu_image (the pinned image)")?;
+    Ok(super::cluster::Pins { cpu, gpu: push.get("gpu_image").cloned() })
+}
+
+/// An ephemeral job's RayJob, every image pinned to its digest.
+fn ephemeral_manifest(k: &Kube, j: &JobModel) -> Result<Value> {
+    let d = &k.s.d;
+    let pins = recorded_pins(k)?;
+    let gpu_groups = j.ephemeral.as_ref().is_some_and(|c| c.groups().any(|g| g.is_gpu()));
+    if gpu_groups && pins.gpu.is_none() {
+        bail!("image-push recorded no gpu_image but job {} has a GPU group", j.name);
+    }
+    let pin = |r: &crate::model::ImageRef| -> String {
+        match (&d.image.gpu, &pins.gpu) {
+            (Some(gpu), Some(pinned)) if gpu == r => pinned.clone(),
+            _ => pins.cpu.clone(),
         }
     };
-    let logs = if follow && streamed { None } else { read_logs(k, r, name)? };
-    let after = live::annotation(&obj, DELETE_AFTER_ANNOTATION).and_then(|a| a.parse::<u64>().ok());
-    if after == Some(0) {
-        delete_rayjob(k, r, name, false)?;
+    let rj = crate::render::manifests::rayjob::rayjob_with(d, j, &pin)?;
+    Ok(serde_json::to_value(rj)?)
+}
+
+/// Deletes the RayJob even after Ctrl-C (that stops the job and, for an ephemeral job, its
+/// cluster: the RayCluster and its pods are the RayJob's), waiting until they are gone.
+fn stop_rayjob(k: &Kube, r: &Runner, name: &str) -> Result<()> {
+    let c = k
+        .kubectl()
+        .args(["delete", "rayjob", name, "-n", ns(k), "--ignore-not-found", "--cascade=foreground", "--wait=true"])
+        .timeout(live::WRITE_TIMEOUT)
+        .cleanup();
+    r.run(&c)?;
+    Ok(())
+}
+
+/// Applies an ephemeral job's RayJob, in place of a previous one.
+fn submit_ephemeral(k: &Kube, r: &Runner, j: &JobModel, c: &crate::model::EphemeralCluster) -> Result<Value> {
+    let obj = ephemeral_manifest(k, j)?;
+    delete_rayjob(k, r, &j.name, true)?;
+    live::ensure_namespace(k, r, ns(k))?;
+    live::apply(k, r, std::slice::from_ref(&obj), true)?;
+    let groups: Vec<String> = c.workers.iter().map(|g| format!("{} ×{}", g.name, g.replicas)).collect();
+    r.info(&format!(
+        "submitted RayJob {}/{} with a cluster of its own (head{}{})",
+        ns(k),
+        j.name,
+        if groups.is_empty() { "" } else { ", " },
+        groups.join(", ")
+    ));
+    Ok(obj)
+}
+
+/// After Ctrl-C: deletes the RayJob (if it got there), which stops the job and any cluster of
+/// its own; the exit code of an interrupted run.
+fn interrupted(k: &Kube, r: &Runner, name: &str) -> Result<u8> {
+    r.info(&format!("interrupted: deleting RayJob {}/{name} (stops the job and any cluster of its own)", ns(k)));
+    stop_rayjob(k, r, name)?;
+    eprintln!("interrupted: RayJob {}/{name} deleted", ns(k));
+    Ok(EXIT_INTERRUPTED)
+}
+
+/// `run NAME`: a shared job on the deployed cluster (as `job submit --follow`); an ephemeral job
+/// on its own cluster (its RayJob's `rayClusterSpec`, images pinned by digest). A previous RayJob
+/// of the job is replaced. After the job: with `rm` the RayJob is deleted (its cluster with it);
+/// otherwise an ephemeral job's RayJob is left to the operator, which deletes it and its
+/// cluster `ttlSecondsAfterFinished` after the job ended. Ctrl-C deletes the RayJob.
+pub fn run(k: &Kube, name: &str, rm: bool) -> Result<u8> {
+    signals::install();
+    let j = job(k, name)?;
+    let r = live::side_runner(k, &format!("run-{name}"), false)?;
+    let submitted = match &j.ephemeral {
+        None => manifest(k, name).and_then(|obj| submit_shared(k, &r, name, &obj).map(|()| obj)),
+        Some(c) => submit_ephemeral(k, &r, j, c),
+    };
+    let obj = match submitted {
+        Ok(obj) => obj,
+        Err(e) if !signals::interrupted() => return Err(e),
+        Err(_) => return interrupted(k, &r, name),
+    };
+    let (result, streamed) = match follow_to_end(k, &r, name, true) {
+        Ok(Some(v)) => v,
+        Err(e) if !signals::interrupted() => {
+            if rm {
+                delete_rayjob(k, &r, name, true)?;
+            }
+            return Err(e);
+        }
+        // Ctrl-C (follow_to_end returns None only then).
+        Ok(None) | Err(_) => return interrupted(k, &r, name),
+    };
+    if !streamed && let Some(l) = read_logs(k, &r, name)? {
+        print!("{l}");
     }
-    Ok((result, logs))
+    let after = live::annotation(&obj, DELETE_AFTER_ANNOTATION).and_then(|a| a.parse::<u64>().ok());
+    if rm || after == Some(0) {
+        delete_rayjob(k, &r, name, true)?;
+        r.info(&format!("deleted RayJob {}/{name}", ns(k)));
+    } else if j.ephemeral.is_some() {
+        r.info(&format!(
+            "RayJob {}/{name} and its cluster stay {}s after the job (ttlSecondsAfterFinished), then the operator \
+             deletes them; --rm deletes them at once",
+            ns(k),
+            j.ttl_seconds_after_finished.unwrap_or(0)
+        ));
+    }
+    eprintln!("{}", describe(name, &result));
+    Ok(result.exit_code())
 }
 
 /// The submitter's logs (none when its pod is gone).
@@ -198,6 +331,10 @@ pub fn phase(k: &Kube, cx: &Cx) -> Result<Outputs> {
     let mut outputs = Outputs::new();
     let mut failed = vec![];
     for j in &k.s.d.jobs {
+        if j.ephemeral.is_some() {
+            r.info(&format!("job {}: runs on a cluster of its own, with `raydeploy run {}`", j.name, j.name));
+            continue;
+        }
         let (res, _) = run_job(k, r, &j.name, true)?;
         r.info(&describe(&j.name, &res));
         if !res.succeeded() {

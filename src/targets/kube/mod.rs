@@ -173,6 +173,10 @@ impl context::Target for Kube<'_> {
     fn session(&self, _s: &Context, o: &crate::session::Options) -> Result<()> {
         session::session(self, o)
     }
+
+    fn run(&self, _s: &Context, name: &str, rm: bool) -> Result<u8> {
+        jobs::run(self, name, rm)
+    }
 }
 
 /// For phases a module does not handle (a routing bug).

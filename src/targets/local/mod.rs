@@ -7,6 +7,7 @@
 //! stops exactly those, by PID. [`session`] prints the running head's endpoints.
 
 pub mod api;
+pub mod ephemeral;
 pub mod jobs;
 pub mod nodes;
 pub mod procs;
@@ -408,6 +409,13 @@ impl<'a> Local<'a> {
         let mut outs = Outputs::new();
         let mut failed = vec![];
         for job in &self.s.d.jobs {
+            if job.ephemeral.is_some() {
+                cx.runner.info(&format!(
+                    "job {}: runs on a cluster of its own, with `raydeploy run {}`",
+                    job.name, job.name
+                ));
+                continue;
+            }
             cx.runner.info(&format!("submitting job {}", job.name));
             let info = jobs::submit(&cx.runner, &ctx, &api, job, true)?;
             cx.runner.info(&format!("job {}: {} ({})", job.name, info.status, info.submission_id));
@@ -509,6 +517,8 @@ impl context::Target for Local<'_> {
         }
         let rest = procs::scan(&self.dir, None);
         n += procs::stop(&rest, nodes::STOP_GRACE);
+        // The own clusters of runs that were killed before they could stop them.
+        n += ephemeral::stop_leftovers(&self.dir)?;
         let left = procs::scan(&self.dir, None);
         if !left.is_empty() {
             let pids: Vec<String> = left.iter().map(|p| format!("{} ({})", p.pid, p.name)).collect();
@@ -649,8 +659,11 @@ impl context::Target for Local<'_> {
     }
 
     fn job_submit(&self, s: &Context, name: &str, follow: bool) -> Result<u8> {
-        let (_, api) = self.running()?;
         let job = s.d.jobs.iter().find(|j| j.name == name).with_context(|| format!("no job `{name}`"))?;
+        if job.ephemeral.is_some() {
+            bail!("job {name} runs on a cluster of its own (cluster: ephemeral): run it with `raydeploy run {name}`");
+        }
+        let (_, api) = self.running()?;
         let runner = self.job_runner(name)?;
         let info = jobs::submit(&runner, &self.ctx(), &api, job, follow)?;
         if !follow {
@@ -717,6 +730,40 @@ impl context::Target for Local<'_> {
 
     fn session(&self, _s: &Context, o: &crate::session::Options) -> Result<()> {
         session::session(self, o)
+    }
+
+    /// An ephemeral job on a cluster of its own ([`ephemeral`]); a shared job on the running
+    /// cluster, as `job submit --follow`, its submission deleted afterwards with `rm` and stopped
+    /// by Ctrl-C.
+    fn run(&self, s: &Context, name: &str, rm: bool) -> Result<u8> {
+        signals::install();
+        let job = s.d.jobs.iter().find(|j| j.name == name).with_context(|| format!("no job `{name}`"))?;
+        if let Some(c) = &job.ephemeral {
+            return ephemeral::run(self, job, c);
+        }
+        let (_, api) = self.running()?;
+        let runner = self.job_runner(name)?;
+        let info = match jobs::submit(&runner, &self.ctx(), &api, job, true) {
+            Ok(info) => info,
+            Err(_) if signals::interrupted() => {
+                for sub in api.submissions(name)?.iter().filter(|j| !j.finished()) {
+                    api.stop(&sub.submission_id)?;
+                }
+                eprintln!("interrupted: job {name} stopped");
+                return Ok(context::EXIT_INTERRUPTED);
+            }
+            Err(e) => return Err(e),
+        };
+        let code = jobs::exit_code(&info);
+        eprintln!("job {name} ({}): {}", info.submission_id, info.status);
+        if code != 0 && !info.message.is_empty() {
+            eprintln!("{}", info.message.trim_end());
+        }
+        if rm {
+            api.delete(&info.submission_id)?;
+            eprintln!("deleted submission {}", info.submission_id);
+        }
+        Ok(code)
     }
 }
 

@@ -153,12 +153,14 @@ fn gib_wide(b: u128) -> String {
 
 /// The nodes for `d` on `m`.
 pub fn plan(d: &Deployment, m: Machine) -> Sizing {
+    plan_groups(&d.cluster.head, &d.cluster.workers, m)
+}
+
+/// The nodes for a cluster of these groups on `m` (an ephemeral job's cluster has its own).
+pub fn plan_groups(head_g: &RayGroup, worker_groups: &[RayGroup], m: Machine) -> Sizing {
     let mut notes = vec![];
-    let head_g = &d.cluster.head;
     let mut head = Want { group: head_g, cpus: whole_cpus(head_g.cpu_m), memory: head_g.memory_bytes, replicas: 1 };
-    let mut workers: Vec<Want> = d
-        .cluster
-        .workers
+    let mut workers: Vec<Want> = worker_groups
         .iter()
         .map(|g| Want {
             group: g,
@@ -246,7 +248,7 @@ pub fn plan(d: &Deployment, m: Machine) -> Sizing {
             worker_plans.push(node(w.group, format!("{}-{i}", w.group.name), num_cpus(w.cpus), g, w.memory));
         }
     }
-    for g in d.cluster.groups() {
+    for g in std::iter::once(head_g).chain(worker_groups) {
         let ignored: Vec<&str> = g
             .ray_start_params
             .keys()
