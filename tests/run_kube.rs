@@ -1,7 +1,7 @@
 //! `raydeploy run` on target aks, through the real binary with the fakes of tests/fakes
 //! (terraform, az, kubelogin, helm, kubectl over an emulated cluster whose operator gives a RayJob
-//! with a `rayClusterSpec` a RayCluster of its own) and a docker stand-in that builds and pushes
-//! by name. Checked from the call log and the emulated cluster: from nothing, `run` brings up
+//! with a `rayClusterSpec` a RayCluster of its own) and the fake docker, whose registry the fake
+//! az reads. Checked from the call log and the emulated cluster: from nothing, `run` brings up
 //! everything an ephemeral job needs but the long-running cluster; after a deploy, from a fresh
 //! checkout, it makes no mutating call but the job's own; the RayJob carries its own cluster
 //! with the images pinned by digest and the job's group changes; the exit code is the job's;
@@ -63,11 +63,8 @@ const PREREQUISITES: [&str; 9] =
     ["preflight", "infra", "image-build", "image-push", "credentials", "crds", "operator", "secrets", "mounts"];
 
 fn sandbox() -> KubeEnv {
-    let mut env = KubeEnv::new(SPEC, &["terraform", "az", "kubelogin", "helm", "kubectl"]);
-    env.add_script("docker", kube_env::NAME_ONLY_DOCKER);
-    for tool in ["mkdir", "touch", "tr"] {
-        env.add_real(tool);
-    }
+    // The fake docker keeps its registry where the fake az's `acr repository show` reads it.
+    let mut env = KubeEnv::new(SPEC, &["terraform", "az", "kubelogin", "helm", "kubectl", "docker"]);
     env.set("RUN_TOKEN", SECRET);
     env.set("RAYDEPLOY_POLL_SECONDS", "0.05");
     env.set("RAYDEPLOY_READY_TIMEOUT", "60");
@@ -176,10 +173,16 @@ fn from_nothing_run_brings_up_what_the_job_needs_but_not_the_long_running_cluste
         .chain(rc["workerGroupSpecs"].as_array().unwrap())
         .map(|g| &g["template"]["spec"])
         .collect();
-    let digest = "@sha256:1111111111111111111111111111111111111111111111111111111111111111";
+    // Pinned by the digest the push recorded.
+    let state: Value = serde_json::from_str(
+        &std::fs::read_to_string(env.spec_dir.join(".raydeploy/runs/state.json")).expect("state.json"),
+    )
+    .unwrap();
+    let pinned = state["phases"]["image-push"]["outputs"]["cpu_image"].as_str().expect("cpu_image").to_string();
+    assert!(pinned.contains("@sha256:"), "{pinned}");
     for p in &pods {
         let c = &p["containers"][0];
-        assert!(c["image"].as_str().unwrap().ends_with(digest), "pinned: {c:#}");
+        assert_eq!(c["image"].as_str().unwrap(), pinned, "pinned: {c:#}");
         assert!(c["env"].as_array().unwrap().iter().any(|e| e["name"] == "STAGE" && e["value"] == "test"), "{c:#}");
         assert_eq!(c["envFrom"][0]["secretRef"]["name"], "api");
         assert!(p["nodeSelector"]["raydeploy.io/group"].is_string(), "{p:#}");
