@@ -10,6 +10,12 @@
 //! the packages, from the wheels in `$RAYDEPLOY_TEST_WHEELS` (default `~/.cache/raydeploy/wheels`,
 //! which `bash .ci/run` downloads) copied into the base image, with no index. Nothing is pulled.
 //!
+//! With BuildKit (`buildkitd` and `docker-buildx` from `bash tests/testbed/build.sh buildkit
+//! buildx`, as `tests/support/buildkit_env.rs` finds them), a fresh CI runner's rebuild after a
+//! one-line change: a brand-new buildkitd and engine each time, the base image pulled from the
+//! private registry, with the registry build cache the first runner's build wrote against
+//! without one (a repository with no `:buildcache`). Skipped, saying so, when they are not built.
+//!
 //! `cargo bench --bench image` (a few minutes: the base image copies the Python installation).
 
 use std::collections::BTreeSet;
@@ -17,6 +23,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+#[path = "../tests/support/buildkit_env.rs"]
+mod buildkit_env;
 #[path = "../tests/support/docker_env.rs"]
 mod docker_env;
 
@@ -28,18 +36,20 @@ use raydeploy::targets::kube::Kube;
 /// Packages of the bench's image (all in the wheel cache, with their dependencies).
 const PIP: &[&str] = &["requests", "pyyaml", "pydantic", "aiohttp", "grpcio", "protobuf"];
 
-fn spec(registry: &str) -> String {
+/// The bench's spec: images pushed to `<registry>/<repository>`, built on `base` when given.
+fn spec(registry: &str, repository: &str, base: Option<&str>) -> String {
+    let base = base.map(|b| format!("  base: {b}\n")).unwrap_or_default();
     format!(
         r#"apiVersion: raydeploy/v1
 kind: RayDeployment
 name: imgbench
 target: kubernetes
 kubernetes:
-  registry: {registry}/bench/ray
+  registry: {registry}/{repository}
 image:
   rayVersion: "2.52.0"
   python: "3.11"
-  pipPackages: [{}]
+{base}  pipPackages: [{}]
 cluster:
   head: {{ cpu: 1, memory: 2Gi }}
   workerGroups:
@@ -234,7 +244,7 @@ fn main() {
 
     let dir = tempfile::tempdir().unwrap();
     let spec_path = dir.path().join("raydeploy.yaml");
-    std::fs::write(&spec_path, spec(&docker.registry.addr)).unwrap();
+    std::fs::write(&spec_path, spec(&docker.registry.addr, "bench/ray", None)).unwrap();
     write_app(dir.path());
     let s = session(&spec_path);
     let t = Instant::now();
@@ -293,5 +303,72 @@ fn main() {
         rebuild / first,
         mib(staged),
         mib(raw)
+    );
+
+    let base = format!("{}:{}", s.d.image.base, s.d.image.base_tag);
+    buildkit_runners(&docker, &base, &s.d.image.base_tag);
+}
+
+/// A project folder of its own (spec and job folder) for one CI runner, with the job's code
+/// changed by one line when `changed`.
+fn checkout(registry: &str, repository: &str, base: &str, changed: bool) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let spec_path = dir.path().join("raydeploy.yaml");
+    std::fs::write(&spec_path, spec(registry, repository, Some(base))).unwrap();
+    write_app(dir.path());
+    if changed {
+        let train = dir.path().join("app/train.py");
+        std::fs::write(&train, std::fs::read_to_string(&train).unwrap().replace("'epoch', 1", "'epoch', 2")).unwrap();
+    }
+    (dir, spec_path)
+}
+
+/// image-build on a fresh CI runner: a new engine and a new buildkitd as the selected builder.
+/// Seconds, and whether pip ran (its output in the phase's log).
+fn fresh_runner_build(spec_path: &Path) -> (f64, bool) {
+    let engine = docker_env::Engine::start();
+    let bk = buildkit_env::BuildKit::start(&engine.host);
+    for (k, v) in bk.vars() {
+        // SAFETY: no other thread runs between builds; every docker command inherits these.
+        unsafe { std::env::set_var(k, v) };
+    }
+    let (seconds, s) = build(spec_path);
+    let log = std::fs::read_to_string(s.dir.join("logs/image-build.log")).unwrap_or_default();
+    assert!(log.contains("instance using remote driver"), "built on the private buildkitd:\n{log}");
+    (seconds, log.contains("Successfully installed"))
+}
+
+/// BuildKit on fresh CI runners: the first build writes the registry cache; after a one-line
+/// change, a fresh runner rebuilds with that cache, and another without any (a repository with
+/// no build cache).
+fn buildkit_runners(docker: &docker_env::DockerEnv, base: &str, tag: &str) {
+    let bin = buildkit_env::bin_dir();
+    if !bin.join("buildkitd").is_file() || !bin.join("docker-buildx").is_file() {
+        println!(
+            "BuildKit: skipped (no buildkitd or docker-buildx in {}: bash tests/testbed/build.sh buildkit buildx)",
+            bin.display()
+        );
+        return;
+    }
+    let reg = &docker.registry.addr;
+    // The base image, in the registry: each runner's buildkitd pulls it from there.
+    let base_repo = format!("{reg}/mirror/rayproject/ray");
+    docker.engine.run(&["tag", base, &format!("{base_repo}:{tag}")], None);
+    docker.engine.run(&["push", &format!("{base_repo}:{tag}")], None);
+
+    let (_a, first_spec) = checkout(reg, "bench/ray-bk", &base_repo, false);
+    let (first, pip_first) = fresh_runner_build(&first_spec);
+    assert!(pip_first, "the first build installs the pip packages");
+    assert!(docker.registry.tags("bench/ray-bk").iter().any(|t| t == "buildcache"), "the build cache is written");
+    let (_b, cached_spec) = checkout(reg, "bench/ray-bk", &base_repo, true);
+    let (cached, pip_cached) = fresh_runner_build(&cached_spec);
+    assert!(!pip_cached, "with the registry cache the pip layer is not built again");
+    let (_c, cold_spec) = checkout(reg, "bench/ray-nocache", &base_repo, true);
+    let (cold, pip_cold) = fresh_runner_build(&cold_spec);
+    assert!(pip_cold, "without a build cache pip runs");
+    println!(
+        "BuildKit, fresh CI runner (new buildkitd and engine, base pulled from the registry): first build \
+         {first:.2}s; after a one-line change, with the registry cache {cached:.2}s, without {cold:.2}s = {:.3} of it",
+        cached / cold
     );
 }

@@ -570,6 +570,8 @@ fn buildkit_builds_read_and_write_the_registry_cache() {
     for (img, cache) in [(&cpu, "buildcache"), (&gpu, "buildcache-gpu")] {
         let b = builds.iter().find(|b| b.has(&[&img.reference()])).expect("a build per image");
         assert_eq!(b.gates, "open", "the two builds ran at the same time");
+        // On the selected builder: `docker build` would go to the context's own builder.
+        assert_eq!(b.argv[..2], ["buildx", "build"], "{}", b.line());
         assert!(!b.env.contains_key("DOCKER_BUILDKIT"), "{}", b.line());
         let cache_ref = format!("registry.example.com/acme/ray-bk:{cache}");
         assert!(

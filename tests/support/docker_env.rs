@@ -157,6 +157,11 @@ impl Engine {
         );
     }
 
+    /// The random ids of the runs of `tool` (`apt-get`, `pip`) recorded in `image`, one per call.
+    pub fn runs(&self, image: &str, tool: &str) -> Vec<String> {
+        self.exec(image, &["cat", &format!("/var/log/recorded/{tool}.runs")]).lines().map(str::to_string).collect()
+    }
+
     /// The recorded invocations of `tool` (`apt-get`, `pip`) in `image`: one argument list per call.
     pub fn recorded(&self, image: &str, tool: &str) -> Vec<Vec<String>> {
         let text = self.exec(image, &["cat", &format!("/var/log/recorded/{tool}")]);
@@ -173,8 +178,12 @@ impl Engine {
     }
 }
 
-/// Records one invocation's arguments, one per line, closed by a `--end--` line.
-const RECORDER: &str = "#!/bin/sh\nfor a in \"$@\"; do printf '%s\\n' \"$a\" >> /var/log/recorded/NAME; done\necho --end-- >> /var/log/recorded/NAME\n";
+/// Records one invocation's arguments, one per line, closed by a `--end--` line; adds a random
+/// id to `NAME.runs` (two layers with the same ids are one run of the step, one cached); and says
+/// so on stdout (`NAME stand-in ran: ARGS`), which shows in a build's output when the step runs.
+const RECORDER: &str = "#!/bin/sh\nfor a in \"$@\"; do printf '%s\\n' \"$a\" >> /var/log/recorded/NAME; done\n\
+echo --end-- >> /var/log/recorded/NAME\ncat /proc/sys/kernel/random/uuid >> /var/log/recorded/NAME.runs\n\
+echo \"NAME stand-in ran: $*\"\n";
 
 impl Drop for Engine {
     fn drop(&mut self) {

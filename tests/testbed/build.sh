@@ -168,6 +168,20 @@ if want helm4; then
   link helm4 "$tb/helm4-$HELM4/helm"
 fi
 
+if want buildkit; then
+  build buildkit "$BUILDKIT" github.com/moby/buildkit "-X github.com/moby/buildkit/version.Version=$BUILDKIT" \
+    github.com/moby/buildkit/cmd/buildkitd github.com/moby/buildkit/cmd/buildctl
+  link buildkitd "$tb/buildkit-$BUILDKIT/buildkitd"
+  link buildctl "$tb/buildkit-$BUILDKIT/buildctl"
+fi
+
+if want buildx; then
+  build buildx "$BUILDX" github.com/docker/buildx "-X github.com/docker/buildx/version.Version=$BUILDX" \
+    github.com/docker/buildx/cmd/buildx
+  # The name the docker CLI looks for in a cli-plugins folder.
+  link docker-buildx "$tb/buildx-$BUILDX/buildx"
+fi
+
 # Terraform only where the machine has none (or when asked for).
 if { [ ${#only[@]} = 0 ] && ! command -v terraform >/dev/null 2>&1; } \
   || [ "${RAYDEPLOY_TESTBED_TERRAFORM:-}" = 1 ] || { [ ${#only[@]} -gt 0 ] && want terraform; }; then

@@ -21,9 +21,11 @@
 //! That read is retried with backoff; a missing tag is an answer, not retried.
 //!
 //! Builds: the CPU and GPU images are built at the same time (one `docker build` each, from one
-//! staged context) and pushed at the same time. When `docker buildx` is installed, `docker build`
-//! is BuildKit's (`--load` so the image lands in the engine, `--provenance=false` so the engine
-//! pushes one manifest, not an index), reading the registry build cache `<repository>:buildcache`
+//! staged context) and pushed at the same time. When `docker buildx` is installed, the build is
+//! `docker buildx build` on the selected builder (the one `docker buildx inspect` describes;
+//! `docker build` would go to the docker context's own builder instead), with `--load` so the
+//! image lands in the engine and `--provenance=false` so the engine pushes one manifest, not an
+//! index, reading the registry build cache `<repository>:buildcache`
 //! (`:buildcache-gpu`) and, when the builder can export cache (a driver other than `docker`, or
 //! the containerd image store), writing it (`mode=max`, so the pip layer is there for a fresh CI
 //! runner; an export failure does not fail the build). Without buildx (Debian's `docker.io` ships
@@ -485,9 +487,15 @@ impl Builder {
 
     fn command(&self, k: &Kube, i: &Image, context: &Path) -> Cmd {
         let dockerfile = k.s.rendered_dir().join("image").join("Dockerfile");
-        let mut c = docker().arg("build");
+        let mut c = docker();
         if self.buildkit {
-            c = c.args(["--load", "--provenance=false"]);
+            // `docker buildx build`, not `docker build`: with buildx installed, the docker CLI
+            // forwards `docker build` to the docker context's own builder (it sets
+            // BUILDX_BUILDER to the context's name), not to the builder `docker buildx use`
+            // selected, which is the one `docker buildx inspect` describes. A `--cache-to` meant
+            // for a remote or docker-container builder would then fail the build ("Cache export
+            // is not supported for the docker driver").
+            c = c.args(["buildx", "build", "--load", "--provenance=false"]);
             if let Some(cache) = self.cache_ref(i) {
                 c = c.arg("--cache-from").arg(format!("type=registry,ref={cache}"));
                 if self.cache_export {
@@ -495,7 +503,7 @@ impl Builder {
                 }
             }
         } else {
-            c = c.env("DOCKER_BUILDKIT", "0");
+            c = c.arg("build").env("DOCKER_BUILDKIT", "0");
         }
         c = c.arg("-f").arg(dockerfile.to_string_lossy());
         if let Some(t) = i.base_tag {
