@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use serde_json::Value;
 
 use super::cluster::{rendered_text, rendered_values, write_for_tool};
-use super::live::{self, NVIDIA_REPO};
+use super::live;
 use super::{Kube, unknown};
 use crate::model::{DevicePluginModel, GPU_TAINT_KEY};
 use crate::plan::Phase;
@@ -81,8 +81,9 @@ pub fn preview(k: &Kube, p: &Phase) -> Vec<String> {
 
 fn install_cmd(k: &Kube, m: &DevicePluginModel, values: &std::path::Path) -> Cmd {
     k.helm()
-        .args(["upgrade", "--install", &m.release, m.chart, "--repo", NVIDIA_REPO])
-        .args(["--version", m.version, "-n", &m.namespace, "--create-namespace"])
+        .args(["upgrade", "--install", &m.release])
+        .args(m.charts.chart_args(m.chart, m.version))
+        .args(["-n", &m.namespace, "--create-namespace"])
         .args(["-f", &values.to_string_lossy()])
         .args(["--wait", "--timeout", live::HELM_WAIT])
         .timeout(live::HELM_TIMEOUT)

@@ -12,8 +12,6 @@ use sha2::{Digest, Sha256};
 use super::Kube;
 use crate::run::proc::{Cmd, CmdError, Output, Runner};
 
-/// The Helm repository of NVIDIA's device plugin chart (`nvidia-device-plugin`).
-pub const NVIDIA_REPO: &str = "https://nvidia.github.io/k8s-device-plugin";
 /// Helm's own wait for an upgrade (`--timeout`); the command's timeout is a little longer.
 pub const HELM_WAIT: &str = "10m";
 pub const HELM_TIMEOUT: Duration = Duration::from_secs(11 * 60);
