@@ -573,18 +573,92 @@ fn not_ready(k: &Kube, r: &Runner, snap: &Snapshot, timeout: Duration) -> String
     }
     let events = live::items(live::get(k, r, &["events"], Some(ns)).unwrap_or(None));
     let waiting: Vec<&Value> = snap.pods.iter().filter(|p| !pod_ready(p)).collect();
+    // On AKS, an unscheduled pod's node pool and what its nodes offer, read from the nodes.
+    let pools = k.s.d.azure.as_ref().map(|a| &a.ray_pools);
+    let unscheduled = waiting.iter().any(|p| live::str_at(p, "/spec/nodeName").is_none());
+    let nodes = if pools.is_some() && unscheduled {
+        live::items(live::get(k, r, &["nodes"], None).unwrap_or(None))
+    } else {
+        vec![]
+    };
     if !waiting.is_empty() {
         m.push_str("\npods not ready:");
         for p in &waiting {
             let name = live::name(p);
-            m.push_str(&format!("\n  {name} (group {}): {}", pod_group(p), pod_phase(p)));
+            let group = pod_group(p);
+            let pool = pools.and_then(|ps| ps.iter().find(|n| n.group.as_deref() == Some(group.as_str())));
+            match pool {
+                Some(pool) => {
+                    m.push_str(&format!("\n  {name} (group {group}, node pool {}): {}", pool.name, pod_phase(p)))
+                }
+                None => m.push_str(&format!("\n  {name} (group {group}): {}", pod_phase(p))),
+            }
             for reason in pod_reasons(p).into_iter().chain(pod_events(&events, name)) {
                 m.push_str(&format!("\n    {reason}"));
+            }
+            if let Some(pool) = pool.filter(|_| live::str_at(p, "/spec/nodeName").is_none()) {
+                m.push_str(&format!("\n    {}", pool_fit(pool, p, &nodes)));
             }
         }
         m.push_str(&format!("\nmore: kubectl -n {ns} describe pod {}", live::name(waiting[0])));
     }
     m
+}
+
+/// AKS's label naming a node's pool.
+const AGENTPOOL_LABEL: &str = "kubernetes.azure.com/agentpool";
+
+/// What an unscheduled pod asks and what the nodes of its pool offer, as the cluster reports them:
+/// `node pool cpu (Standard_D4s_v5): 1 node, allocatable cpu 3860m, memory 12480512Ki; the pod
+/// requests cpu 6, memory 4Gi`.
+fn pool_fit(pool: &crate::model::NodePool, pod: &Value, nodes: &[Value]) -> String {
+    let ours: Vec<&Value> =
+        nodes.iter().filter(|n| live::label(n, AGENTPOOL_LABEL) == Some(pool.name.as_str())).collect();
+    let offer = match ours.as_slice() {
+        [] => "no node".to_string(),
+        [first, ..] => {
+            let alloc =
+                |key: &str| live::str_at(first, &format!("/status/allocatable/{key}")).unwrap_or("?").to_string();
+            let mut o = format!(
+                "{} node{} allocatable cpu {}, memory {}",
+                ours.len(),
+                if ours.len() == 1 { "," } else { "s, each" },
+                alloc("cpu"),
+                alloc("memory")
+            );
+            let gpus = alloc("nvidia.com~1gpu");
+            if pool.vm.gpus > 0 || gpus != "?" {
+                o.push_str(&format!(", nvidia.com/gpu {}", if gpus == "?" { "none advertised" } else { &gpus }));
+            }
+            o
+        }
+    };
+    let containers: Vec<(&str, String)> = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            let asks: Vec<String> = c
+                .pointer("/resources/requests")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+                .filter_map(|(key, v)| v.as_str().map(|v| format!("{key} {v}")))
+                .collect();
+            (c.get("name").and_then(Value::as_str).unwrap_or("?"), asks.join(", "))
+        })
+        .filter(|(_, asks)| !asks.is_empty())
+        .collect();
+    let asks = match containers.as_slice() {
+        [] => String::new(),
+        [(_, asks)] => format!("; the pod requests {asks}"),
+        many => format!(
+            "; the pod's containers request {}",
+            many.iter().map(|(name, asks)| format!("{name}: {asks}")).collect::<Vec<_>>().join("; ")
+        ),
+    };
+    format!("node pool {} ({}): {offer}{asks}", pool.name, pool.vm_size)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -880,5 +954,54 @@ mod tests {
         assert_eq!(r[0], "PodScheduled=False Unschedulable: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu.");
         assert_eq!(r[1], "container ray-head ImagePullBackOff");
         assert!(is_head(&p) && !pod_ready(&p));
+    }
+
+    #[test]
+    fn pool_fit_names_the_pool_its_nodes_and_the_pods_requests() {
+        use crate::model::NodePool;
+        use crate::model::azure::{Allocatable, VmShape};
+        let pool = |name: &str, vm_size: &str, gpus: u32| NodePool {
+            name: name.into(),
+            vm_size: vm_size.into(),
+            vm: VmShape { vcpus: 4, memory_bytes: 16 << 30, gpus },
+            allocatable: Allocatable { cpu_m: 3860, memory_bytes: 12 << 30, gpus, cpu_interpolated: false },
+            group: Some(name.into()),
+            autoscaled: false,
+            min_count: 1,
+            max_count: 1,
+            node_count: 1,
+            spot: false,
+            labels: Default::default(),
+            taints: vec![],
+        };
+        let node = |name: &str, pool: &str, alloc: Value| {
+            serde_json::json!({"metadata": {"name": name, "labels": {AGENTPOOL_LABEL: pool}},
+                "status": {"allocatable": alloc}})
+        };
+        let nodes = vec![
+            node("aks-big-1-vmss000000", "big", serde_json::json!({"cpu": "3860m", "memory": "12480512Ki"})),
+            node("aks-gpu-2-vmss000000", "gpu", serde_json::json!({"cpu": "3860m", "memory": "26000000Ki"})),
+            node("aks-gpu-2-vmss000001", "gpu", serde_json::json!({"cpu": "3860m", "memory": "26000000Ki"})),
+        ];
+        let pod =
+            |containers: Value| serde_json::json!({"metadata": {"name": "p"}, "spec": {"containers": containers}});
+        let one =
+            pod(serde_json::json!([{"name": "ray-worker", "resources": {"requests": {"cpu": "6", "memory": "4Gi"}}}]));
+        assert_eq!(
+            pool_fit(&pool("big", "Standard_D4s_v5", 0), &one, &nodes),
+            "node pool big (Standard_D4s_v5): 1 node, allocatable cpu 3860m, memory 12480512Ki; the pod requests cpu 6, memory 4Gi"
+        );
+        assert_eq!(
+            pool_fit(&pool("gpu", "Standard_NC4as_T4_v3", 1), &one, &nodes),
+            "node pool gpu (Standard_NC4as_T4_v3): 2 nodes, each allocatable cpu 3860m, memory 26000000Ki, \
+             nvidia.com/gpu none advertised; the pod requests cpu 6, memory 4Gi"
+        );
+        let two = pod(serde_json::json!([
+            {"name": "ray-head", "resources": {"requests": {"cpu": "1"}}},
+            {"name": "autoscaler", "resources": {"requests": {"cpu": "200m"}}}]));
+        assert_eq!(
+            pool_fit(&pool("none", "Standard_D4s_v5", 0), &two, &nodes),
+            "node pool none (Standard_D4s_v5): no node; the pod's containers request ray-head: cpu 1; autoscaler: cpu 200m"
+        );
     }
 }
