@@ -139,11 +139,21 @@ fn deploy_orders_phases_pins_digests_and_pipes_secrets_on_stdin() {
     assert!(show < crds && crds < op && op < rc && secret < rc, "{:#?}", lines(&calls));
     assert!(calls[crds].stdin.contains("\"raydeploy.io/kuberay-version\":\"1.7.0\""));
 
+    // The operator's Deployment rolled out (watched by kubectl, not polled by Helm) before the
+    // ray-cluster release.
+    let rollout = index(&calls, |c| {
+        c.tool == "kubectl"
+            && c.has(&["rollout", "status", "deployment", "-l", "app.kubernetes.io/instance=kuberay-operator"])
+            && c.has(&["-n", "kuberay"])
+    });
+    assert!(op < rollout && rollout < rc, "{:#?}", lines(&calls));
+
     // Helm flags.
     let op = &calls[op];
-    for w in ["--skip-crds", "--wait", "--create-namespace", "--version", "1.7.0", "--repo"] {
+    for w in ["--skip-crds", "--create-namespace", "--version", "1.7.0", "--repo"] {
         assert!(op.has(&[w]), "{w} missing: {}", op.line());
     }
+    assert!(!op.has(&["--wait"]), "raydeploy waits for the rollout itself: {}", op.line());
     let rc = &calls[rc];
     let files: Vec<&String> =
         rc.argv.iter().zip(rc.argv.iter().skip(1)).filter(|(a, _)| *a == "-f").map(|(_, f)| f).collect();

@@ -278,6 +278,10 @@ fn aks_from_nothing(helm: &str) {
         .map(|c| c.line())
         .collect();
     assert!(ups.iter().any(|l| l.contains("nvidia-device-plugin") && l.contains("vendor/nvidia")), "{ups:#?}");
+    // The CRDs of a chart folder are read from it, without `helm show crds`.
+    let shows: Vec<String> =
+        p.calls().iter().filter(|c| c.argv.iter().any(|a| a == "show")).map(|c| c.line()).collect();
+    assert_eq!(shows, Vec::<String>::new());
 
     // Head and workers on their own pools' nodes; RayCluster ready, as `ready` read it.
     let pods = running_pods(bed, &name, 4);

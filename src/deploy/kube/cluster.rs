@@ -28,7 +28,7 @@ use serde_json::Value;
 use super::live;
 use super::{Kube, jobs, secrets, unknown};
 use crate::deploy::{DestroyOptions, approve};
-use crate::model::{GROUP_LABEL, ImageRef, RayGroup};
+use crate::model::{ChartSource, GROUP_LABEL, ImageRef, RayGroup};
 use crate::plan::Phase;
 use crate::render::helm::k8s::{Image, RAY_PULL_POLICY};
 use crate::render::helm::{OPERATOR_VALUES, RAY_CLUSTER_VALUES};
@@ -66,6 +66,10 @@ pub fn probe(k: &Kube, p: &Phase, cx: &Cx) -> Result<Option<Outputs>> {
                 &o.version,
                 &values,
             )?;
+            // The release is installed without Helm's wait: unless this phase completed with
+            // these inputs, its Deployment must have rolled out too.
+            let current = current
+                && (cx.recorded.is_some() || live::rolled_out(k, &cx.runner, "deployment", &o.namespace, &o.release)?);
             Ok(current.then(|| operator_outputs(k)))
         }
         "secrets" => secrets::probe(k, cx),
@@ -106,8 +110,20 @@ pub fn preview(k: &Kube, p: &Phase) -> Vec<String> {
     let d = &k.s.d;
     let dir = k.s.rendered_dir();
     match p.id {
-        "crds" => vec![format!("{} | {}", show_crds(k).display(), live::apply_cmd(k, true).display())],
-        "operator" => vec![operator_cmd(k, &dir.join(OPERATOR_VALUES)).display()],
+        "crds" => {
+            let source = match &d.operator.charts {
+                ChartSource::Dir(dir) => format!("cat {}/kuberay-operator/crds/*.yaml", dir.display()),
+                _ => show_crds(k).display(),
+            };
+            vec![format!("{source} | {}", live::apply_cmd(k, true).display())]
+        }
+        "operator" => vec![
+            operator_cmd(k, &dir.join(OPERATOR_VALUES)).display(),
+            format!(
+                "{}  # until the operator's Deployment has rolled out",
+                rollout_preview(k, "deployment", &d.operator.namespace, &d.operator.release)
+            ),
+        ],
         "secrets" => secrets::preview(k),
         "mounts" => match k.s.rendered.files.get(MOUNTS) {
             Some(_) => vec![format!("{}  # {MOUNTS}", live::apply_cmd(k, true).display())],
@@ -135,6 +151,14 @@ pub fn preview(k: &Kube, p: &Phase) -> Vec<String> {
         "jobs" => jobs::preview(k),
         _ => vec![],
     }
+}
+
+/// The `kubectl rollout status` of [`live::wait_rollout`], for previews.
+pub(super) fn rollout_preview(k: &Kube, kind: &str, ns: &str, release: &str) -> String {
+    k.kubectl()
+        .args(["rollout", "status", kind, "-l", &format!("{}={release}", live::INSTANCE_LABEL), "-n", ns])
+        .arg(format!("--timeout={}", live::HELM_WAIT))
+        .display()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -182,20 +206,64 @@ fn crds_outputs(k: &Kube) -> Outputs {
     Outputs::from([("version".to_string(), k.s.d.operator.version.clone())])
 }
 
+/// The [`CRD_VERSION_LABEL`] of each required CRD that exists (empty when unlabelled), from the
+/// API server's table (`kubectl get crd NAMES -L LABEL`): the CRDs themselves are megabytes of
+/// schema, read and printed for nothing but a label.
+fn crd_versions(k: &Kube, r: &Runner) -> Result<BTreeMap<String, String>> {
+    let c = k
+        .kubectl()
+        .args(["get", "crd"])
+        .args(REQUIRED_CRDS)
+        .args(["-L", CRD_VERSION_LABEL, "--no-headers", "--ignore-not-found"])
+        .timeout(live::READ_TIMEOUT)
+        .idempotent(live::READ_ATTEMPTS)
+        .quiet();
+    Ok(parse_crd_table(&r.run(&c)?.stdout))
+}
+
+/// Rows `NAME CREATED-AT [LABEL-VALUE]` of that table.
+fn parse_crd_table(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let name = f.first()?;
+            Some((name.to_string(), if f.len() >= 3 { f[f.len() - 1].to_string() } else { String::new() }))
+        })
+        .collect()
+}
+
 fn crds_probe(k: &Kube, cx: &Cx) -> Result<Option<Outputs>> {
-    let mut what = vec!["crd"];
-    what.extend(REQUIRED_CRDS);
-    let found = live::items(live::get(k, &cx.runner, &what, None)?);
+    let found = crd_versions(k, &cx.runner)?;
     let v = &k.s.d.operator.version;
-    let current = REQUIRED_CRDS
-        .iter()
-        .all(|n| found.iter().any(|c| live::name(c) == *n && live::label(c, CRD_VERSION_LABEL) == Some(v.as_str())));
+    let current = REQUIRED_CRDS.iter().all(|n| found.get(*n) == Some(v));
     Ok(current.then(|| crds_outputs(k)))
+}
+
+/// The CRDs of the kuberay-operator chart, as `helm show crds` prints them. A chart in a local
+/// folder is read directly: its `crds/` files (`.yaml`, `.yml`, `.json`, by name), which is what
+/// `helm show crds` reads, without starting Helm.
+fn chart_crds(k: &Kube, r: &Runner) -> Result<String> {
+    let ChartSource::Dir(dir) = &k.s.d.operator.charts else { return Ok(r.run(&show_crds(k))?.stdout) };
+    let folder = dir.join("kuberay-operator").join("crds");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&folder)
+        .with_context(|| format!("reading {}", folder.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "yaml" || x == "yml" || x == "json"))
+        .collect();
+    files.sort();
+    let mut text = String::new();
+    for f in &files {
+        text.push_str("---\n");
+        text.push_str(&std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?);
+        text.push('\n');
+    }
+    r.info(&format!("the CRDs of {}: {} files", folder.display(), files.len()));
+    Ok(text)
 }
 
 fn crds_apply(k: &Kube, cx: &Cx) -> Result<Outputs> {
     let r = &cx.runner;
-    let text = r.run(&show_crds(k))?.stdout;
+    let text = chart_crds(k, r)?;
     let mut docs = live::yaml_docs(&text).context("reading the CRDs of the kuberay-operator chart")?;
     docs.retain(|d| live::kind(d) == "CustomResourceDefinition");
     for n in REQUIRED_CRDS {
@@ -220,7 +288,7 @@ fn operator_cmd(k: &Kube, values: &std::path::Path) -> Cmd {
         .args(o.charts.chart_args("kuberay-operator", &o.version))
         .args(["-n", &o.namespace, "--create-namespace"])
         .args(["-f", &values.to_string_lossy()])
-        .args(["--skip-crds", "--wait", "--timeout", live::HELM_WAIT])
+        .args(["--skip-crds", "--timeout", live::HELM_WAIT])
         .timeout(live::HELM_TIMEOUT)
 }
 
@@ -229,9 +297,12 @@ fn operator_outputs(k: &Kube) -> Outputs {
     Outputs::from([("release".to_string(), o.release.clone()), ("version".to_string(), o.version.clone())])
 }
 
+/// Installs or upgrades the operator's release, then waits for its Deployment to roll out.
 fn operator_apply(k: &Kube, cx: &Cx) -> Result<Outputs> {
     let path = write_for_tool(k, OPERATOR_VALUES, rendered_text(k, OPERATOR_VALUES)?)?;
     cx.runner.run(&operator_cmd(k, &path))?;
+    let o = &k.s.d.operator;
+    live::wait_rollout(k, &cx.runner, "deployment", &o.namespace, &o.release)?;
     Ok(operator_outputs(k))
 }
 
@@ -525,12 +596,19 @@ fn pods(k: &Kube, r: &Runner) -> Result<Vec<Value>> {
     Ok(live::items(live::get(k, r, &["pods", "-l", &sel], Some(&c.namespace))?))
 }
 
+/// The pauses of `ready` between two looks: the first looks come soon after the install (pods on
+/// a warm cluster are up in a second or two), 250 ms doubling up to `interval`, then `interval`.
+fn ready_pauses(interval: Duration) -> impl Iterator<Item = Duration> {
+    std::iter::successors(Some(Duration::from_millis(250).min(interval)), move |p| Some((*p * 2).min(interval)))
+}
+
 fn ready(k: &Kube, cx: &Cx) -> Result<Outputs> {
     let r = &cx.runner;
     let c = &k.s.d.cluster;
     let timeout = live::ready_timeout();
     let start = Instant::now();
     let mut last = String::new();
+    let mut pauses = ready_pauses(live::poll_interval());
     loop {
         let snap = Snapshot::read(k, r)?;
         let summary = snap.summary();
@@ -545,7 +623,8 @@ fn ready(k: &Kube, cx: &Cx) -> Result<Outputs> {
         if start.elapsed() >= timeout {
             bail!("{}", not_ready(k, r, &snap, timeout));
         }
-        sleep_unless_interrupted(live::poll_interval().min(timeout.saturating_sub(start.elapsed())));
+        let pause = pauses.next().unwrap_or(live::poll_interval());
+        sleep_unless_interrupted(pause.min(timeout.saturating_sub(start.elapsed())));
         if signals::interrupted() {
             bail!("interrupted while waiting for RayCluster {}/{}", c.namespace, c.name);
         }
@@ -954,6 +1033,22 @@ mod tests {
         assert_eq!(r[0], "PodScheduled=False Unschedulable: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu.");
         assert_eq!(r[1], "container ray-head ImagePullBackOff");
         assert!(is_head(&p) && !pod_ready(&p));
+    }
+
+    #[test]
+    fn ready_looks_soon_then_every_poll_interval() {
+        let ms = |v: Vec<Duration>| v.iter().map(|d| d.as_millis()).collect::<Vec<_>>();
+        assert_eq!(ms(ready_pauses(Duration::from_secs(2)).take(6).collect()), [250, 500, 1000, 2000, 2000, 2000]);
+        assert_eq!(ms(ready_pauses(Duration::from_millis(100)).take(3).collect()), [100, 100, 100]);
+    }
+
+    #[test]
+    fn crd_table_rows_give_each_crds_version_label() {
+        let t = "rayclusters.ray.io   2026-12-01T19:00:43Z   1.7.0\nrayjobs.ray.io       2026-12-01T19:00:46Z   \n\n";
+        let v = parse_crd_table(t);
+        assert_eq!(v.get("rayclusters.ray.io").map(String::as_str), Some("1.7.0"));
+        assert_eq!(v.get("rayjobs.ray.io").map(String::as_str), Some(""));
+        assert_eq!(v.len(), 2);
     }
 
     #[test]
