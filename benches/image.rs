@@ -21,9 +21,9 @@ use std::time::Instant;
 mod docker_env;
 
 use raydeploy::context::Context as Session;
-use raydeploy::targets::kube::Kube;
 use raydeploy::run::exec::{self, Outcome};
 use raydeploy::run::progress::Style;
+use raydeploy::targets::kube::Kube;
 
 /// Packages of the bench's image (all in the wheel cache, with their dependencies).
 const PIP: &[&str] = &["requests", "pyyaml", "pydantic", "aiohttp", "grpcio", "protobuf"];

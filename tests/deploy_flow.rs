@@ -205,11 +205,13 @@ impl Flow {
     }
 }
 
-/// The first call of `tool` with every word in `words` (`stdin:TEXT` as in the fakes' rules).
+/// A call of `tool` with every word in `words` (`stdin:TEXT` as in the fakes' rules).
 fn matches(c: &Call, tool: &str, words: &[&str]) -> bool {
-    c.tool == tool && words.iter().all(|w| w.strip_prefix("stdin:").map_or_else(|| c.has(&[w]), |t| c.stdin.contains(t)))
+    c.tool == tool
+        && words.iter().all(|w| w.strip_prefix("stdin:").map_or_else(|| c.has(&[w]), |t| c.stdin.contains(t)))
 }
 
+/// The first such call.
 fn first<'a>(calls: &'a [Call], tool: &str, words: &[&str]) -> &'a Call {
     calls
         .iter()

@@ -100,10 +100,15 @@ fn the_applied_tag_is_written_after_every_other_resource() {
                 resource_type(r) == "azurerm_resource_group_template_deployment" && r.labels()[1].as_str() == "applied"
             })
             .unwrap_or_else(|| panic!("{name}: azurerm_resource_group_template_deployment.applied"));
-        assert_eq!(format!("{}", attr(applied.body(), "resource_group_name").unwrap()), "azurerm_resource_group.this.name");
+        assert_eq!(
+            format!("{}", attr(applied.body(), "resource_group_name").unwrap()),
+            "azurerm_resource_group.this.name"
+        );
         assert_eq!(string(attr(applied.body(), "deployment_mode").unwrap()), "Incremental");
         let template = format!("{}", attr(applied.body(), "template_content").unwrap());
-        for part in ["Microsoft.Resources/tags", "\"default\"", "raydeploy-applied", "var.raydeploy_applied", "local.tags"] {
+        for part in
+            ["Microsoft.Resources/tags", "\"default\"", "raydeploy-applied", "var.raydeploy_applied", "local.tags"]
+        {
             assert!(template.contains(part), "{name}: {part} in {template}");
         }
         let deps = format!("{}", attr(applied.body(), "depends_on").expect("depends_on"));

@@ -1134,7 +1134,8 @@ mod tests {
     #[test]
     fn init_upgrades_a_lock_file_the_constraint_excludes() {
         let dir = tempfile::tempdir().unwrap();
-        let tf = Terraform { dir: dir.path().to_path_buf(), subscription: None, kubernetes_version: None, applied: None };
+        let tf =
+            Terraform { dir: dir.path().to_path_buf(), subscription: None, kubernetes_version: None, applied: None };
         std::fs::write(
             dir.path().join("providers.tf"),
             "terraform {\n  required_providers {\n    azurerm = {\n      source  = \"hashicorp/azurerm\"\n      \
