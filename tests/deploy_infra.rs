@@ -41,16 +41,7 @@ cluster:
 const PHASES: [&str; 3] = ["preflight", "infra", "credentials"];
 
 fn sandbox(spec: &str) -> KubeEnv {
-    // Looks up python3 on PATH: not while another test has PATH pointing into its sandbox.
-    let _lock = kube_env::env_lock();
-    let env = KubeEnv::new(spec, &["terraform", "az", "kubelogin"]);
-    env.add_script("docker", r#"[ "$1" = version ] && echo 27.5.1 && exit 0; echo "docker stand-in: $*" >&2; exit 1"#);
-    env.add_script("helm", r#"[ "$1" = version ] && echo v3.16.2+g13654a5 && exit 0; exit 1"#);
-    env.add_script(
-        "kubectl",
-        r#"[ "$1" = version ] && echo '{"clientVersion":{"gitVersion":"v1.31.2"}}' && exit 0; exit 1"#,
-    );
-    env
+    kube_env::azure_sandbox(spec)
 }
 
 fn session(env: &KubeEnv) -> Context {

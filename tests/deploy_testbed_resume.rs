@@ -234,7 +234,8 @@ fn helm4_a_helm_killed_mid_upgrade_is_recovered_by_the_next_deploy() {
     interrupted_helm("helm4");
 }
 
-/// Waits for `ready` to poll the RayCluster (the phases before it are done).
+/// Waits for `ready` to poll the RayCluster after the ray-cluster release went in (the phases
+/// before it are done).
 fn wait_for_ready_phase(bed: &TestBed, p: &BedDeploy, child: &mut std::process::Child, name: &str) {
     bed.wait_for("the ready phase to poll the RayCluster", WAIT, |note| {
         if let Ok(Some(s)) = child.try_wait() {
@@ -242,7 +243,10 @@ fn wait_for_ready_phase(bed: &TestBed, p: &BedDeploy, child: &mut std::process::
         }
         let calls = p.calls();
         *note = calls.last().map(|c| c.line()).unwrap_or_default();
-        calls.iter().any(|c| c.tool == "kubectl" && c.has(&["get", "raycluster", name])).then_some(())
+        // The ready phase's own polls come after the ray-cluster release (an early probe of
+        // `ready` may read the RayCluster before any phase ran).
+        let release = calls.iter().position(|c| c.tool == "helm" && c.has(&["upgrade", "--install", name]))?;
+        calls[release..].iter().any(|c| c.tool == "kubectl" && c.has(&["get", "raycluster", name])).then_some(())
     });
 }
 

@@ -407,3 +407,18 @@ pub fn copy_tree(from: &Path, to: &Path, skip: &[&str]) {
         }
     }
 }
+
+/// A sandbox for the Azure phases (preflight, infra, credentials): the terraform, az and kubelogin
+/// fakes, and docker, helm and kubectl stand-ins that only answer `version`.
+pub fn azure_sandbox(spec: &str) -> KubeEnv {
+    // Looks up python3 on PATH: not while another test has PATH pointing into its sandbox.
+    let _lock = env_lock();
+    let env = KubeEnv::new(spec, &["terraform", "az", "kubelogin"]);
+    env.add_script("docker", r#"[ "$1" = version ] && echo 27.5.1 && exit 0; echo "docker stand-in: $*" >&2; exit 1"#);
+    env.add_script("helm", r#"[ "$1" = version ] && echo v3.16.2+g13654a5 && exit 0; exit 1"#);
+    env.add_script(
+        "kubectl",
+        r#"[ "$1" = version ] && echo '{"clientVersion":{"gitVersion":"v1.31.2"}}' && exit 0; exit 1"#,
+    );
+    env
+}
