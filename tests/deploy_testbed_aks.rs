@@ -320,16 +320,22 @@ fn aks_from_nothing(helm: &str) {
     eprintln!("aks, {helm}: second (no-op) deploy took {:.1} s", second.as_secs_f64());
 
     // 3. From a fresh checkout: no state, no kubeconfig, no Terraform working folder; the
-    // infrastructure is read from Terraform's (remote) state, the image from the registry, the
-    // rest from the cluster.
+    // infrastructure is read from the tag Terraform's apply left on the resource group (one
+    // `az group show`, no Terraform run), the image from the registry, the rest from the cluster.
     std::fs::remove_dir_all(p.spec_dir.join(".raydeploy")).unwrap();
     bed_aks::clear_calls(&p);
     let (o, fresh) = deploy(&p);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(bed_aks::mutating(&p), Vec::<String>::new(), "a deploy from a fresh checkout changes nothing");
+    let azure = bed_aks::azure_calls(&p);
     assert!(
-        bed_aks::azure_calls(&p).iter().any(|(t, a)| t == "terraform" && a.iter().any(|w| w == "plan")),
-        "infra asked Terraform: {}",
+        azure.iter().any(|(t, a)| t == "az" && a.starts_with(&["group".into(), "show".into()])),
+        "infra read the applied tag: {}",
+        all_calls(&p)
+    );
+    assert!(
+        !azure.iter().any(|(t, a)| t == "terraform" && a.iter().any(|w| w == "init" || w == "plan" || w == "apply")),
+        "the applied tag matched, so Terraform was not run: {}",
         all_calls(&p)
     );
     eprintln!("aks, {helm}: deploy from a fresh checkout took {:.1} s", fresh.as_secs_f64());

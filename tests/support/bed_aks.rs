@@ -84,9 +84,8 @@ pub fn project(bed: &'static TestBed, helm: &str, spec: &str, docker: &DockerEnv
     script(
         &p.bin.join("docker"),
         &format!(
-            "{{ printf '%s' docker; for a in \"$@\"; do printf '\\t%s' \"$a\"; done; printf '\\n'; }} >> '{}'\n\
-             exec '{}' --net=/proc/{}/ns/net -- '{}' \"$@\"",
-            p.log_path().display(),
+            "{}\nexec '{}' --net=/proc/{}/ns/net -- '{}' \"$@\"",
+            p.record_line("docker"),
             which("nsenter").display(),
             std::process::id(),
             which("docker").display()
