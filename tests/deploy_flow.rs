@@ -205,14 +205,27 @@ impl Flow {
     }
 }
 
-/// The first call of `tool` with every word in `words` (`stdin:TEXT` as in the fakes' rules).
+/// A call of `tool` with every word in `words` (`stdin:TEXT` as in the fakes' rules).
+fn matches(c: &Call, tool: &str, words: &[&str]) -> bool {
+    c.tool == tool
+        && words.iter().all(|w| w.strip_prefix("stdin:").map_or_else(|| c.has(&[w]), |t| c.stdin.contains(t)))
+}
+
+/// The first such call.
 fn first<'a>(calls: &'a [Call], tool: &str, words: &[&str]) -> &'a Call {
     calls
         .iter()
-        .find(|c| {
-            c.tool == tool
-                && words.iter().all(|w| w.strip_prefix("stdin:").map_or_else(|| c.has(&[w]), |t| c.stdin.contains(t)))
-        })
+        .find(|c| matches(c, tool, words))
+        .unwrap_or_else(|| panic!("no call {tool} {words:?} in:\n{}", lines(calls)))
+}
+
+/// The last such call: a phase may be probed early (its answer dropped when something upstream
+/// then changed), so the read a phase acts on is its last.
+fn last<'a>(calls: &'a [Call], tool: &str, words: &[&str]) -> &'a Call {
+    calls
+        .iter()
+        .rev()
+        .find(|c| matches(c, tool, words))
         .unwrap_or_else(|| panic!("no call {tool} {words:?} in:\n{}", lines(calls)))
 }
 
@@ -299,9 +312,16 @@ fn first_deploy_runs_in_order_and_in_parallel_and_redeploys_change_nothing() {
     }
     let operator = first(&calls, "helm", &["upgrade", "kuberay-operator"]);
     assert!(operator.t0 >= crds.t1);
+    // The ray-cluster release needs the CRDs, not a running operator; ready needs both.
     let cluster = first(&calls, "helm", &["upgrade", "ray-cluster"]);
-    for dep in [operator, secrets, mounts, push] {
+    for dep in [crds, secrets, mounts, push] {
         assert!(cluster.t0 >= dep.t1, "cluster after {}\n{}", dep.line(), lines(&calls));
+    }
+    let rollout = first(&calls, "kubectl", &["rollout", "status", "deployment"]);
+    assert!(rollout.t0 >= operator.t1, "{}", lines(&calls));
+    let ready = last(&calls, "kubectl", &["get", "raycluster"]);
+    for dep in [rollout, cluster] {
+        assert!(ready.t0 >= dep.t1, "ready after {}\n{}", dep.line(), lines(&calls));
     }
     let job = first(&calls, "kubectl", &["apply", "stdin:\"entrypoint\":\"python"]);
     assert!(job.t0 >= cluster.t1);

@@ -146,18 +146,20 @@ fn the_device_plugin_is_installed_before_the_cluster_and_gpu_pods_get_their_gpu(
     let cluster = calls.iter().position(|c| c.tool == "helm" && c.has(&["upgrade", "gpus", "ray-cluster"])).unwrap();
     assert!(plugin < cluster, "the plugin before the Ray cluster: {:#?}", lines(&calls));
     let c = &calls[plugin];
-    for w in [
-        "--repo",
-        "https://nvidia.github.io/k8s-device-plugin",
-        "--version",
-        "0.20.0",
-        "-n",
-        NS,
-        "--create-namespace",
-        "--wait",
-    ] {
+    for w in
+        ["--repo", "https://nvidia.github.io/k8s-device-plugin", "--version", "0.20.0", "-n", NS, "--create-namespace"]
+    {
         assert!(c.has(&[w]), "{w} missing: {}", c.line());
     }
+    // Its DaemonSet rolled out (watched by kubectl, not polled by Helm) before the Ray cluster.
+    let rollout = calls
+        .iter()
+        .position(|c| {
+            c.tool == "kubectl"
+                && c.has(&["rollout", "status", "daemonset", "-l", "app.kubernetes.io/instance=nvidia-device-plugin"])
+        })
+        .unwrap_or_else(|| panic!("no rollout wait: {:#?}", lines(&calls)));
+    assert!(plugin < rollout && rollout < cluster, "{:#?}", lines(&calls));
     let values = c.argv.iter().skip_while(|a| *a != "-f").nth(1).unwrap();
     assert!(values.ends_with("helm/nvidia-device-plugin.values.yaml"), "{}", c.line());
 

@@ -21,7 +21,7 @@ mod bed_deploy;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use bed_deploy::{BedDeploy, WAIT, condition, files, operator_bed, state, text};
+use bed_deploy::{BedDeploy, WAIT, bed_spec, condition, files, operator_bed, state, text};
 use serde_json::Value;
 use testbed::TestBed;
 
@@ -35,43 +35,12 @@ fn spec(name: &str, cpu_replicas: u32, extra: &str) -> String {
 }
 
 fn spec_cpu(name: &str, cpu_replicas: u32, worker_cpu: u32, extra: &str) -> String {
-    format!(
-        r#"apiVersion: raydeploy/v1
-kind: RayDeployment
-name: {name}
-target: kubernetes
-
-kubernetes:
-  registry: 127.0.0.1:5999/acme/ray-{name}
-
-image:
-  rayVersion: "2.52.0"
-  python: "3.12"
-
-kuberay:
-  charts: vendor/kuberay
-
-cluster:
-  namespace: {name}
-  head: {{ cpu: 1, memory: 2Gi }}
-  workerGroups:
-    - name: cpu
-      cpu: {worker_cpu}
-      memory: 2Gi
-      replicas: {cpu_replicas}
-    - name: gpu
-      cpu: 1
-      memory: 4Gi
-      gpus: 1
-      replicas: 1
-
-secrets:
-  - name: api
-    exposeAsEnv: true
-    data:
-      token: {{ fromEnv: BED_TOKEN }}
-{extra}"#
-    )
+    let workers = format!(
+        "    - {{ name: cpu, cpu: {worker_cpu}, memory: 2Gi, replicas: {cpu_replicas} }}\n    \
+         - {{ name: gpu, cpu: 1, memory: 4Gi, gpus: 1, replicas: 1 }}"
+    );
+    let secrets = "\nsecrets:\n  - name: api\n    exposeAsEnv: true\n    data:\n      token: { fromEnv: BED_TOKEN }\n";
+    bed_spec(name, &workers, &format!("{secrets}{extra}"))
 }
 
 fn project(bed: &'static TestBed, helm: &str, spec: &str) -> BedDeploy {
@@ -313,12 +282,18 @@ fn deploy_from_nothing_then_noop_plan_status_destroy(helm: &str) {
         );
     }
     let is_helm = |c: &kube_env::Call, w: &[&str]| c.tool == "helm" && c.has(w);
-    let show = position(&calls, "helm show crds", |c| is_helm(c, &["show", "crds"]));
+    assert!(
+        !calls.iter().any(|c| is_helm(c, &["show", "crds"])),
+        "a chart folder's CRDs are read from its crds/ folder, without helm"
+    );
     let op = position(&calls, "helm upgrade kuberay-operator", |c| {
         is_helm(c, &["upgrade", "--install", "kuberay-operator"])
     });
+    let rollout = position(&calls, "kubectl rollout status of the operator", |c| {
+        c.tool == "kubectl" && c.has(&["rollout", "status", "deployment", "-n", "kuberay"])
+    });
     let rc = position(&calls, "helm upgrade ray-cluster", |c| is_helm(c, &["upgrade", "--install", &name]));
-    assert!(show < op && op < rc, "the CRDs' source, then the operator, then the cluster");
+    assert!(op < rollout, "the operator's release, then its roll-out watched");
     // The order of the objects, from the API's own times (seconds: `<=`): raydeploy's apply of
     // the CRDs before the operator's Deployment; the Secret before the RayCluster.
     let crd = bed.get_json(&["crd", "rayclusters.ray.io", "--show-managed-fields"]);
@@ -335,9 +310,10 @@ fn deploy_from_nothing_then_noop_plan_status_destroy(helm: &str) {
     assert!(crd_applied <= operator_created, "CRDs {crd_applied}, operator {operator_created}");
     let (secret, cluster) = (created(&["secret", "api", "-n", &name]), created(&["raycluster", &name, "-n", &name]));
     assert!(secret <= cluster, "Secret {secret}, RayCluster {cluster}");
-    for w in ["--skip-crds", "--wait", "--create-namespace"] {
+    for w in ["--skip-crds", "--create-namespace"] {
         assert!(calls[op].has(&[w]), "{w} missing: {}", calls[op].line());
     }
+    assert!(!calls[op].has(&["--wait"]), "kubectl watches the roll-out, Helm does not poll it: {}", calls[op].line());
     assert!(calls[op].argv.iter().any(|a| a.ends_with("vendor/kuberay/kuberay-operator")), "{}", calls[op].line());
     let files_of = |c: &kube_env::Call| -> Vec<String> {
         c.argv.windows(2).filter(|w| w[0] == "-f").map(|w| w[1].clone()).collect()

@@ -6,8 +6,9 @@
 //!   once Helm has stored the release as `pending-install` (a first install) or `pending-upgrade`:
 //!   the real Helm then refuses any other operation on the release; the next deploy rolls the
 //!   release back to its last deployed revision (or uninstalls a release that was never
-//!   deployed) and completes. To keep Helm inside its upgrade until it is killed, the bed's nodes
-//!   are cordoned: the operator's new pod cannot be scheduled, so `--wait` waits.
+//!   deployed) and completes. To keep Helm inside its upgrade until it is killed, an admission
+//!   webhook that never answers holds the write of the operator's Deployment
+//!   ([`testbed::AdmissionHold`]): Helm has stored the pending release by then.
 //! - The API server stopped (SIGKILL, by PID) while `ready` waits: the deploy fails naming the
 //!   unreachable API server; once it is started again, the next deploy completes.
 //! - The KubeRay operator not running: `ready` times out saying the operator is absent (the
@@ -28,9 +29,9 @@ mod bed_deploy;
 
 use std::sync::Mutex;
 
-use bed_deploy::{BedDeploy, WAIT, operator_bed, state, text};
+use bed_deploy::{BedDeploy, WAIT, bed_spec, operator_bed, state, text};
 use serde_json::Value;
-use testbed::TestBed;
+use testbed::{AdmissionHold, TestBed};
 
 const OPERATOR_NS: &str = "kuberay";
 const OPERATOR: &str = "kuberay-operator";
@@ -38,32 +39,7 @@ const OPERATOR: &str = "kuberay-operator";
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn spec(name: &str) -> String {
-    format!(
-        r#"apiVersion: raydeploy/v1
-kind: RayDeployment
-name: {name}
-target: kubernetes
-
-kubernetes:
-  registry: 127.0.0.1:5999/acme/ray-{name}
-
-image:
-  rayVersion: "2.52.0"
-  python: "3.12"
-
-kuberay:
-  charts: vendor/kuberay
-
-cluster:
-  namespace: {name}
-  head: {{ cpu: 1, memory: 2Gi }}
-  workerGroups:
-    - name: cpu
-      cpu: 1
-      memory: 2Gi
-      replicas: 1
-"#
-    )
+    bed_spec(name, "    - { name: cpu, cpu: 1, memory: 2Gi, replicas: 1 }", "")
 }
 
 fn project(bed: &'static TestBed, helm: &str, name: &str) -> BedDeploy {
@@ -87,11 +63,6 @@ fn release_status(bed: &TestBed, helm_bin: &str, name: &str, ns: &str) -> String
     assert_eq!(code, 0, "{out}");
     let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
     v["info"]["status"].as_str().unwrap_or("").to_string()
-}
-
-/// The bed's own kwok nodes: none takes new pods while cordoned.
-fn cordon(bed: &TestBed, on: bool) {
-    bed.kubectl(&[if on { "cordon" } else { "uncordon" }, "-l", "type=kwok"]);
 }
 
 /// What a user who runs helm by hand now sees: the release is locked.
@@ -120,12 +91,13 @@ fn interrupted_helm(helm_bin: &str) {
     no_operator_release(bed, helm_bin);
     let p = project(bed, helm_bin, &name);
 
-    // 1. A first install killed while Helm waits for the operator's pod: `pending-install`.
-    cordon(bed, true);
+    // 1. A first install killed while the API server holds the operator's Deployment:
+    // `pending-install`.
+    let hold = AdmissionHold::new(bed, OPERATOR_NS);
     p.kill_helm_at(OPERATOR_NS, OPERATOR, "pending-install");
     let o = deploy(&p);
     let out = text(&o);
-    cordon(bed, false);
+    drop(hold);
     assert_eq!(o.status.code(), Some(1), "{helm_bin}: deploy with helm killed:\n{out}");
     let seen = p.helm_killed().unwrap_or_else(|| panic!("{helm_bin}: helm was never killed:\n{out}"));
     assert!(seen.contains(&format!("sh.helm.release.v1.{OPERATOR}.v1")), "{seen}");
@@ -145,12 +117,17 @@ fn interrupted_helm(helm_bin: &str) {
     let log = std::fs::read_to_string(p.state_dir(&name).join("logs/operator.log")).unwrap();
     assert!(log.contains(&said) && log.contains("an earlier helm was interrupted"), "{log}");
     assert_eq!(release_status(bed, helm_bin, OPERATOR, OPERATOR_NS), "deployed");
-    let m = p.mutating();
+    // The operator's own calls: the uninstall, then the install (the cluster release may go in
+    // meanwhile: it needs only the CRDs).
+    let m: Vec<String> = p.mutating().into_iter().filter(|c| c.contains(&format!(" {OPERATOR} "))).collect();
+    assert_eq!(m.len(), 2, "{m:#?}");
     assert!(m[0].starts_with(&format!("helm uninstall {OPERATOR} -n {OPERATOR_NS}")), "{m:#?}");
+    assert!(m[1].starts_with(&format!("helm upgrade --install {OPERATOR} ")), "{m:#?}");
     assert_eq!(state(&p, &name)["phases"]["ready"]["status"], "completed");
 
     // 2. Someone changes the operator release by hand (deployed, revision 2); raydeploy's upgrade
-    // back to its own values is killed while Helm waits: `pending-upgrade` on top of revision 2.
+    // back to its own values is killed while the API server holds the Deployment's update:
+    // `pending-upgrade` on top of revision 2.
     let chart = p.spec_dir.join("vendor/kuberay/kuberay-operator").display().to_string();
     bed.helm(
         helm_bin,
@@ -168,14 +145,14 @@ fn interrupted_helm(helm_bin: &str) {
     );
     assert_eq!(release_status(bed, helm_bin, OPERATOR, OPERATOR_NS), "deployed");
     let hand = history(bed, helm_bin).last().unwrap()["revision"].as_u64().unwrap();
-    cordon(bed, true);
+    let hold = AdmissionHold::new(bed, OPERATOR_NS);
     p.kill_helm_at(OPERATOR_NS, OPERATOR, "pending-upgrade");
     // From a fresh checkout (no state), deploy reads the live release and finds the hand-made
     // values: the operator phase upgrades it back to the spec's.
     std::fs::remove_file(p.state_dir(&name).join("state.json")).unwrap();
     let o = deploy(&p);
     let out = text(&o);
-    cordon(bed, false);
+    drop(hold);
     assert_eq!(o.status.code(), Some(1), "{helm_bin}: deploy with helm killed:\n{out}");
     assert!(p.helm_killed().is_some(), "{helm_bin}: helm was never killed:\n{out}");
     assert_eq!(release_status(bed, helm_bin, OPERATOR, OPERATOR_NS), "pending-upgrade");

@@ -191,7 +191,9 @@ fn kube_graph(d: &Deployment, r: &Rendered) -> Vec<Phase> {
         "kubectl apply of storage volumes and claims",
         Inputs::new().files(r, "manifests/mounts"),
     ));
-    let mut cluster_deps = vec!["operator", "secrets", "mounts", "image-push"];
+    // The ray-cluster release needs the RayCluster kind (crds), not a running operator: it goes in
+    // while the operator rolls out, and ready waits for both.
+    let mut cluster_deps = vec!["crds", "secrets", "mounts", "image-push"];
     if let Some(p) = &d.device_plugin {
         v.push(phase(
             "device-plugin",
@@ -209,7 +211,12 @@ fn kube_graph(d: &Deployment, r: &Rendered) -> Vec<Phase> {
         "helm upgrade --install ray-cluster",
         Inputs::new().files(r, "helm/ray-cluster"),
     ));
-    v.push(check("ready", &["cluster"], "wait for the RayCluster and its head pod to be ready", Inputs::new()));
+    v.push(check(
+        "ready",
+        &["cluster", "operator"],
+        "wait for the RayCluster and its head pod to be ready",
+        Inputs::new(),
+    ));
     v
 }
 
@@ -314,6 +321,15 @@ mod tests {
         assert!(gpu_example(false, None).get("device-plugin").is_none(), "gpu.devicePlugin: false");
         assert!(!gpu_example(false, None).get("cluster").unwrap().deps.contains(&"device-plugin"));
         assert!(gpu_example(true, Some(Target::Local)).get("device-plugin").is_none(), "no plugin for local processes");
+    }
+
+    #[test]
+    fn the_cluster_release_goes_in_while_the_operator_rolls_out() {
+        let g = gpu_example(true, None);
+        let cluster = &g.get("cluster").unwrap().deps;
+        assert!(cluster.contains(&"crds") && !cluster.contains(&"operator"), "{cluster:?}");
+        assert_eq!(g.get("ready").unwrap().deps, vec!["cluster", "operator"]);
+        assert_eq!(g.get("operator").unwrap().deps, vec!["crds"]);
     }
 
     #[test]

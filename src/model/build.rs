@@ -233,14 +233,29 @@ impl Builder<'_> {
     /// holding `kuberay-operator/` and `ray-cluster/` at `kuberay.version`.
     fn chart_source(&mut self) -> ChartSource {
         let k = &self.spec.kuberay;
-        let Some(at) = k.charts.as_deref() else { return ChartSource::Repo(KUBERAY_REPO.into()) };
+        let (at, version) = (k.charts.clone(), k.version.clone());
+        self.charts_at("kuberay.charts", at.as_deref(), KUBERAY_REPO, &["kuberay-operator", "ray-cluster"], &version)
+    }
+
+    /// A chart source setting (`field`): a repository URL, an OCI path, or a folder inside the
+    /// spec's folder holding a folder per chart of `charts`, each at `version`; `default` (a
+    /// repository URL) when unset. Problems are reported against `field`.
+    fn charts_at(
+        &mut self,
+        field: &str,
+        at: Option<&str>,
+        default: &str,
+        charts: &[&str],
+        version: &str,
+    ) -> ChartSource {
+        let Some(at) = at else { return ChartSource::Repo(default.into()) };
         if at.starts_with("https://") || at.starts_with("http://") {
             return ChartSource::Repo(at.into());
         }
         if let Some(rest) = at.strip_prefix("oci://") {
             if rest.is_empty() || rest.contains(char::is_whitespace) {
                 self.err(
-                    "kuberay.charts",
+                    field,
                     format!("`{at}` is not an OCI reference"),
                     Some("e.g. oci://myregistry.azurecr.io/helm".into()),
                 );
@@ -251,33 +266,39 @@ impl Builder<'_> {
             Ok(r) => r.path,
             Err(e) => {
                 self.err(
-                    "kuberay.charts",
+                    field,
                     e.message,
                     Some(format!("{}; or give a Helm repository URL (https://…) or an OCI path (oci://…)", e.help)),
                 );
                 return ChartSource::Dir(self.dir.join(at));
             }
         };
-        for chart in ["kuberay-operator", "ray-cluster"] {
+        for chart in charts {
             let rel = format!("{at}/{chart}/Chart.yaml");
             let text = match paths::read_text(self.dir, &rel, paths::MAX_TEXT_BYTES) {
                 Ok((_, text)) => text,
                 Err(e) => {
-                    self.err("kuberay.charts", format!("`{at}` has no chart {chart}: {}", e.message), None);
+                    self.err(field, format!("`{at}` has no chart {chart}: {}", e.message), None);
                     continue;
                 }
             };
-            let version = text
+            let found = text
                 .lines()
                 .find_map(|l| l.strip_prefix("version:"))
                 .map(|v| v.trim().trim_matches(['"', '\'']))
                 .unwrap_or("");
-            if version.trim_start_matches('v') != k.version.trim_start_matches('v') {
-                self.err(
-                    "kuberay.charts",
-                    format!("chart {chart} in `{at}` is version {version}, kuberay.version is {}", k.version),
-                    Some("use the charts of kuberay.version, or set kuberay.version to theirs".into()),
-                );
+            if found.trim_start_matches('v') != version.trim_start_matches('v') {
+                let fix = if field == "kuberay.charts" {
+                    "use the charts of kuberay.version, or set kuberay.version to theirs".to_string()
+                } else {
+                    format!("use {chart} {version}, the version raydeploy pins")
+                };
+                let wanted = if field == "kuberay.charts" {
+                    format!("kuberay.version is {version}")
+                } else {
+                    format!("raydeploy installs {version}")
+                };
+                self.err(field, format!("chart {chart} in `{at}` is version {found}, {wanted}"), Some(fix));
             }
         }
         ChartSource::Dir(dir)
@@ -286,8 +307,11 @@ impl Builder<'_> {
     /// The NVIDIA device plugin, when a GPU group runs on a Kubernetes target and the spec does
     /// not turn it off. On AKS it runs on raydeploy's GPU pools (their label); on another cluster
     /// on nodes that carry a GPU node label ([`GPU_NODE_LABELS`]). It tolerates the GPU taint
-    /// (any value) and the Spot taint of AKS.
-    fn device_plugin(&self, target: Target, cluster: &ClusterModel) -> Option<DevicePluginModel> {
+    /// (any value) and the Spot taint of AKS. `gpu.charts` is checked whenever it is set.
+    fn device_plugin(&mut self, target: Target, cluster: &ClusterModel) -> Option<DevicePluginModel> {
+        let at = self.spec.gpu.charts.clone();
+        let charts =
+            self.charts_at("gpu.charts", at.as_deref(), NVIDIA_REPO, &[DEVICE_PLUGIN_CHART], DEVICE_PLUGIN_VERSION);
         let gpus = cluster.all_groups().any(RayGroup::is_gpu);
         if target == Target::Local || !gpus || !self.spec.gpu.device_plugin {
             return None;
@@ -317,6 +341,7 @@ impl Builder<'_> {
                     effect: "NoSchedule".into(),
                 },
             ],
+            charts,
         })
     }
 

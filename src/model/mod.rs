@@ -266,7 +266,10 @@ pub fn head_port(head: &RayGroup, name: &str) -> u16 {
 /// KubeRay's own Helm repository, the default source of its charts.
 pub const KUBERAY_REPO: &str = "https://ray-project.github.io/kuberay-helm/";
 
-/// Where Helm charts come from (`kuberay.charts`).
+/// NVIDIA's Helm repository, the default source of the device plugin chart.
+pub const NVIDIA_REPO: &str = "https://nvidia.github.io/k8s-device-plugin";
+
+/// Where Helm charts come from (`kuberay.charts`, `gpu.charts`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", content = "at", rename_all = "lowercase")]
 pub enum ChartSource {
@@ -313,6 +316,8 @@ pub struct DevicePluginModel {
     pub node_labels: Vec<(String, String)>,
     /// The taints of GPU nodes it tolerates (the GPU taint, and the Spot taint of AKS).
     pub tolerations: Vec<Toleration>,
+    /// Where the chart comes from (`gpu.charts`; NVIDIA's repository by default).
+    pub charts: ChartSource,
 }
 
 #[derive(Debug, Clone, Serialize)]

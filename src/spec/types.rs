@@ -342,11 +342,18 @@ pub struct Gpu {
     /// something else provides it (NVIDIA's GPU operator, a managed add-on). Default `true`.
     #[serde(default = "yes")]
     pub device_plugin: bool,
+    /// Where the `nvidia-device-plugin` chart comes from: a Helm repository URL (`https://…`,
+    /// default NVIDIA's), an OCI registry path (`oci://host/path`, the chart is
+    /// `<path>/nvidia-device-plugin`), or a folder inside the spec's folder that holds the chart
+    /// folder `nvidia-device-plugin/` (air-gapped installs; its version must be raydeploy's
+    /// pinned one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub charts: Option<String>,
 }
 
 impl Default for Gpu {
     fn default() -> Self {
-        Self { device_plugin: true }
+        Self { device_plugin: true, charts: None }
     }
 }
 

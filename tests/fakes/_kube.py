@@ -325,9 +325,10 @@ class Cluster:
             dep = {
                 "apiVersion": "apps/v1",
                 "kind": "Deployment",
-                "metadata": {"name": release, "labels": {"app.kubernetes.io/name": "kuberay-operator"}},
+                "metadata": {"name": release, "labels": {"app.kubernetes.io/name": "kuberay-operator",
+                                                          "app.kubernetes.io/instance": release}},
                 "spec": {"template": {"spec": {"containers": [{"name": "kuberay-operator", "image": image_of(values)}]}}},
-                "status": {"availableReplicas": 1},
+                "status": {"updatedReplicas": 1, "availableReplicas": 1},
             }
             self.put(dep, ns)
             made.append(key("Deployment", ns, release))

@@ -72,16 +72,8 @@ impl BedDeploy {
         copy_tree(&crate::testbed::kuberay_data().join("charts"), &spec_dir.join("vendor/kuberay"), &[]);
         std::fs::write(spec_dir.join("raydeploy.yaml"), spec).unwrap();
         let me = BedDeploy { spec_dir, bin, vars: BTreeMap::new(), bed, helm: helm.into(), tmp };
-        let log = me.log_path();
         let py = python();
-        let record = |tool: &str| {
-            format!(
-                "'{}' -c 'import json, sys; open(sys.argv[1], \"a\").write(json.dumps({{\"tool\": sys.argv[2], \
-                 \"argv\": sys.argv[3:]}}) + \"\\n\")' '{}' {tool} \"$@\"",
-                py.display(),
-                log.display()
-            )
-        };
+        let record = |tool: &str| me.record_line(tool);
         let real_helm = bed.bin.join(helm);
         let kubectl = bed.bin.join("kubectl");
         std::fs::write(me.tmp.path().join("kill-helm.py"), KILLER).unwrap();
@@ -128,6 +120,17 @@ impl BedDeploy {
         }
         let log = self.log_path().display().to_string();
         self.set("RAYDEPLOY_FAKE_LOG", log);
+    }
+
+    /// The shell line a wrapper script starts with: appends `{"tool": TOOL, "argv": [...]}` for
+    /// `"$@"` to the call log, the format [`crate::kube_env::read_calls`] reads.
+    pub fn record_line(&self, tool: &str) -> String {
+        format!(
+            "'{}' -c 'import json, sys; open(sys.argv[1], \"a\").write(json.dumps({{\"tool\": sys.argv[2], \
+             \"argv\": sys.argv[3:]}}) + \"\\n\")' '{}' {tool} \"$@\"",
+            python().display(),
+            self.log_path().display()
+        )
     }
 
     fn script(&self, name: &str, body: &str) {
@@ -222,6 +225,36 @@ pub const WAIT: Duration = Duration::from_secs(180);
 /// A status condition of an object by type.
 pub fn condition<'a>(obj: &'a Value, kind: &str) -> Option<&'a Value> {
     obj["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == kind)
+}
+
+/// A kubernetes-target spec for deployment `name` on the bed (namespace `name`): its registry,
+/// Ray 2.52 on Python 3.12, the KubeRay charts from the copied chart folder (`vendor/kuberay`), a
+/// head of 1 CPU and 2Gi, the worker groups `workers` (YAML list items, indented for
+/// `workerGroups:`), then `extra` (top-level keys).
+pub fn bed_spec(name: &str, workers: &str, extra: &str) -> String {
+    format!(
+        r#"apiVersion: raydeploy/v1
+kind: RayDeployment
+name: {name}
+target: kubernetes
+
+kubernetes:
+  registry: 127.0.0.1:5999/acme/ray-{name}
+
+image:
+  rayVersion: "2.52.0"
+  python: "3.12"
+
+kuberay:
+  charts: vendor/kuberay
+
+cluster:
+  namespace: {name}
+  head: {{ cpu: 1, memory: 2Gi }}
+  workerGroups:
+{workers}
+{extra}"#
+    )
 }
 
 /// The shared bed with the KubeRay operator running, and for deployment `name` a CPU node

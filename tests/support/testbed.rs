@@ -890,3 +890,119 @@ pub fn in_namespace<T>(name: &str, f: impl FnOnce(&TestBed, &str) -> T) -> T {
     let ns = bed.namespace(name);
     f(bed, &ns)
 }
+
+/// A validating admission webhook that never answers, for the creates and updates of
+/// Deployments in one namespace: the API server holds each such request until the webhook's
+/// timeout (30 s), then refuses it (`failurePolicy: Fail`). What a slow or unreachable webhook
+/// does on a real cluster; here it keeps a client (Helm) inside an operation until a test has
+/// seen what it wrote first.
+///
+/// The webhook's server is a listener on 127.0.0.1 inside the bed's network namespace that
+/// accepts connections and holds them without a word (the API server waits for the TLS
+/// handshake). [`AdmissionHold::new`] returns once the API server sends requests to it (a
+/// server-side dry run is held); dropping it deletes the configuration, waits until a dry run
+/// passes again, and closes the held connections (their requests are refused).
+pub struct AdmissionHold<'a> {
+    bed: &'a TestBed,
+    name: String,
+    namespace: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    accepted: std::sync::Arc<AtomicUsize>,
+    listener: Option<std::thread::JoinHandle<()>>,
+}
+
+impl<'a> AdmissionHold<'a> {
+    pub fn new(bed: &'a TestBed, namespace: &str) -> Self {
+        use base64::Engine;
+        use std::sync::Arc;
+        use std::sync::atomic::AtomicBool;
+        let stop = Arc::new(AtomicBool::new(false));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (port_tx, port_rx) = mpsc::channel();
+        let ns_path = format!("/proc/{}/ns/net", bed.netns_pid);
+        let (s, a) = (stop.clone(), accepted.clone());
+        let listener = std::thread::spawn(move || {
+            let f = File::open(ns_path).expect("the bed's network namespace");
+            // SAFETY: setns on a file descriptor we own; it moves only this thread.
+            assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0, "setns");
+            let l = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("a listener in the namespace");
+            l.set_nonblocking(true).unwrap();
+            port_tx.send(l.local_addr().unwrap().port()).unwrap();
+            let mut held = Vec::new();
+            while !s.load(Ordering::SeqCst) {
+                match l.accept() {
+                    Ok((c, _)) => {
+                        held.push(c);
+                        a.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(20))
+                    }
+                    Err(e) => panic!("accept: {e}"),
+                }
+            }
+        });
+        let port = port_rx.recv().expect("the listener's port");
+        let name = format!("hold-deployments-{namespace}");
+        let _ = bed.kubectl_output(&["create", "namespace", namespace]);
+        let ca = base64::engine::general_purpose::STANDARD.encode(std::fs::read(bed.pki("ca.crt")).unwrap());
+        let config = json!({
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingWebhookConfiguration",
+            "metadata": {"name": name},
+            "webhooks": [{
+                "name": "hold.testbed.raydeploy.io",
+                "clientConfig": {"url": format!("https://127.0.0.1:{port}/hold"), "caBundle": ca},
+                "rules": [{
+                    "apiGroups": ["apps"], "apiVersions": ["v1"],
+                    "operations": ["CREATE", "UPDATE"], "resources": ["deployments"],
+                }],
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+                "failurePolicy": "Fail",
+                "sideEffects": "None",
+                "admissionReviewVersions": ["v1"],
+                "timeoutSeconds": 30,
+            }],
+        });
+        bed.kubectl_stdin(&["apply", "-f", "-"], &config.to_string());
+        let hold =
+            AdmissionHold { bed, name, namespace: namespace.to_string(), stop, accepted, listener: Some(listener) };
+        bed.wait_for("the API server to call the holding webhook", START_TIMEOUT, |_| {
+            let _ = hold.dry_run();
+            (hold.accepted.load(Ordering::SeqCst) > 0).then_some(())
+        });
+        hold
+    }
+
+    /// A server-side dry run of a Deployment's creation in the namespace, given up after 2 s.
+    fn dry_run(&self) -> Output {
+        self.bed.kubectl_output(&[
+            "create",
+            "deployment",
+            "admission-probe",
+            "--image=registry.invalid/probe",
+            "-n",
+            &self.namespace,
+            "--dry-run=server",
+            "--request-timeout=2s",
+        ])
+    }
+}
+
+impl Drop for AdmissionHold<'_> {
+    fn drop(&mut self) {
+        let _ =
+            self.bed.kubectl_output(&["delete", "validatingwebhookconfiguration", &self.name, "--ignore-not-found"]);
+        if !std::thread::panicking() {
+            self.bed.wait_for("the API server to stop calling the holding webhook", START_TIMEOUT, |last| {
+                let o = self.dry_run();
+                *last = String::from_utf8_lossy(&o.stderr).into_owned();
+                o.status.success().then_some(())
+            });
+        }
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.listener.take() {
+            let _ = t.join();
+        }
+    }
+}

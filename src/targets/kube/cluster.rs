@@ -29,7 +29,7 @@ use super::live;
 use super::{Kube, jobs, secrets, unknown};
 use crate::context::{DestroyOptions, approve};
 use crate::graph::Phase;
-use crate::model::{GROUP_LABEL, ImageRef, RayGroup, head_port};
+use crate::model::{ChartSource, GROUP_LABEL, ImageRef, RayGroup, head_port};
 use crate::render::helm::k8s::{Image, RAY_PULL_POLICY};
 use crate::render::helm::{OPERATOR_VALUES, RAY_CLUSTER_VALUES};
 use crate::run::exec::{Cx, Outputs};
@@ -67,6 +67,10 @@ pub fn probe(k: &Kube, p: &Phase, cx: &Cx) -> Result<Option<Outputs>> {
                 &o.version,
                 &values,
             )?;
+            // The release is installed without Helm's wait: unless this phase completed with
+            // these inputs, its Deployment must have rolled out too.
+            let current = current
+                && (cx.recorded.is_some() || live::rolled_out(k, &cx.runner, "deployment", &o.namespace, &o.release)?);
             Ok(current.then(|| operator_outputs(k)))
         }
         "secrets" => secrets::probe(k, cx),
@@ -119,8 +123,20 @@ pub fn preview(k: &Kube, p: &Phase) -> Vec<String> {
     let d = &k.s.d;
     let dir = k.s.rendered_dir();
     match p.id {
-        "crds" => vec![format!("{} | {}", show_crds(k).display(), live::apply_cmd(k, true).display())],
-        "operator" => vec![operator_cmd(k, &dir.join(OPERATOR_VALUES)).display()],
+        "crds" => {
+            let source = match &d.operator.charts {
+                ChartSource::Dir(dir) => format!("cat {}/kuberay-operator/crds/*.yaml", dir.display()),
+                _ => show_crds(k).display(),
+            };
+            vec![format!("{source} | {}", live::apply_cmd(k, true).display())]
+        }
+        "operator" => vec![
+            operator_cmd(k, &dir.join(OPERATOR_VALUES)).display(),
+            format!(
+                "{}  # until the operator's Deployment has rolled out",
+                rollout_preview(k, "deployment", &d.operator.namespace, &d.operator.release)
+            ),
+        ],
         "secrets" => secrets::preview(k),
         "mounts" => match k.s.rendered.files.get(MOUNTS) {
             Some(_) => vec![format!("{}  # {MOUNTS}", live::apply_cmd(k, true).display())],
@@ -148,6 +164,14 @@ pub fn preview(k: &Kube, p: &Phase) -> Vec<String> {
         "jobs" => jobs::preview(k),
         _ => vec![],
     }
+}
+
+/// The `kubectl rollout status` of [`live::wait_rollout`], for previews.
+pub(super) fn rollout_preview(k: &Kube, kind: &str, ns: &str, release: &str) -> String {
+    k.kubectl()
+        .args(["rollout", "status", kind, "-l", &format!("{}={release}", live::INSTANCE_LABEL), "-n", ns])
+        .arg(format!("--timeout={}", live::HELM_WAIT))
+        .display()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -195,20 +219,64 @@ fn crds_outputs(k: &Kube) -> Outputs {
     Outputs::from([("version".to_string(), k.s.d.operator.version.clone())])
 }
 
+/// The [`CRD_VERSION_LABEL`] of each required CRD that exists (empty when unlabelled), from the
+/// API server's table (`kubectl get crd NAMES -L LABEL`): the CRDs themselves are megabytes of
+/// schema, read and printed for nothing but a label.
+fn crd_versions(k: &Kube, r: &Runner) -> Result<BTreeMap<String, String>> {
+    let c = k
+        .kubectl()
+        .args(["get", "crd"])
+        .args(REQUIRED_CRDS)
+        .args(["-L", CRD_VERSION_LABEL, "--no-headers", "--ignore-not-found"])
+        .timeout(live::READ_TIMEOUT)
+        .idempotent(live::READ_ATTEMPTS)
+        .quiet();
+    Ok(parse_crd_table(&r.run(&c)?.stdout))
+}
+
+/// Rows `NAME CREATED-AT [LABEL-VALUE]` of that table.
+fn parse_crd_table(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let name = f.first()?;
+            Some((name.to_string(), if f.len() >= 3 { f[f.len() - 1].to_string() } else { String::new() }))
+        })
+        .collect()
+}
+
 fn crds_probe(k: &Kube, cx: &Cx) -> Result<Option<Outputs>> {
-    let mut what = vec!["crd"];
-    what.extend(REQUIRED_CRDS);
-    let found = live::items(live::get(k, &cx.runner, &what, None)?);
+    let found = crd_versions(k, &cx.runner)?;
     let v = &k.s.d.operator.version;
-    let current = REQUIRED_CRDS
-        .iter()
-        .all(|n| found.iter().any(|c| live::name(c) == *n && live::label(c, CRD_VERSION_LABEL) == Some(v.as_str())));
+    let current = REQUIRED_CRDS.iter().all(|n| found.get(*n) == Some(v));
     Ok(current.then(|| crds_outputs(k)))
+}
+
+/// The CRDs of the kuberay-operator chart, as `helm show crds` prints them. A chart in a local
+/// folder is read directly: its `crds/` files (`.yaml`, `.yml`, `.json`, by name), which is what
+/// `helm show crds` reads, without starting Helm.
+fn chart_crds(k: &Kube, r: &Runner) -> Result<String> {
+    let ChartSource::Dir(dir) = &k.s.d.operator.charts else { return Ok(r.run(&show_crds(k))?.stdout) };
+    let folder = dir.join("kuberay-operator").join("crds");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&folder)
+        .with_context(|| format!("reading {}", folder.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "yaml" || x == "yml" || x == "json"))
+        .collect();
+    files.sort();
+    let mut text = String::new();
+    for f in &files {
+        text.push_str("---\n");
+        text.push_str(&std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?);
+        text.push('\n');
+    }
+    r.info(&format!("the CRDs of {}: {} files", folder.display(), files.len()));
+    Ok(text)
 }
 
 fn crds_apply(k: &Kube, cx: &Cx) -> Result<Outputs> {
     let r = &cx.runner;
-    let text = r.run(&show_crds(k))?.stdout;
+    let text = chart_crds(k, r)?;
     let mut docs = live::yaml_docs(&text).context("reading the CRDs of the kuberay-operator chart")?;
     docs.retain(|d| live::kind(d) == "CustomResourceDefinition");
     for n in REQUIRED_CRDS {
@@ -233,7 +301,7 @@ fn operator_cmd(k: &Kube, values: &std::path::Path) -> Cmd {
         .args(o.charts.chart_args("kuberay-operator", &o.version))
         .args(["-n", &o.namespace, "--create-namespace"])
         .args(["-f", &values.to_string_lossy()])
-        .args(["--skip-crds", "--wait", "--timeout", live::HELM_WAIT])
+        .args(["--skip-crds", "--timeout", live::HELM_WAIT])
         .timeout(live::HELM_TIMEOUT)
 }
 
@@ -242,11 +310,14 @@ fn operator_outputs(k: &Kube) -> Outputs {
     Outputs::from([("release".to_string(), o.release.clone()), ("version".to_string(), o.version.clone())])
 }
 
+/// Installs or upgrades the operator's release, then waits for its Deployment to roll out.
 fn operator_apply(k: &Kube, cx: &Cx) -> Result<Outputs> {
     let path = write_for_tool(k, OPERATOR_VALUES, rendered_text(k, OPERATOR_VALUES)?)?;
     let o = &k.s.d.operator;
     live::recover_pending(k, &cx.runner, &o.release, &o.namespace)?;
     cx.runner.run(&operator_cmd(k, &path))?;
+    let o = &k.s.d.operator;
+    live::wait_rollout(k, &cx.runner, "deployment", &o.namespace, &o.release)?;
     Ok(operator_outputs(k))
 }
 
@@ -559,12 +630,19 @@ fn pods(k: &Kube, r: &Runner) -> Result<Vec<Value>> {
     Ok(live::items(live::get(k, r, &["pods", "-l", &sel], Some(&c.namespace))?))
 }
 
+/// The pauses of `ready` between two looks: the first looks come soon after the install (pods on
+/// a warm cluster are up in a second or two), 250 ms doubling up to `interval`, then `interval`.
+fn ready_pauses(interval: Duration) -> impl Iterator<Item = Duration> {
+    std::iter::successors(Some(Duration::from_millis(250).min(interval)), move |p| Some((*p * 2).min(interval)))
+}
+
 fn ready(k: &Kube, cx: &Cx) -> Result<Outputs> {
     let r = &cx.runner;
     let c = &k.s.d.cluster;
     let timeout = live::ready_timeout();
     let start = Instant::now();
     let mut last = String::new();
+    let mut pauses = ready_pauses(live::poll_interval());
     loop {
         let snap = Snapshot::read(k, r)?;
         let summary = snap.summary();
@@ -579,7 +657,8 @@ fn ready(k: &Kube, cx: &Cx) -> Result<Outputs> {
         if start.elapsed() >= timeout {
             bail!("{}", not_ready(k, r, &snap, timeout));
         }
-        sleep_unless_interrupted(live::poll_interval().min(timeout.saturating_sub(start.elapsed())));
+        let pause = pauses.next().unwrap_or(live::poll_interval());
+        sleep_unless_interrupted(pause.min(timeout.saturating_sub(start.elapsed())));
         if signals::interrupted() {
             bail!("interrupted while waiting for RayCluster {}/{}", c.namespace, c.name);
         }
@@ -622,13 +701,31 @@ fn not_ready(k: &Kube, r: &Runner, snap: &Snapshot, timeout: Duration) -> String
     }
     let events = live::items(live::get(k, r, &["events"], Some(ns)).unwrap_or(None));
     let waiting: Vec<&Value> = snap.pods.iter().filter(|p| !pod_ready(p)).collect();
+    // On AKS, an unscheduled pod's node pool and what its nodes offer, read from the nodes.
+    let pools = k.s.d.azure.as_ref().map(|a| &a.ray_pools);
+    let unscheduled = waiting.iter().any(|p| live::str_at(p, "/spec/nodeName").is_none());
+    let nodes = if pools.is_some() && unscheduled {
+        live::items(live::get(k, r, &["nodes"], None).unwrap_or(None))
+    } else {
+        vec![]
+    };
     if !waiting.is_empty() {
         m.push_str("\npods not ready:");
         for p in &waiting {
             let name = live::name(p);
-            m.push_str(&format!("\n  {name} (group {}): {}", pod_group(p), pod_phase(p)));
+            let group = pod_group(p);
+            let pool = pools.and_then(|ps| ps.iter().find(|n| n.group.as_deref() == Some(group.as_str())));
+            match pool {
+                Some(pool) => {
+                    m.push_str(&format!("\n  {name} (group {group}, node pool {}): {}", pool.name, pod_phase(p)))
+                }
+                None => m.push_str(&format!("\n  {name} (group {group}): {}", pod_phase(p))),
+            }
             for reason in pod_reasons(p).into_iter().chain(pod_events(&events, name)) {
                 m.push_str(&format!("\n    {reason}"));
+            }
+            if let Some(pool) = pool.filter(|_| live::str_at(p, "/spec/nodeName").is_none()) {
+                m.push_str(&format!("\n    {}", pool_fit(pool, p, &nodes)));
             }
         }
         m.push_str(&format!("\nmore: kubectl -n {ns} describe pod {}", live::name(waiting[0])));
@@ -673,6 +770,62 @@ fn operator_facts(k: &Kube, r: &Runner) -> String {
             o.namespace
         )
     }
+}
+
+/// AKS's label naming a node's pool.
+const AGENTPOOL_LABEL: &str = "kubernetes.azure.com/agentpool";
+
+/// What an unscheduled pod asks and what the nodes of its pool offer, as the cluster reports them:
+/// `node pool cpu (Standard_D4s_v5): 1 node, allocatable cpu 3860m, memory 12480512Ki; the pod
+/// requests cpu 6, memory 4Gi`.
+fn pool_fit(pool: &crate::model::NodePool, pod: &Value, nodes: &[Value]) -> String {
+    let ours: Vec<&Value> =
+        nodes.iter().filter(|n| live::label(n, AGENTPOOL_LABEL) == Some(pool.name.as_str())).collect();
+    let offer = match ours.as_slice() {
+        [] => "no node".to_string(),
+        [first, ..] => {
+            let alloc =
+                |key: &str| live::str_at(first, &format!("/status/allocatable/{key}")).unwrap_or("?").to_string();
+            let mut o = format!(
+                "{} node{} allocatable cpu {}, memory {}",
+                ours.len(),
+                if ours.len() == 1 { "," } else { "s, each" },
+                alloc("cpu"),
+                alloc("memory")
+            );
+            let gpus = alloc("nvidia.com~1gpu");
+            if pool.vm.gpus > 0 || gpus != "?" {
+                o.push_str(&format!(", nvidia.com/gpu {}", if gpus == "?" { "none advertised" } else { &gpus }));
+            }
+            o
+        }
+    };
+    let containers: Vec<(&str, String)> = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            let asks: Vec<String> = c
+                .pointer("/resources/requests")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+                .filter_map(|(key, v)| v.as_str().map(|v| format!("{key} {v}")))
+                .collect();
+            (c.get("name").and_then(Value::as_str).unwrap_or("?"), asks.join(", "))
+        })
+        .filter(|(_, asks)| !asks.is_empty())
+        .collect();
+    let asks = match containers.as_slice() {
+        [] => String::new(),
+        [(_, asks)] => format!("; the pod requests {asks}"),
+        many => format!(
+            "; the pod's containers request {}",
+            many.iter().map(|(name, asks)| format!("{name}: {asks}")).collect::<Vec<_>>().join("; ")
+        ),
+    };
+    format!("node pool {} ({}): {offer}{asks}", pool.name, pool.vm_size)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -938,5 +1091,70 @@ mod tests {
         assert_eq!(r[0], "PodScheduled=False Unschedulable: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu.");
         assert_eq!(r[1], "container ray-head ImagePullBackOff");
         assert!(is_head(&p) && !pod_ready(&p));
+    }
+
+    #[test]
+    fn ready_looks_soon_then_every_poll_interval() {
+        let ms = |v: Vec<Duration>| v.iter().map(|d| d.as_millis()).collect::<Vec<_>>();
+        assert_eq!(ms(ready_pauses(Duration::from_secs(2)).take(6).collect()), [250, 500, 1000, 2000, 2000, 2000]);
+        assert_eq!(ms(ready_pauses(Duration::from_millis(100)).take(3).collect()), [100, 100, 100]);
+    }
+
+    #[test]
+    fn crd_table_rows_give_each_crds_version_label() {
+        let t = "rayclusters.ray.io   2026-12-01T19:00:43Z   1.7.0\nrayjobs.ray.io       2026-12-01T19:00:46Z   \n\n";
+        let v = parse_crd_table(t);
+        assert_eq!(v.get("rayclusters.ray.io").map(String::as_str), Some("1.7.0"));
+        assert_eq!(v.get("rayjobs.ray.io").map(String::as_str), Some(""));
+        assert_eq!(v.len(), 2);
+    }
+
+    #[test]
+    fn pool_fit_names_the_pool_its_nodes_and_the_pods_requests() {
+        use crate::model::NodePool;
+        use crate::model::azure::{Allocatable, VmShape};
+        let pool = |name: &str, vm_size: &str, gpus: u32| NodePool {
+            name: name.into(),
+            vm_size: vm_size.into(),
+            vm: VmShape { vcpus: 4, memory_bytes: 16 << 30, gpus },
+            allocatable: Allocatable { cpu_m: 3860, memory_bytes: 12 << 30, gpus, cpu_interpolated: false },
+            group: Some(name.into()),
+            autoscaled: false,
+            min_count: 1,
+            max_count: 1,
+            node_count: 1,
+            spot: false,
+            labels: Default::default(),
+            taints: vec![],
+        };
+        let node = |name: &str, pool: &str, alloc: Value| {
+            serde_json::json!({"metadata": {"name": name, "labels": {AGENTPOOL_LABEL: pool}},
+                "status": {"allocatable": alloc}})
+        };
+        let nodes = vec![
+            node("aks-big-1-vmss000000", "big", serde_json::json!({"cpu": "3860m", "memory": "12480512Ki"})),
+            node("aks-gpu-2-vmss000000", "gpu", serde_json::json!({"cpu": "3860m", "memory": "26000000Ki"})),
+            node("aks-gpu-2-vmss000001", "gpu", serde_json::json!({"cpu": "3860m", "memory": "26000000Ki"})),
+        ];
+        let pod =
+            |containers: Value| serde_json::json!({"metadata": {"name": "p"}, "spec": {"containers": containers}});
+        let one =
+            pod(serde_json::json!([{"name": "ray-worker", "resources": {"requests": {"cpu": "6", "memory": "4Gi"}}}]));
+        assert_eq!(
+            pool_fit(&pool("big", "Standard_D4s_v5", 0), &one, &nodes),
+            "node pool big (Standard_D4s_v5): 1 node, allocatable cpu 3860m, memory 12480512Ki; the pod requests cpu 6, memory 4Gi"
+        );
+        assert_eq!(
+            pool_fit(&pool("gpu", "Standard_NC4as_T4_v3", 1), &one, &nodes),
+            "node pool gpu (Standard_NC4as_T4_v3): 2 nodes, each allocatable cpu 3860m, memory 26000000Ki, \
+             nvidia.com/gpu none advertised; the pod requests cpu 6, memory 4Gi"
+        );
+        let two = pod(serde_json::json!([
+            {"name": "ray-head", "resources": {"requests": {"cpu": "1"}}},
+            {"name": "autoscaler", "resources": {"requests": {"cpu": "200m"}}}]));
+        assert_eq!(
+            pool_fit(&pool("none", "Standard_D4s_v5", 0), &two, &nodes),
+            "node pool none (Standard_D4s_v5): no node; the pod's containers request ray-head: cpu 1; autoscaler: cpu 200m"
+        );
     }
 }

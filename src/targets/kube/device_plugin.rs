@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use serde_json::Value;
 
 use super::cluster::{rendered_text, rendered_values, write_for_tool};
-use super::live::{self, NVIDIA_REPO};
+use super::live::{self, INSTANCE_LABEL};
 use super::{Kube, unknown};
 use crate::graph::Phase;
 use crate::model::{DevicePluginModel, GPU_TAINT_KEY};
@@ -25,8 +25,6 @@ pub const PHASE: &str = "device-plugin";
 const PLUGIN_IMAGE: &str = "k8s-device-plugin";
 /// Part of the name of NVIDIA's device plugin DaemonSets (the chart's and the GPU operator's).
 const PLUGIN_NAME: &str = "nvidia-device-plugin";
-/// Label Helm's charts put on their objects, naming the release.
-const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
 
 fn model<'a>(k: &'a Kube) -> Result<&'a DevicePluginModel> {
     k.s.d
@@ -46,7 +44,12 @@ pub fn probe(k: &Kube, p: &Phase, cx: &Cx) -> Result<Option<Outputs>> {
     // the cluster runs otherwise (DaemonSets ∥ nodes).
     let ours = live::release_with_values(k, r, &m.release, &m.namespace)?;
     if ours.0.is_some() {
-        return Ok(live::matches(&ours, m.chart, m.version, &values).then(|| release_outputs(m)));
+        let current = live::matches(&ours, m.chart, m.version, &values);
+        // Installed without Helm's wait: unless this phase completed with these inputs, the
+        // DaemonSet must have rolled out too.
+        let current =
+            current && (cx.recorded.is_some() || live::rolled_out(k, r, "daemonset", &m.namespace, &m.release)?);
+        return Ok(current.then(|| release_outputs(m)));
     }
     match existing(k, r)? {
         Some(found) => {
@@ -65,6 +68,7 @@ pub fn apply(k: &Kube, p: &Phase, cx: &Cx) -> Result<Outputs> {
     let path = write_for_tool(k, DEVICE_PLUGIN_VALUES, rendered_text(k, DEVICE_PLUGIN_VALUES)?)?;
     live::recover_pending(k, &cx.runner, &m.release, &m.namespace)?;
     cx.runner.run(&install_cmd(k, m, &path))?;
+    live::wait_rollout(k, &cx.runner, "daemonset", &m.namespace, &m.release)?;
     Ok(release_outputs(m))
 }
 
@@ -79,15 +83,20 @@ pub fn preview(k: &Kube, p: &Phase) -> Vec<String> {
         ),
         format!("{}  # or does a node advertise {GPU_TAINT_KEY} already?", read("nodes")),
         format!("{}  # unless one runs already", install_cmd(k, m, &path).display()),
+        format!(
+            "{}  # until its DaemonSet has rolled out",
+            super::cluster::rollout_preview(k, "daemonset", &m.namespace, &m.release)
+        ),
     ]
 }
 
 fn install_cmd(k: &Kube, m: &DevicePluginModel, values: &std::path::Path) -> Cmd {
     k.helm()
-        .args(["upgrade", "--install", &m.release, m.chart, "--repo", NVIDIA_REPO])
-        .args(["--version", m.version, "-n", &m.namespace, "--create-namespace"])
+        .args(["upgrade", "--install", &m.release])
+        .args(m.charts.chart_args(m.chart, m.version))
+        .args(["-n", &m.namespace, "--create-namespace"])
         .args(["-f", &values.to_string_lossy()])
-        .args(["--wait", "--timeout", live::HELM_WAIT])
+        .args(["--timeout", live::HELM_WAIT])
         .timeout(live::HELM_TIMEOUT)
 }
 

@@ -12,8 +12,6 @@ use sha2::{Digest, Sha256};
 use super::Kube;
 use crate::run::proc::{Cmd, CmdError, Output, Runner};
 
-/// The Helm repository of NVIDIA's device plugin chart (`nvidia-device-plugin`).
-pub const NVIDIA_REPO: &str = "https://nvidia.github.io/k8s-device-plugin";
 /// Helm's own wait for an upgrade (`--timeout`); the command's timeout is a little longer.
 pub const HELM_WAIT: &str = "10m";
 pub const HELM_TIMEOUT: Duration = Duration::from_secs(11 * 60);
@@ -468,6 +466,41 @@ pub fn recover_pending(k: &Kube, r: &Runner, name: &str, ns: &str) -> Result<Opt
     };
     r.info(&format!("{done}; installing it again"));
     Ok(Some(done))
+}
+
+/// Label Helm's charts put on their objects, naming the release.
+pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
+
+/// Waits until every `kind` (`deployment`, `daemonset`) of release `release` in `ns` has rolled
+/// out: `kubectl rollout status`, which watches, where Helm 3's `--wait` polls every two seconds.
+pub fn wait_rollout(k: &Kube, r: &Runner, kind: &str, ns: &str, release: &str) -> Result<()> {
+    let sel = format!("{INSTANCE_LABEL}={release}");
+    let c = k
+        .kubectl()
+        .args(["rollout", "status", kind, "-l", &sel, "-n", ns])
+        .arg(format!("--timeout={HELM_WAIT}"))
+        .timeout(HELM_TIMEOUT);
+    r.run(&c).with_context(|| format!("waiting for the {kind} of release {ns}/{release} to roll out"))?;
+    Ok(())
+}
+
+/// Whether every `kind` of release `release` in `ns` has rolled out, read once: each has seen
+/// its latest spec and has every pod updated and available (at least one object exists).
+pub fn rolled_out(k: &Kube, r: &Runner, kind: &str, ns: &str, release: &str) -> Result<bool> {
+    let sel = format!("{INSTANCE_LABEL}={release}");
+    let objects = items(get(k, r, &[kind, "-l", &sel], Some(ns))?);
+    let n = |v: &Value, p: &str| v.pointer(p).and_then(Value::as_i64).unwrap_or(0);
+    let done = |o: &Value| {
+        let seen = n(o, "/status/observedGeneration") >= n(o, "/metadata/generation");
+        seen && if kind == "daemonset" {
+            let want = n(o, "/status/desiredNumberScheduled");
+            n(o, "/status/updatedNumberScheduled") >= want && n(o, "/status/numberAvailable") >= want
+        } else {
+            let want = o.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
+            n(o, "/status/updatedReplicas") >= want && n(o, "/status/availableReplicas") >= want
+        }
+    };
+    Ok(!objects.is_empty() && objects.iter().all(done))
 }
 
 /// `helm uninstall --wait` when the release exists; false when it was already gone.
