@@ -353,7 +353,8 @@ fn a_change_runs_only_the_phases_downstream_of_it() {
     f.k.clear_calls();
     let r = f.deploy(&[]);
     r.ok();
-    assert_eq!(r.with("ran"), set(&["preflight", "image-build", "image-push", "cluster", "ready"]));
+    // The job runs in the image (`--with-jobs`): a new image is new inputs for it too.
+    assert_eq!(r.with("ran"), set(&["preflight", "image-build", "image-push", "cluster", "ready", "jobs"]));
     assert_eq!(f.k.find("terraform", &["apply"]).len(), 0);
 
     f.k.write_spec(&spec("downstream", "requests==2.32.4", 3));
@@ -363,6 +364,7 @@ fn a_change_runs_only_the_phases_downstream_of_it() {
     let ran = r.with("ran");
     assert!(ran.contains("cluster") && !ran.contains("image-build") && !ran.contains("operator"), "{ran:?}");
     assert!(!ran.contains("secrets") && !ran.contains("crds") && !ran.contains("mounts"), "{ran:?}");
+    assert!(!ran.contains("jobs"), "the same image and manifest: the job is not submitted again: {ran:?}");
 }
 
 #[derive(Clone, Copy, Debug)]
