@@ -191,6 +191,33 @@ fn deploy_with_jobs_fails_when_a_job_fails() {
     }
 }
 
+fn plan_with_jobs(env: &KubeEnv) -> (Option<i32>, String) {
+    let o = env.raydeploy().args(["plan", "--with-jobs"]).output().unwrap();
+    (o.status.code(), text(&o))
+}
+
+/// The inputs hash the jobs phase stamped on RayJob `name`.
+fn job_inputs(env: &KubeEnv, name: &str) -> Option<String> {
+    let rj = object(&kube(env), "RayJob", "rayns", name)?.clone();
+    rj["metadata"]["annotations"]["raydeploy.io/job-inputs"].as_str().map(str::to_string)
+}
+
+/// From a fresh checkout, `plan --with-jobs` counts the job `report`, saying `fact`, and
+/// `deploy --with-jobs` submits it again: the stamp it gets.
+fn resubmitted_from_a_fresh_checkout(env: &mut KubeEnv, fact: &str) -> String {
+    env.fresh_checkout();
+    let (code, out) = plan_with_jobs(env);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains(&format!("RayJob/report: {fact}")), "{out}");
+    env.clear_calls();
+    let o = deploy(env, &["--with-jobs"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let submitted =
+        env.calls().iter().any(|c| c.tool == "kubectl" && c.has(&["apply"]) && c.stdin.contains("\"kind\":\"RayJob\""));
+    assert!(submitted, "{:#?}", lines(&env.calls()));
+    job_inputs(env, "report").expect("stamped")
+}
+
 /// Jobs are runs: once every job ran with these inputs and succeeded, `deploy --with-jobs` skips
 /// them and `plan --with-jobs` counts nothing (exit 0), from the state or, from a fresh checkout,
 /// from the RayJob the jobs phase stamped with the job's inputs. A RayJob that is gone, was
@@ -208,20 +235,12 @@ fn plan_with_jobs_counts_nothing_once_every_job_succeeded() {
     env.set("CLU_TOKEN", SECRET_VALUE).set("RAYDEPLOY_FAKE_KV_KV_CLU_API_KEY", KV_SECRET);
     env.set("RAYDEPLOY_POLL_SECONDS", "0.05").set("RAYDEPLOY_READY_TIMEOUT", "60");
     deployed(&env);
-    let plan = |env: &KubeEnv| {
-        let o = env.raydeploy().args(["plan", "--with-jobs"]).output().unwrap();
-        (o.status.code(), text(&o))
-    };
-    let submitted = |env: &KubeEnv| {
-        env.calls().iter().any(|c| c.tool == "kubectl" && c.has(&["apply"]) && c.stdin.contains("\"kind\":\"RayJob\""))
-    };
-    let (code, out) = plan(&env);
+    let (code, out) = plan_with_jobs(&env);
     assert_eq!(code, Some(2), "not run yet: {out}");
     let o = deploy(&env, &["--with-jobs"]);
     assert!(o.status.success(), "{}", text(&o));
-    let rj = object(&kube(&env), "RayJob", "rayns", "report").cloned().expect("the RayJob stays");
-    let stamp = rj["metadata"]["annotations"]["raydeploy.io/job-inputs"].as_str().expect("stamped").to_string();
-    let (code, out) = plan(&env);
+    let stamp = job_inputs(&env, "report").expect("the RayJob stays, stamped");
+    let (code, out) = plan_with_jobs(&env);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("RayJob/report: on the cluster (SUCCEEDED)"), "{out}");
     env.clear_calls();
@@ -231,7 +250,7 @@ fn plan_with_jobs_counts_nothing_once_every_job_succeeded() {
 
     // A fresh checkout: the stamped RayJob says the job succeeded with these inputs.
     env.fresh_checkout();
-    let (code, out) = plan(&env);
+    let (code, out) = plan_with_jobs(&env);
     assert_eq!(code, Some(0), "{out}");
     assert!(
         out.contains("RayJob/report: on the cluster (SUCCEEDED), submitted by deploy --with-jobs with these inputs"),
@@ -248,44 +267,21 @@ fn plan_with_jobs_counts_nothing_once_every_job_succeeded() {
     env.clear_calls();
     let o = env.raydeploy().args(["job", "submit", "report"]).output().unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert!(submitted(&env), "{:#?}", lines(&env.calls()));
-    env.fresh_checkout();
-    let (code, out) = plan(&env);
-    assert_eq!(code, Some(2), "{out}");
-    assert!(out.contains("RayJob/report: on the cluster (SUCCEEDED, not submitted by deploy --with-jobs)"), "{out}");
-    env.clear_calls();
-    let o = deploy(&env, &["--with-jobs"]);
-    assert!(o.status.success(), "{}", text(&o));
-    assert!(submitted(&env), "{:#?}", lines(&env.calls()));
-    let rj = object(&kube(&env), "RayJob", "rayns", "report").cloned().unwrap();
-    assert_eq!(rj["metadata"]["annotations"]["raydeploy.io/job-inputs"], stamp.as_str());
+    assert!(!env.find("kubectl", &["apply"]).is_empty(), "{:#?}", lines(&env.calls()));
+    assert_eq!(job_inputs(&env, "report"), None);
+    let fact = "on the cluster (SUCCEEDED, not submitted by deploy --with-jobs)";
+    assert_eq!(resubmitted_from_a_fresh_checkout(&mut env, fact), stamp);
 
     // A RayJob deleted after it finished: submitted again from a fresh checkout.
     let o = env.raydeploy().args(["job", "delete", "report"]).output().unwrap();
     assert!(o.status.success(), "{}", text(&o));
-    env.fresh_checkout();
-    let (code, out) = plan(&env);
-    assert_eq!(code, Some(2), "{out}");
-    assert!(out.contains("RayJob/report: not on the cluster"), "{out}");
-    env.clear_calls();
-    let o = deploy(&env, &["--with-jobs"]);
-    assert!(o.status.success(), "{}", text(&o));
-    assert!(submitted(&env), "{:#?}", lines(&env.calls()));
+    assert_eq!(resubmitted_from_a_fresh_checkout(&mut env, "not on the cluster"), stamp);
 
     // A changed job: submitted again, stamped with its new inputs.
     env.write_spec(&report(43));
-    env.fresh_checkout();
-    let (code, out) = plan(&env);
-    assert_eq!(code, Some(2), "{out}");
-    assert!(out.contains("RayJob/report: on the cluster (SUCCEEDED, submitted with other inputs)"), "{out}");
-    env.clear_calls();
-    let o = deploy(&env, &["--with-jobs"]);
-    assert!(o.status.success(), "{}", text(&o));
-    assert!(submitted(&env), "{:#?}", lines(&env.calls()));
-    let rj = object(&kube(&env), "RayJob", "rayns", "report").cloned().unwrap();
-    let new = rj["metadata"]["annotations"]["raydeploy.io/job-inputs"].as_str().unwrap();
-    assert_ne!(new, stamp, "the new inputs' hash");
-    assert_eq!(plan(&env).0, Some(0));
+    let fact = "on the cluster (SUCCEEDED, submitted with other inputs)";
+    assert_ne!(resubmitted_from_a_fresh_checkout(&mut env, fact), stamp, "the new inputs' hash");
+    assert_eq!(plan_with_jobs(&env).0, Some(0));
 }
 
 #[test]
