@@ -4,7 +4,8 @@
 //! docker stand-in that "builds" and "pushes" by name:
 //! - RayJobs that run to an end: kwok's pods run no Ray, so on the bed a RayJob is accepted but
 //!   never finishes; here the emulated RayJob succeeds or fails (`job submit` exit codes and logs,
-//!   `deploy --with-jobs`, `plan --with-jobs` once every job succeeded);
+//!   `deploy --with-jobs`, `plan --with-jobs` once every job succeeded, from the state or, from
+//!   a fresh checkout, from the RayJobs the jobs phase stamped with the jobs' inputs);
 //! - a port-forward that drops (the dashboard reconnects): kwok's pods serve no port;
 //! - a tool that echoes the Secret it was sent, in every encoding (real kubectl does not on
 //!   demand).
@@ -168,43 +169,119 @@ fn jobs_report_their_result_as_the_exit_code_and_are_cleaned_up() {
 
 #[test]
 fn deploy_with_jobs_fails_when_a_job_fails() {
-    let env = sandbox();
+    let mut env = sandbox();
     let o = deploy(&env, &["--with-jobs"]);
     let out = text(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
     assert!(out.contains("phase jobs failed") && out.contains("job boom failed (FAILED)"), "{out}");
     assert!(out.contains("result: 42"), "the ok job's logs are streamed: {out}");
+
+    // A failed job is submitted again, from a fresh checkout too (the ok job, deleted once it
+    // finished, with it).
+    env.fresh_checkout();
+    env.clear_calls();
+    let o = deploy(&env, &["--with-jobs"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    for job in ["ok", "boom"] {
+        let applied = env
+            .calls()
+            .iter()
+            .any(|c| c.tool == "kubectl" && c.has(&["apply"]) && c.stdin.contains(&format!("\"name\":\"{job}\"")));
+        assert!(applied, "{job} submitted again: {:#?}", lines(&env.calls()));
+    }
+}
+
+fn plan_with_jobs(env: &KubeEnv) -> (Option<i32>, String) {
+    let o = env.raydeploy().args(["plan", "--with-jobs"]).output().unwrap();
+    (o.status.code(), text(&o))
+}
+
+/// The inputs hash the jobs phase stamped on RayJob `name`.
+fn job_inputs(env: &KubeEnv, name: &str) -> Option<String> {
+    let rj = object(&kube(env), "RayJob", "rayns", name)?.clone();
+    rj["metadata"]["annotations"]["raydeploy.io/job-inputs"].as_str().map(str::to_string)
+}
+
+/// From a fresh checkout, `plan --with-jobs` counts the job `report`, saying `fact`, and
+/// `deploy --with-jobs` submits it again: the stamp it gets.
+fn resubmitted_from_a_fresh_checkout(env: &mut KubeEnv, fact: &str) -> String {
+    env.fresh_checkout();
+    let (code, out) = plan_with_jobs(env);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains(&format!("RayJob/report: {fact}")), "{out}");
+    env.clear_calls();
+    let o = deploy(env, &["--with-jobs"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let submitted =
+        env.calls().iter().any(|c| c.tool == "kubectl" && c.has(&["apply"]) && c.stdin.contains("\"kind\":\"RayJob\""));
+    assert!(submitted, "{:#?}", lines(&env.calls()));
+    job_inputs(env, "report").expect("stamped")
 }
 
 /// Jobs are runs: once every job ran with these inputs and succeeded, `deploy --with-jobs` skips
-/// them and `plan --with-jobs` counts nothing (exit 0). Needs RayJobs that finish: emulated.
+/// them and `plan --with-jobs` counts nothing (exit 0), from the state or, from a fresh checkout,
+/// from the RayJob the jobs phase stamped with the job's inputs. A RayJob that is gone, was
+/// submitted by `job submit`, or ran other inputs is submitted again. Needs RayJobs that finish:
+/// emulated.
 #[test]
 fn plan_with_jobs_counts_nothing_once_every_job_succeeded() {
     let jobs = &SPEC[SPEC.find("jobs:").unwrap()..];
-    let mut env = KubeEnv::new(
-        &SPEC.replace(jobs, "jobs:\n  - name: report\n    entrypoint: python -c 'print(42)'\n"),
-        &["helm", "kubectl", "az"],
-    );
+    let report = |code: u32| {
+        SPEC.replace(jobs, &format!("jobs:\n  - name: report\n    entrypoint: python -c 'print({code})'\n"))
+    };
+    let mut env = KubeEnv::new(&report(42), &["helm", "kubectl", "az"]);
     env.add_name_only_docker();
     std::fs::write(env.spec_dir.join("db.txt"), FILE_SECRET).unwrap();
     env.set("CLU_TOKEN", SECRET_VALUE).set("RAYDEPLOY_FAKE_KV_KV_CLU_API_KEY", KV_SECRET);
     env.set("RAYDEPLOY_POLL_SECONDS", "0.05").set("RAYDEPLOY_READY_TIMEOUT", "60");
     deployed(&env);
-    let plan = |args: &[&str]| {
-        let o = env.raydeploy().arg("plan").args(args).output().unwrap();
-        (o.status.code(), text(&o))
-    };
-    let (code, out) = plan(&["--with-jobs"]);
+    let (code, out) = plan_with_jobs(&env);
     assert_eq!(code, Some(2), "not run yet: {out}");
     let o = deploy(&env, &["--with-jobs"]);
     assert!(o.status.success(), "{}", text(&o));
-    let (code, out) = plan(&["--with-jobs"]);
+    let stamp = job_inputs(&env, "report").expect("the RayJob stays, stamped");
+    let (code, out) = plan_with_jobs(&env);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("RayJob/report: on the cluster (SUCCEEDED)"), "{out}");
     env.clear_calls();
     let o = deploy(&env, &["--with-jobs"]);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(mutating(&env), Vec::<String>::new(), "the succeeded job is not submitted again");
+
+    // A fresh checkout: the stamped RayJob says the job succeeded with these inputs.
+    env.fresh_checkout();
+    let (code, out) = plan_with_jobs(&env);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("RayJob/report: on the cluster (SUCCEEDED), submitted by deploy --with-jobs with these inputs"),
+        "{out}"
+    );
+    env.clear_calls();
+    let o = deploy(&env, &["--with-jobs"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(mutating(&env), Vec::<String>::new(), "from a fresh checkout too: {}", text(&o));
+    assert!(text(&o).contains("not submitted again"), "{}", text(&o));
+
+    // `job submit` always submits, and does not stamp: a fresh checkout's deploy submits again
+    // (stamping it with the same inputs as before).
+    env.clear_calls();
+    let o = env.raydeploy().args(["job", "submit", "report"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(!env.find("kubectl", &["apply"]).is_empty(), "{:#?}", lines(&env.calls()));
+    assert_eq!(job_inputs(&env, "report"), None);
+    let fact = "on the cluster (SUCCEEDED, not submitted by deploy --with-jobs)";
+    assert_eq!(resubmitted_from_a_fresh_checkout(&mut env, fact), stamp);
+
+    // A RayJob deleted after it finished: submitted again from a fresh checkout.
+    let o = env.raydeploy().args(["job", "delete", "report"]).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(resubmitted_from_a_fresh_checkout(&mut env, "not on the cluster"), stamp);
+
+    // A changed job: submitted again, stamped with its new inputs.
+    env.write_spec(&report(43));
+    let fact = "on the cluster (SUCCEEDED, submitted with other inputs)";
+    assert_ne!(resubmitted_from_a_fresh_checkout(&mut env, fact), stamp, "the new inputs' hash");
+    assert_eq!(plan_with_jobs(&env).0, Some(0));
 }
 
 #[test]

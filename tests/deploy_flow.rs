@@ -6,9 +6,9 @@
 //! stand-in built inside the engine: nothing is pulled.
 //!
 //! Checked from the call log and the state: phase order and parallelism; a redeploy makes no
-//! mutating call, nor does one from a fresh checkout but the resubmitted job (`--with-jobs`:
-//! the record of a job's success is local); a change runs only the phases
-//! downstream of it; every mutating phase × {non-zero exit, hang past its timeout, SIGINT}
+//! mutating call, nor does one from a fresh checkout (`--with-jobs` too: the job's RayJob says
+//! it succeeded with these inputs), but a change to the job's code submits it again; a change
+//! runs only the phases downstream of it; every mutating phase × {non-zero exit, hang past its timeout, SIGINT}
 //! fails cleanly and a re-run completes without repeating completed mutating phases; a second
 //! concurrent deploy fails fast naming the holder; canary secret values appear in no output,
 //! log, state or rendered file; destroy runs in reverse order, needs --auto-approve without a
@@ -335,26 +335,30 @@ fn first_deploy_runs_in_order_and_in_parallel_and_redeploys_change_nothing() {
     assert_eq!(r.with("ran"), set(&["preflight", "ready"]));
     assert_eq!(f.mutating_calls(), Vec::<String>::new());
 
-    // A fresh checkout (no .raydeploy) of the same spec: live state says everything is in place.
-    // Jobs are runs, not state: the record that they succeeded is local, so `--with-jobs`
-    // submits the job again (its RayJob replaced); every other call only reads.
+    // A fresh checkout (no .raydeploy) of the same spec: live state says everything is in place,
+    // the job too (its RayJob, stamped with the job's inputs by the jobs phase, succeeded).
     f.k.fresh_checkout();
     f.k.clear_calls();
     let r = f.deploy(&[]);
     r.ok();
-    let rayjob = |c: &Call| {
-        c.tool == "kubectl"
-            && (c.has(&["delete", "rayjob", "hello"]) || (c.has(&["apply"]) && c.stdin.contains("\"kind\":\"RayJob\"")))
-    };
     let calls = f.k.calls();
-    let mutating: Vec<&Call> = calls.iter().filter(|c| c.mutating()).collect();
-    assert!(mutating.iter().all(|c| rayjob(c)), "{}", lines(&calls));
-    assert!(r.with("ran").contains("jobs") && mutating.iter().any(|c| c.has(&["apply"])), "{}", lines(&calls));
+    assert_eq!(f.mutating_calls(), Vec::<String>::new(), "{}", lines(&calls));
     let skipped = r.with("skipped");
-    for p in ["infra", "image-build", "image-push", "crds", "operator", "secrets", "mounts", "cluster"] {
+    for p in ["infra", "image-build", "image-push", "crds", "operator", "secrets", "mounts", "cluster", "jobs"] {
         assert!(skipped.contains(p), "{p} skipped from live state: {:?}", r.outcomes);
     }
     assert!(r.with("ran").contains("credentials"), "credentials fetches the kubeconfig again (a read)");
+
+    // The job's code changed (in the image, not in its manifest): the image is rebuilt, the
+    // cluster takes it, and the job is submitted again, from this checkout's state or not.
+    std::fs::write(f.k.spec_dir.join("jobs/hello/hello.py"), "print('hello again')\n").unwrap();
+    f.k.clear_calls();
+    let r = f.deploy(&[]);
+    r.ok();
+    assert!(r.with("ran").is_superset(&set(&["image-build", "image-push", "cluster", "jobs"])), "{:?}", r.outcomes);
+    let calls = f.k.calls();
+    let job = first(&calls, "kubectl", &["apply", "stdin:\"entrypoint\":\"python"]);
+    assert!(job.stdin.contains("raydeploy.io/job-inputs"), "stamped: {}", job.stdin);
 
     // status reports every phase and the live outputs.
     let st = f.run(&["status", "--output", "json"]);
@@ -373,7 +377,8 @@ fn a_change_runs_only_the_phases_downstream_of_it() {
     f.k.clear_calls();
     let r = f.deploy(&[]);
     r.ok();
-    assert_eq!(r.with("ran"), set(&["preflight", "image-build", "image-push", "cluster", "ready"]));
+    // The job runs in the image (`--with-jobs`): a new image is new inputs for it too.
+    assert_eq!(r.with("ran"), set(&["preflight", "image-build", "image-push", "cluster", "ready", "jobs"]));
     assert_eq!(f.k.find("terraform", &["apply"]).len(), 0);
 
     f.k.write_spec(&spec("downstream", "requests==2.32.4", 3));
@@ -383,6 +388,7 @@ fn a_change_runs_only_the_phases_downstream_of_it() {
     let ran = r.with("ran");
     assert!(ran.contains("cluster") && !ran.contains("image-build") && !ran.contains("operator"), "{ran:?}");
     assert!(!ran.contains("secrets") && !ran.contains("crds") && !ran.contains("mounts"), "{ran:?}");
+    assert!(!ran.contains("jobs"), "the same image and manifest: the job is not submitted again: {ran:?}");
 }
 
 #[derive(Clone, Copy, Debug)]

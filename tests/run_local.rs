@@ -8,9 +8,9 @@
 #[path = "support/local_env.rs"]
 mod local_env;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Lines};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Child, ChildStderr, Stdio};
 
 use local_env::{LocalDeployment, expect_code, ray_lock, wheels};
 
@@ -112,6 +112,40 @@ fn assert_all_gone(dep: &LocalDeployment, pids: &[(String, u32)]) {
     assert!(state.pointer("/data/local/nodes").is_none_or(|n| n.as_object().unwrap().is_empty()), "{state:#}");
 }
 
+/// `run wait` in the deployment's network namespace, its stderr piped, its stdout to `stdout`.
+fn start_wait(dep: &LocalDeployment, stdout: Stdio) -> Child {
+    dep.ns
+        .command(assert_cmd::cargo::cargo_bin("raydeploy"))
+        .args(["run", "wait"])
+        .arg(&dep.spec)
+        .env("PIP_NO_INDEX", "1")
+        .env("PIP_FIND_LINKS", wheels())
+        .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Reads the child's stderr until the job says it is waiting (checking that the job started):
+/// what it read, and the rest of stderr.
+fn until_waiting(child: &mut Child) -> (String, Lines<BufReader<ChildStderr>>) {
+    let mut err = String::new();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        err.push_str(&line);
+        err.push('\n');
+        if line.contains("job-waits-7f3a") {
+            break;
+        }
+    }
+    assert!(err.contains("submitting job wait"), "the job never started:\n{err}");
+    (err, lines)
+}
+
 #[test]
 fn run_exits_with_the_jobs_code_and_leaves_no_process() {
     let _one_cluster = ray_lock();
@@ -141,34 +175,11 @@ fn run_exits_with_the_jobs_code_and_leaves_no_process() {
 fn ctrl_c_stops_the_job_and_its_cluster() {
     let _one_cluster = ray_lock();
     let dep = deployment("run-local-int");
-    let mut child = dep
-        .ns
-        .command(assert_cmd::cargo::cargo_bin("raydeploy"))
-        .args(["run", "wait"])
-        .arg(&dep.spec)
-        .env("PIP_NO_INDEX", "1")
-        .env("PIP_FIND_LINKS", wheels())
-        .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = start_wait(&dep, Stdio::piped());
     let stdout = child.stdout.take().unwrap();
     let out_reader = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap_or_default());
     // Read stderr until the job says it is waiting, then Ctrl-C.
-    let mut err = String::new();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        err.push_str(&line);
-        err.push('\n');
-        if line.contains("job-waits-7f3a") {
-            break;
-        }
-    }
-    assert!(err.contains("submitting job wait"), "the job never started:\n{err}");
+    let (mut err, lines) = until_waiting(&mut child);
     // SAFETY: SIGINT to the nsenter this test started: it runs raydeploy in its place (exec).
     unsafe {
         libc::kill(child.id() as libc::pid_t, libc::SIGINT);
@@ -189,30 +200,8 @@ fn ctrl_c_stops_the_job_and_its_cluster() {
 fn destroy_stops_the_cluster_of_a_run_killed_outright() {
     let _one_cluster = ray_lock();
     let dep = deployment("run-local-kill");
-    let mut child = dep
-        .ns
-        .command(assert_cmd::cargo::cargo_bin("raydeploy"))
-        .args(["run", "wait"])
-        .arg(&dep.spec)
-        .env("PIP_NO_INDEX", "1")
-        .env("PIP_FIND_LINKS", wheels())
-        .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = String::new();
-    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
-        let line = line.unwrap();
-        err.push_str(&line);
-        err.push('\n');
-        if line.contains("job-waits-7f3a") {
-            break;
-        }
-    }
-    assert!(err.contains("submitting job wait"), "the job never started:\n{err}");
+    let mut child = start_wait(&dep, Stdio::null());
+    let (err, _) = until_waiting(&mut child);
     // SAFETY: SIGKILL to the raydeploy process this test started (nsenter execs it).
     unsafe {
         libc::kill(child.id() as libc::pid_t, libc::SIGKILL);

@@ -203,6 +203,20 @@ fn template_files_are_read_only_from_inside_templates() {
     let p = Project::new(&[("Dockerfile.tera", &format!("FROM x\n#{}\n", "x".repeat(300 * 1024)))]);
     refused(&p, &p.render(), "templates/Dockerfile.tera", None, &["larger than 256 KiB"]);
 
+    // Inside the spec's folder but out of templates/: a template links only within templates/,
+    // checked for every template, the Dockerfile's at validation too.
+    let p = Project::new(&[]);
+    std::fs::create_dir_all(p.templates().join("terraform")).unwrap();
+    std::fs::write(p.dir.path().join("notes.tf"), format!("# {CANARY}\n")).unwrap();
+    std::os::unix::fs::symlink("../../notes.tf", p.templates().join("terraform/main.tf.tera")).unwrap();
+    refused(&p, &p.render(), "templates/terraform/main.tf.tera", None, &["outside templates/"]);
+    let p = Project::new(&[]);
+    std::fs::create_dir_all(p.templates()).unwrap();
+    std::os::unix::fs::symlink("../raydeploy.yaml", p.templates().join("Dockerfile.tera")).unwrap();
+    refused(&p, &p.run(&["validate"]), "templates/Dockerfile.tera", None, &["outside templates/"]);
+    let p = Project::new(&[("terraform/outputs.tf.tera", &format!("#{}\n", "x".repeat(300 * 1024)))]);
+    refused(&p, &p.render(), "templates/terraform/outputs.tf.tera", None, &["larger than 256 KiB"]);
+
     // A link that stays inside templates/ is followed.
     let p = Project::new(&[("docker/base.tera", "FROM {{ image.base }}:{{ image.base_tag }}\n")]);
     std::os::unix::fs::symlink(p.templates().join("docker/base.tera"), p.templates().join("Dockerfile.tera")).unwrap();

@@ -117,7 +117,12 @@ pub fn graph(d: &Deployment, r: &Rendered, opts: Options) -> Graph {
     };
     // Ephemeral jobs are `run`'s, each on a cluster of its own.
     if opts.with_jobs && d.jobs.iter().any(|j| j.ephemeral.is_none()) {
-        let jobs = Inputs::new().value("jobs", &d.jobs).files(r, "manifests/jobs/");
+        // The jobs' code is in the image (their folders are copied into it), not in their
+        // manifests: a change to it changes the image's content hash.
+        let jobs = Inputs::new()
+            .value("jobs", &d.jobs)
+            .files(r, "manifests/jobs/")
+            .value("image", &(&d.image.content_hash, &d.image.cpu, &d.image.gpu));
         phases.push(phase("jobs", &["ready"], true, "submit every job and wait for its result", jobs));
     }
     Graph { target: d.target, phases }
@@ -291,7 +296,7 @@ impl Graph {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// The graph of examples/gpu-autoscaling, optionally with `gpu.devicePlugin: false` and
@@ -321,6 +326,37 @@ mod tests {
         assert!(gpu_example(false, None).get("device-plugin").is_none(), "gpu.devicePlugin: false");
         assert!(!gpu_example(false, None).get("cluster").unwrap().deps.contains(&"device-plugin"));
         assert!(gpu_example(true, Some(Target::Local)).get("device-plugin").is_none(), "no plugin for local processes");
+    }
+
+    /// A deployment with one job whose folder holds `code`, loaded from `dir`.
+    pub(crate) fn with_job(dir: &std::path::Path, code: &str) -> (Deployment, Rendered) {
+        std::fs::create_dir_all(dir.join("jobs/hello")).unwrap();
+        std::fs::write(dir.join("jobs/hello/hello.py"), code).unwrap();
+        let spec = dir.join("raydeploy.yaml");
+        std::fs::write(
+            &spec,
+            "apiVersion: raydeploy/v1\nkind: RayDeployment\nname: hashes\ntarget: kubernetes\n\
+             kubernetes: { registry: 127.0.0.1:5000/hashes }\nimage: { rayVersion: \"2.52.0\", python: \"3.12\" }\n\
+             cluster: { head: { cpu: 1, memory: 2Gi } }\n\
+             jobs:\n  - { name: hello, entrypoint: python hello.py, workingDir: ./jobs/hello }\n",
+        )
+        .unwrap();
+        let loaded = crate::spec::load(&spec, None, &|_: &str| None).unwrap_or_else(|r| panic!("{}", r.short()));
+        let d = crate::model::build(&loaded, None).unwrap();
+        let r = crate::render::render(&d).unwrap();
+        (d, r)
+    }
+
+    #[test]
+    fn a_change_to_a_jobs_code_changes_the_jobs_phase() {
+        let dir = tempfile::tempdir().unwrap();
+        let hash = |code: &str| {
+            let (d, r) = with_job(dir.path(), code);
+            graph(&d, &r, Options { with_jobs: true }).get("jobs").expect("jobs phase").hash.clone()
+        };
+        let first = hash("print('hello')\n");
+        assert_eq!(first, hash("print('hello')\n"));
+        assert_ne!(first, hash("print('hello, world')\n"), "the job's code is one of its inputs");
     }
 
     #[test]

@@ -28,6 +28,10 @@ pub const AUTOSCALER_MEMORY_BYTES: u64 = 512 << 20;
 /// Annotation on a RayJob: seconds after it finishes when `raydeploy job` deletes the object
 /// (the job runs on the deployed cluster, which stays).
 pub const DELETE_AFTER_ANNOTATION: &str = "raydeploy.io/delete-after-finished-seconds";
+/// Annotation on a RayJob the `jobs` phase (`deploy --with-jobs`) submitted: the hash of the job's
+/// inputs (its rendered RayJob and the image its code is in). A later deploy, even from a fresh
+/// checkout, skips the phase when every job's RayJob carries its current hash and succeeded.
+pub const JOB_INPUTS_ANNOTATION: &str = "raydeploy.io/job-inputs";
 /// Taint AKS puts on Spot pools.
 pub const SPOT_TAINT_KEY: &str = "kubernetes.azure.com/scalesetpriority";
 /// Label of the GPU pools raydeploy creates (value `true`): GPU pods and the device plugin

@@ -21,7 +21,7 @@ use crate::run::proc::{Cmd, Runner};
 use crate::run::progress::Plain;
 use crate::spec::Target;
 use crate::targets::kube::infra::Terraform;
-use crate::targets::kube::{Kube, cluster, device_plugin, live, secrets};
+use crate::targets::kube::{Kube, cluster, device_plugin, jobs, live, secrets};
 
 fn runner(s: &Context) -> Result<Runner> {
     Ok(Runner::new("plan", Some(&s.dir.join("logs").join("plan.log")), s.redactor.clone(), Arc::new(Plain::default()))?)
@@ -194,22 +194,29 @@ fn secrets_layer(k: &Kube, r: &Runner, fp: &mut BTreeMap<String, String>) -> Res
     Ok(l)
 }
 
-/// The RayJobs on the cluster, as information: jobs are runs, not state (see
-/// [`super::jobs_layer`]).
+/// The RayJobs on the cluster, judged as the `jobs` phase's probe judges them (see
+/// [`jobs::judge`] and [`super::jobs_layer`]).
 fn jobs_layer(k: &Kube, r: &Runner, with_jobs: bool) -> Result<Layer> {
-    let ns = &k.s.d.cluster.namespace;
-    let mut facts = BTreeMap::new();
-    for j in &k.s.d.jobs {
-        let fact = match live::get(k, r, &["rayjob", &j.name], Some(ns))? {
-            None => "not on the cluster".to_string(),
-            Some(g) => format!(
-                "on the cluster ({}), replaced by the next submission",
-                g["status"]["jobStatus"].as_str().filter(|s| !s.is_empty()).unwrap_or("no result yet")
-            ),
-        };
-        facts.insert(j.name.clone(), fact);
-    }
-    super::jobs_layer(k.s, with_jobs, Existence::Exists, &facts, None)
+    let found = jobs::deployed_rayjobs(k, r)?;
+    let verdicts = jobs::judge(&found, &jobs::wanted(k)?, crate::run::state::now() as i64);
+    // Ephemeral jobs (`run`'s) are listed without facts.
+    let facts = verdicts
+        .iter()
+        .map(|(name, v)| {
+            let fact = match v {
+                jobs::Verdict::Missing => "not on the cluster".to_string(),
+                jobs::Verdict::Succeeded => {
+                    "on the cluster (SUCCEEDED), submitted by deploy --with-jobs with these inputs".to_string()
+                }
+                jobs::Verdict::Stale { status, why } => {
+                    format!("on the cluster ({status}, {why}), replaced by the next submission")
+                }
+            };
+            (name.clone(), fact)
+        })
+        .collect();
+    let live_succeeded = jobs::succeeded(&verdicts).is_some();
+    super::jobs_layer(k.s, with_jobs, Existence::Exists, &facts, None, live_succeeded)
 }
 
 /// Objects of a rendered manifest file that are missing or differ on the cluster.
@@ -324,7 +331,7 @@ fn layers(s: &Context, tfplan: Option<&Path>, with_jobs: bool) -> Result<(Vec<La
         layers.push(create_after("mounts", kube_root));
         if !d.jobs.is_empty() {
             let facts = d.jobs.iter().map(|j| (j.name.clone(), "the cluster does not exist yet".to_string())).collect();
-            layers.push(super::jobs_layer(s, with_jobs, Existence::NotYet("ready"), &facts, None)?);
+            layers.push(super::jobs_layer(s, with_jobs, Existence::NotYet("ready"), &facts, None, false)?);
         }
         return Ok((layers, fp));
     }

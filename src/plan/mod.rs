@@ -268,7 +268,7 @@ pub fn offline_plan(
                 })
                 .collect();
         let exists = if base.is_none() { Existence::NotYet("ready") } else { Existence::Exists };
-        layers.push(jobs_layer(s, with_jobs, exists, &facts, diff_files(&o, &n))?);
+        layers.push(jobs_layer(s, with_jobs, exists, &facts, diff_files(&o, &n), false)?);
     }
     Ok(Plan::new(&s.d, &s.rendered, Mode::Offline, label, layers))
 }
@@ -281,8 +281,9 @@ pub(crate) enum Existence {
     NotYet(&'static str),
 }
 
-/// Whether `deploy --with-jobs` would run the `jobs` phase now: it skips it only when the phase
-/// completed with the same inputs and every job succeeded (see the targets' probes).
+/// Whether `deploy --with-jobs` would run the `jobs` phase now by the state: it skips it when the
+/// phase completed with the same inputs and every job succeeded (see the targets' probes; on the
+/// kube targets the RayJobs on the cluster can say so too).
 fn jobs_phase_runs(s: &crate::context::Context) -> anyhow::Result<(bool, BTreeMap<String, String>)> {
     use crate::run::state::PhaseStatus;
     let g = crate::graph::graph(&s.d, &s.rendered, crate::graph::Options { with_jobs: true });
@@ -301,17 +302,20 @@ fn jobs_phase_runs(s: &crate::context::Context) -> anyhow::Result<(bool, BTreeMa
 /// The `jobs` layer. Jobs are runs, not state: without `with_jobs` they are listed for
 /// information and never count as changes (a deploy without `--with-jobs` does not touch them);
 /// with it, they count exactly when `deploy --with-jobs` would submit them. `facts` says, per job,
-/// what is known about it (on the cluster, manifest changed…); `diff` is the manifests' diff.
+/// what is known about it (on the cluster, manifest changed…); `diff` is the manifests' diff;
+/// `live_succeeded`: the cluster shows every job succeeded with these inputs (the live plan).
 pub(crate) fn jobs_layer(
     s: &crate::context::Context,
     with_jobs: bool,
     cluster: Existence,
     facts: &BTreeMap<String, String>,
     diff: Option<String>,
+    live_succeeded: bool,
 ) -> anyhow::Result<Layer> {
     let mut l = Layer::new("jobs");
     l.diff = diff;
     let (runs, last) = jobs_phase_runs(s)?;
+    let runs = runs && !live_succeeded;
     // Ephemeral jobs are `run`'s: never deploy's.
     let runs = (runs || matches!(cluster, Existence::NotYet(_))) && s.d.jobs.iter().any(|j| j.ephemeral.is_none());
     for j in &s.d.jobs {

@@ -26,8 +26,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tera::ast::{Expr, ExprVal, FunctionCall, Node, WS};
 use tera::{Tera, Value};
 
-/// Largest template source read.
-pub const MAX_TEMPLATE_BYTES: usize = 256 * 1024;
 /// Largest single value a template can build (estimated in-memory size).
 pub const MAX_VALUE_BYTES: usize = 1 << 20;
 /// Deepest nesting of arrays and maps in a value a template builds.

@@ -4,7 +4,6 @@
 //! [`super::sandbox`]: it sees only the values raydeploy passes in, and all it can do is bounded.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -14,6 +13,7 @@ use super::RenderError;
 use super::sandbox::{self, Budget, TplProblem};
 use crate::spec::diag::{Problem, Problems, Report, Sources};
 use crate::spec::node::Loc;
+use crate::spec::paths;
 
 /// Embedded templates: (name, text).
 pub const EMBEDDED: &[(&str, &str)] = &[
@@ -47,11 +47,15 @@ impl Engine {
         let mut sources = BTreeMap::new();
         let mut problems = vec![];
         for (name, text) in EMBEDDED {
-            let source = match read_override(spec_dir, name) {
-                Ok(Some((path, text))) => Source { path: Some(path), text },
+            // The spec's rule for files next to it (src/spec/paths.rs), with its templates' own
+            // bounds: inside `templates/`, at most 256 KiB.
+            let path = spec_dir.join(paths::TEMPLATES_DIR).join(name);
+            let source = match paths::template_override(spec_dir, name) {
+                Ok(Some(text)) => Source { path: Some(path), text },
                 Ok(None) => Source { path: None, text: text.to_string() },
-                Err((path, message)) => {
-                    problems.push(TplProblem { template: name.to_string(), offset: None, message, help: None });
+                Err(e) => {
+                    let (message, help) = (e.message, Some(e.help));
+                    problems.push(TplProblem { template: name.to_string(), offset: None, message, help });
                     Source { path: Some(path), text: String::new() }
                 }
             };
@@ -186,57 +190,6 @@ impl std::io::Write for Capped {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
-    }
-}
-
-/// `<spec dir>/templates/<name>` when it exists: a regular file inside the spec folder's
-/// `templates/` (following no link out of it), at most [`sandbox::MAX_TEMPLATE_BYTES`], UTF-8.
-/// `Err` carries the path and what is wrong with it.
-fn read_override(spec_dir: &Path, name: &str) -> Result<Option<(PathBuf, String)>, (PathBuf, String)> {
-    let dir = spec_dir.join("templates");
-    let path = dir.join(name);
-    let fail = |m: String| Err((path.clone(), m));
-    match std::fs::symlink_metadata(&path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => return Ok(None),
-        Err(e) => return fail(format!("cannot read the template: {e}")),
-        Ok(_) => {}
-    }
-    let (Ok(spec_real), Ok(dir_real)) = (spec_dir.canonicalize(), dir.canonicalize()) else {
-        return fail("cannot resolve the templates folder".into());
-    };
-    if !dir_real.starts_with(&spec_real) {
-        return fail(format!("templates/ leads out of the spec folder (to {})", dir_real.display()));
-    }
-    let real = match path.canonicalize() {
-        Ok(r) => r,
-        Err(e) => return fail(format!("cannot read the template: {e}")),
-    };
-    if !real.starts_with(&dir_real) {
-        return fail(format!("the template is a link out of templates/ (to {})", real.display()));
-    }
-    match std::fs::metadata(&real) {
-        Ok(m) if m.is_file() => {}
-        Ok(_) => return fail("the template is not a regular file".into()),
-        Err(e) => return fail(format!("cannot read the template: {e}")),
-    }
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(&real);
-    let file = match file {
-        Ok(f) if f.metadata().is_ok_and(|m| m.is_file()) => f,
-        Ok(_) => return fail("the template is not a regular file".into()),
-        Err(e) => return fail(format!("cannot read the template: {e}")),
-    };
-    let mut bytes = vec![];
-    if let Err(e) = file.take(sandbox::MAX_TEMPLATE_BYTES as u64 + 1).read_to_end(&mut bytes) {
-        return fail(format!("cannot read the template: {e}"));
-    }
-    if bytes.len() > sandbox::MAX_TEMPLATE_BYTES {
-        return fail(format!("the template is larger than {} KiB", sandbox::MAX_TEMPLATE_BYTES >> 10));
-    }
-    match String::from_utf8(bytes) {
-        Ok(text) => Ok(Some((path, text))),
-        Err(_) => fail("the template is not UTF-8 text".into()),
     }
 }
 

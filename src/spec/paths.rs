@@ -17,8 +17,12 @@ use sha2::{Digest, Sha256};
 
 /// Largest spec or overlay file read.
 pub const MAX_SPEC_BYTES: u64 = 4 << 20;
-/// Largest Dockerfile, template or secret file read.
+/// Largest Dockerfile or secret file read.
 pub const MAX_TEXT_BYTES: u64 = 1 << 20;
+/// Largest template override read.
+pub const MAX_TEMPLATE_BYTES: u64 = 256 << 10;
+/// The folder of template overrides, next to the spec.
+pub const TEMPLATES_DIR: &str = "templates";
 /// Default cap on the total size of the files of one job folder.
 pub const DEFAULT_MAX_JOB_BYTES: u64 = 1 << 30;
 /// Default cap on the number of files of one job folder.
@@ -191,27 +195,44 @@ fn open_nonblocking(path: &Path, follow: bool) -> std::io::Result<File> {
 /// Reads a spec path that must be a UTF-8 text file of at most `max` bytes.
 pub fn read_text(dir: &Path, rel: &str, max: u64) -> Result<(Resolved, String), PathError> {
     let r = resolve(dir, rel, Kind::File)?;
-    let bytes = read_regular(&r.path, max, false).map_err(|e| PathError { message: format!("`{rel}`: {e}"), ..e })?;
-    let text =
-        String::from_utf8(bytes).map_err(|_| err(format!("`{rel}` is not UTF-8 text"), "save the file as UTF-8"))?;
+    let text = read_resolved_text(&r, rel, max)?;
     Ok((r, text))
 }
 
+fn read_resolved_text(r: &Resolved, rel: &str, max: u64) -> Result<String, PathError> {
+    let bytes = read_regular(&r.path, max, false).map_err(|e| PathError { message: format!("`{rel}`: {e}"), ..e })?;
+    String::from_utf8(bytes).map_err(|_| err(format!("`{rel}` is not UTF-8 text"), "save the file as UTF-8"))
+}
+
 /// Like [`read_text`] for a file that may be absent: `None` when nothing (not even a dangling
-/// link) is at `rel`.
-pub fn read_optional_text(dir: &Path, rel: &str, max: u64) -> Result<Option<String>, PathError> {
+/// link) is at `rel`. With `within` (a folder of the spec's folder), the file must also resolve
+/// inside that folder: a link may lead elsewhere in it, not out of it.
+pub fn read_optional_text(dir: &Path, rel: &str, within: Option<&str>, max: u64) -> Result<Option<String>, PathError> {
     let clean = check_relative(rel)?;
-    match std::fs::symlink_metadata(dir.join(&clean)) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        _ => read_text(dir, rel, max).map(|(_, t)| Some(t)),
+    if let Err(e) = std::fs::symlink_metadata(dir.join(&clean))
+        && e.kind() == std::io::ErrorKind::NotFound
+    {
+        return Ok(None);
     }
+    let r = resolve(dir, rel, Kind::File)?;
+    if let Some(w) = within {
+        let folder = resolve(dir, w, Kind::Folder)?;
+        if !r.path.starts_with(&folder.path) {
+            return Err(err(
+                format!("`{rel}` resolves to {}, outside {w}/", r.path.display()),
+                format!("a file of {w}/ may link only to files inside {w}/: copy the file in"),
+            ));
+        }
+    }
+    read_resolved_text(&r, rel, max).map(Some)
 }
 
 /// A user template override, `<spec dir>/templates/<name>`: `None` when there is none, the text
-/// when it is a UTF-8 file inside the spec's folder, an error otherwise (a link out of the
-/// folder, a FIFO, a folder, more than [`MAX_TEXT_BYTES`]).
+/// when it is a UTF-8 regular file inside `templates/` (itself inside the spec's folder) of at
+/// most [`MAX_TEMPLATE_BYTES`], an error otherwise (a link out of `templates/`, a FIFO, a folder,
+/// a larger file).
 pub fn template_override(spec_dir: &Path, name: &str) -> Result<Option<String>, PathError> {
-    read_optional_text(spec_dir, &format!("templates/{name}"), MAX_TEXT_BYTES)
+    read_optional_text(spec_dir, &format!("{TEMPLATES_DIR}/{name}"), Some(TEMPLATES_DIR), MAX_TEMPLATE_BYTES)
         .map_err(|e| PathError { message: format!("template override: {}", e.message), ..e })
 }
 
@@ -512,8 +533,16 @@ mod tests {
         std::fs::write(root.join("big"), vec![b'a'; 11]).unwrap();
         assert!(read_regular(&root.join("big"), 10, true).unwrap_err().message.contains("larger than"));
         assert!(read_regular(&root.join("in"), 10, false).unwrap_err().message.contains("a link"));
-        assert_eq!(read_optional_text(&root, "absent", 10).unwrap(), None);
-        assert!(read_optional_text(&root, "dangling", 10).is_err());
+        assert_eq!(read_optional_text(&root, "absent", None, 10).unwrap(), None);
+        assert!(read_optional_text(&root, "dangling", None, 10).is_err());
+        // Within a folder: a link elsewhere in the spec's folder is refused, one inside it read.
+        std::os::unix::fs::symlink("f", root.join("sub/g")).unwrap();
+        std::fs::write(root.join("top"), "y").unwrap();
+        std::os::unix::fs::symlink("../top", root.join("sub/up")).unwrap();
+        assert_eq!(read_optional_text(&root, "sub/g", Some("sub"), 10).unwrap().as_deref(), Some("x"));
+        assert_eq!(read_optional_text(&root, "sub/absent", Some("sub"), 10).unwrap(), None);
+        let e = read_optional_text(&root, "sub/up", Some("sub"), 10).unwrap_err();
+        assert!(e.message.contains("outside sub/"), "{e:?}");
     }
 
     #[test]

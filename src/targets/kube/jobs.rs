@@ -8,7 +8,15 @@
 //! result is known; otherwise it is left, and every later `job submit` and `deploy --with-jobs`
 //! first deletes the deployment's RayJobs whose time is up (`.status.endTime` + seconds).
 //! `job list` shows them, marked expired, and deletes nothing.
+//!
+//! The `jobs` phase decides from live state, as every other phase: it stamps each RayJob it
+//! submits with [`JOB_INPUTS_ANNOTATION`], the hash of the job's inputs ([`inputs_hash`]), and is
+//! skipped, even from a fresh checkout, when every shared job's RayJob is on the cluster with its
+//! current hash and succeeded ([`judge`]). A RayJob that is gone (deleted after finishing), past
+//! its delete-after time, submitted by `job submit` or `run` (no stamp), with other inputs, failed
+//! or still running makes the phase submit every job again.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -16,7 +24,7 @@ use serde_json::Value;
 
 use super::{Kube, live};
 use crate::context::EXIT_INTERRUPTED;
-use crate::model::{DELETE_AFTER_ANNOTATION, DEPLOYMENT_LABEL, JobModel};
+use crate::model::{DELETE_AFTER_ANNOTATION, DEPLOYMENT_LABEL, Deployment, JOB_INPUTS_ANNOTATION, JobModel};
 use crate::run::exec::{Cx, Outputs};
 use crate::run::proc::{CmdError, Runner, sleep_unless_interrupted};
 use crate::run::signals;
@@ -100,7 +108,7 @@ fn delete_rayjob(k: &Kube, r: &Runner, name: &str, wait: bool) -> Result<()> {
 /// Deletes the deployment's finished RayJobs whose delete-after time has passed.
 pub fn cleanup_expired(k: &Kube, r: &Runner) -> Result<()> {
     let now = crate::run::state::now() as i64;
-    for rj in live::items(live::get(k, r, &["rayjobs", "-l", &selector(k)], Some(ns(k)))?) {
+    for rj in deployed_rayjobs(k, r)? {
         if expired(&rj, now) {
             let name = live::name(&rj).to_string();
             r.info(&format!("deleting RayJob {name}: finished longer ago than its delete-after time"));
@@ -120,9 +128,14 @@ fn expired(rj: &Value, now: i64) -> bool {
 }
 
 /// Runs one job to its end on the deployed cluster. `follow` streams the submitter's logs
-/// through the runner as they come; otherwise they are returned at the end.
-pub fn run_job(k: &Kube, r: &Runner, name: &str, follow: bool) -> Result<(JobResult, Option<String>)> {
-    let obj = manifest(k, name)?;
+/// through the runner as they come; otherwise they are returned at the end. `stamp` (the `jobs`
+/// phase) marks the RayJob with the job's inputs hash.
+fn run_job(k: &Kube, r: &Runner, name: &str, follow: bool, stamp: bool) -> Result<(JobResult, Option<String>)> {
+    let mut obj = manifest(k, name)?;
+    if stamp {
+        let hash = inputs_hash_of(&k.s.d, &obj);
+        live::set_annotation(&mut obj, JOB_INPUTS_ANNOTATION, &hash);
+    }
     submit_shared(k, r, name, &obj)?;
     let Some((result, streamed)) = follow_to_end(k, r, name, follow)? else {
         bail!("interrupted while waiting for RayJob {}/{name} (it keeps running on the cluster)", ns(k));
@@ -335,7 +348,7 @@ pub fn phase(k: &Kube, cx: &Cx) -> Result<Outputs> {
             r.info(&format!("job {}: runs on a cluster of its own, with `raydeploy run {}`", j.name, j.name));
             continue;
         }
-        let (res, _) = run_job(k, r, &j.name, true)?;
+        let (res, _) = run_job(k, r, &j.name, true, true)?;
         r.info(&describe(&j.name, &res));
         if !res.succeeded() {
             failed.push(describe(&j.name, &res));
@@ -348,9 +361,101 @@ pub fn phase(k: &Kube, cx: &Cx) -> Result<Outputs> {
     Ok(outputs)
 }
 
-/// Jobs that ran to success with the same inputs are not run again.
-pub fn probe(_k: &Kube, cx: &Cx) -> Result<Option<Outputs>> {
-    Ok(cx.unchanged().filter(|o| o.values().all(|s| s == "SUCCEEDED")))
+/// Jobs that ran to success with the same inputs are not run again: the state says so, or else
+/// the deployment's RayJobs on the cluster do ([`judge`]).
+pub fn probe(k: &Kube, cx: &Cx) -> Result<Option<Outputs>> {
+    if let Some(o) = cx.unchanged().filter(|o| o.values().all(|s| s == "SUCCEEDED")) {
+        return Ok(Some(o));
+    }
+    let found = deployed_rayjobs(k, &cx.runner)?;
+    let verdicts = judge(&found, &wanted(k)?, crate::run::state::now() as i64);
+    let done = succeeded(&verdicts);
+    if done.is_some() {
+        cx.runner.info(&format!(
+            "every job's RayJob succeeded with these inputs ({JOB_INPUTS_ANNOTATION}): not submitted again"
+        ));
+    }
+    Ok(done)
+}
+
+/// The deployment's RayJobs on the cluster (none without the RayJob kind).
+pub fn deployed_rayjobs(k: &Kube, r: &Runner) -> Result<Vec<Value>> {
+    Ok(live::items(live::get(k, r, &["rayjobs", "-l", &selector(k)], Some(ns(k)))?))
+}
+
+/// The inputs hash of a job as the `jobs` phase submits it: its rendered RayJob and the images
+/// (the job's folder is copied into the image, so its code is there, not in the manifest). Only
+/// what reaches the cluster counts: not where this checkout is.
+pub fn inputs_hash(k: &Kube, name: &str) -> Result<String> {
+    Ok(inputs_hash_of(&k.s.d, &manifest(k, name)?))
+}
+
+fn inputs_hash_of(d: &Deployment, rendered: &Value) -> String {
+    let image = serde_json::json!([d.image.content_hash, d.image.cpu, d.image.gpu]);
+    live::short_hash([live::canonical(rendered).as_bytes(), live::canonical(&image).as_bytes()])
+}
+
+/// Every job the `jobs` phase submits (not the ephemeral ones), with its inputs hash.
+pub fn wanted(k: &Kube) -> Result<BTreeMap<String, String>> {
+    k.s.d
+        .jobs
+        .iter()
+        .filter(|j| j.ephemeral.is_none())
+        .map(|j| Ok((j.name.clone(), inputs_hash(k, &j.name)?)))
+        .collect()
+}
+
+/// What a job's RayJob on the cluster says about submitting the job again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// No RayJob of that name (never submitted, or deleted after it finished).
+    Missing,
+    /// Submitted by the `jobs` phase with these inputs and succeeded: not submitted again.
+    Succeeded,
+    /// On the cluster but submitted again: `status` is its `.status.jobStatus`, `why` the reason.
+    Stale { status: String, why: &'static str },
+}
+
+/// Judges each job of `want` (name → inputs hash) by its RayJob in `found` (the deployment's
+/// RayJobs), at `now` (seconds since the epoch, for delete-after times).
+pub fn judge(found: &[Value], want: &BTreeMap<String, String>, now: i64) -> BTreeMap<String, Verdict> {
+    want.iter()
+        .map(|(name, hash)| {
+            let v = match found.iter().find(|o| live::name(o) == name) {
+                None => Verdict::Missing,
+                Some(rj) => verdict(rj, hash, now),
+            };
+            (name.clone(), v)
+        })
+        .collect()
+}
+
+fn verdict(rj: &Value, hash: &str, now: i64) -> Verdict {
+    let status = live::str_at(rj, "/status/jobStatus").filter(|s| !s.is_empty()).unwrap_or("no result yet").to_string();
+    let stamp = live::annotation(rj, JOB_INPUTS_ANNOTATION);
+    let why = if rj.pointer("/metadata/deletionTimestamp").is_some_and(|t| !t.is_null()) {
+        "being deleted"
+    } else if stamp.is_none() {
+        "not submitted by deploy --with-jobs"
+    } else if stamp != Some(hash) {
+        "submitted with other inputs"
+    } else {
+        match terminal(rj) {
+            None => "not finished",
+            Some(t) if !t.succeeded() => "did not succeed",
+            Some(_) if expired(rj, now) => "past its delete-after time",
+            Some(_) => return Verdict::Succeeded,
+        }
+    };
+    Verdict::Stale { status, why }
+}
+
+/// The `jobs` phase's outputs when every job succeeded with its inputs (as [`phase`] gives them).
+pub fn succeeded(verdicts: &BTreeMap<String, Verdict>) -> Option<Outputs> {
+    verdicts
+        .iter()
+        .map(|(name, v)| (*v == Verdict::Succeeded).then(|| (name.clone(), "SUCCEEDED".to_string())))
+        .collect()
 }
 
 pub fn preview(k: &Kube) -> Vec<String> {
@@ -379,7 +484,7 @@ pub fn destroy(k: &Kube, r: &Runner) -> Result<()> {
 pub fn submit(k: &Kube, name: &str, follow: bool) -> Result<u8> {
     signals::install();
     let r = live::side_runner(k, &format!("job-{name}"), false)?;
-    let (res, logs) = run_job(k, &r, name, follow)?;
+    let (res, logs) = run_job(k, &r, name, follow, false)?;
     if let Some(l) = logs {
         print!("{l}");
     }
@@ -404,7 +509,7 @@ pub fn logs(k: &Kube, name: &str) -> Result<u8> {
 /// `job list`: the spec's jobs and the state of their RayJobs.
 pub fn list(k: &Kube) -> Result<(String, Value)> {
     let r = live::side_runner(k, "job-list", true)?;
-    let found = live::items(live::get(k, &r, &["rayjobs", "-l", &selector(k)], Some(ns(k)))?);
+    let found = deployed_rayjobs(k, &r)?;
     let now = crate::run::state::now() as i64;
     let mut text = format!("{:<24} {:<12} {:<12} {}\n", "JOB", "STATUS", "DEPLOYMENT", "FINISHED");
     let mut rows = vec![];
@@ -466,6 +571,92 @@ mod tests {
         assert_eq!(terminal(&rj("Failed", "")).unwrap().status, "FAILED");
         assert!(terminal(&rj("Running", "RUNNING")).is_none());
         assert!(terminal(&rj("Initializing", "")).is_none());
+    }
+
+    const HASH: &str = "0123abcd";
+
+    /// A RayJob named `name` as the cluster reports it: `stamp` its inputs annotation.
+    fn live_job(name: &str, stamp: Option<&str>, dep: &str, job: &str) -> Value {
+        let mut v = rj(dep, job);
+        v["metadata"]["name"] = name.into();
+        if let Some(h) = stamp {
+            v["metadata"]["annotations"][JOB_INPUTS_ANNOTATION] = h.into();
+        }
+        v
+    }
+
+    fn want(names: &[&str]) -> BTreeMap<String, String> {
+        names.iter().map(|n| (n.to_string(), HASH.to_string())).collect()
+    }
+
+    #[test]
+    fn every_job_succeeded_with_its_inputs_skips_the_phase() {
+        let end = live::parse_time("2024-01-01T00:00:00Z").unwrap();
+        let found =
+            [live_job("a", Some(HASH), "Complete", "SUCCEEDED"), live_job("b", Some(HASH), "Complete", "SUCCEEDED")];
+        let v = judge(&found, &want(&["a", "b"]), end + 1);
+        assert!(v.values().all(|v| *v == Verdict::Succeeded), "{v:?}");
+        let out = succeeded(&v).expect("skipped");
+        assert_eq!(out, Outputs::from([("a".into(), "SUCCEEDED".into()), ("b".into(), "SUCCEEDED".into())]));
+        // RayJobs of jobs no longer in the spec do not matter.
+        let more = [found[0].clone(), found[1].clone(), live_job("old", None, "Failed", "FAILED")];
+        assert_eq!(succeeded(&judge(&more, &want(&["a", "b"]), end + 1)), Some(out));
+    }
+
+    #[test]
+    fn anything_else_submits_again() {
+        let end = live::parse_time("2024-01-01T00:00:00Z").unwrap();
+        // Without a delete-after time a RayJob never expires.
+        let mut ok = live_job("a", Some(HASH), "Complete", "SUCCEEDED");
+        ok["metadata"]["annotations"].as_object_mut().unwrap().remove(DELETE_AFTER_ANNOTATION);
+        let stale = |other: Value, now: i64| {
+            let v = judge(&[ok.clone(), other], &want(&["a", "b"]), now);
+            assert_eq!(v["a"], Verdict::Succeeded);
+            assert_eq!(succeeded(&v), None, "{v:?}");
+            v["b"].clone()
+        };
+        let why = |v: Verdict| match v {
+            Verdict::Stale { why, .. } => why,
+            other => panic!("{other:?}"),
+        };
+        // Missing: never submitted, or deleted after it finished.
+        assert_eq!(judge(&[ok.clone()], &want(&["a", "b"]), end)["b"], Verdict::Missing);
+        assert_eq!(succeeded(&judge(&[], &want(&["a"]), end)), None);
+        assert_eq!(
+            why(stale(live_job("b", Some("feedbeef"), "Complete", "SUCCEEDED"), end)),
+            "submitted with other inputs"
+        );
+        assert_eq!(
+            why(stale(live_job("b", None, "Complete", "SUCCEEDED"), end)),
+            "not submitted by deploy --with-jobs"
+        );
+        assert_eq!(
+            stale(live_job("b", Some(HASH), "Failed", "FAILED"), end),
+            Verdict::Stale { status: "FAILED".into(), why: "did not succeed" }
+        );
+        assert_eq!(why(stale(live_job("b", Some(HASH), "Running", "RUNNING"), end)), "not finished");
+        assert_eq!(why(stale(live_job("b", Some(HASH), "Initializing", ""), end)), "not finished");
+        // Past `endTime` + its delete-after seconds (60): deleted at the next submit, so gone.
+        assert_eq!(
+            why(stale(live_job("b", Some(HASH), "Complete", "SUCCEEDED"), end + 60)),
+            "past its delete-after time"
+        );
+        let mut deleting = live_job("b", Some(HASH), "Complete", "SUCCEEDED");
+        deleting["metadata"]["deletionTimestamp"] = "2024-01-01T00:00:01Z".into();
+        assert_eq!(why(stale(deleting, end)), "being deleted");
+    }
+
+    #[test]
+    fn a_jobs_inputs_are_its_manifest_and_image_not_the_checkouts_folder() {
+        let hash = |dir: &std::path::Path, code: &str| {
+            let (d, r) = crate::graph::tests::with_job(dir, code);
+            let obj = live::yaml_docs(&r.files["manifests/jobs/hello.yaml"]).unwrap().remove(0);
+            inputs_hash_of(&d, &obj)
+        };
+        let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let first = hash(one.path(), "print('hello')\n");
+        assert_eq!(first, hash(two.path(), "print('hello')\n"), "a fresh checkout elsewhere: the same inputs");
+        assert_ne!(first, hash(two.path(), "print('bye')\n"), "the job's code (in the image) is an input");
     }
 
     #[test]
