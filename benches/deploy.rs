@@ -9,7 +9,11 @@
 //! Prints, from one run, side by side:
 //! - the first deploy's wall time ÷ its critical path;
 //! - a no-op deploy from a fresh checkout (no `.raydeploy/`) as a fraction of the first deploy
-//!   (goal ≤ 0.05), and every call it made, each a read;
+//!   (goal ≤ 0.05), the CPU time it took (raydeploy and every tool it started: the work, which
+//!   the machine's other load leaves alone), and every call it made, each a read. The sandbox's home (and so the user's
+//!   cache folder, where the versions tools reported are kept) persists between the runs, like a
+//!   CI runner's; the same no-op on a brand-new runner (the cache folder emptied) is measured too,
+//!   with the calls it makes beyond the first;
 //! - a pip package added (both images rebuilt and pushed): wall time ÷ critical path (goal
 //!   ≤ 1.05), where an image phase weighs its reads plus its longest build or push (two images
 //!   built one after the other count as the longer one, the ideal), and ÷ the nominal latencies;
@@ -88,6 +92,9 @@ secrets:
 
 struct Run {
     seconds: f64,
+    /// CPU seconds (user and system) of raydeploy and every process it started: the work, which
+    /// the machine's other load does not change as it changes the wall time.
+    cpu: f64,
     t0: f64,
     phases: BTreeMap<String, (String, f64)>,
     calls: Vec<Call>,
@@ -107,13 +114,27 @@ fn epoch() -> f64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64()
 }
 
+/// CPU seconds of the waited-for children of this process (and theirs, waited for by them).
+fn children_cpu() -> f64 {
+    // SAFETY: getrusage(2) fills the struct it is given.
+    let u = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut u);
+        u
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(u.ru_utime) + secs(u.ru_stime)
+}
+
 fn deploy(env: &KubeEnv) -> Run {
     env.clear_calls();
     let t0 = epoch();
+    let cpu0 = children_cpu();
     let t = Instant::now();
     let out =
         env.raydeploy_std().args(["deploy", "--auto-approve", "--output", "json"]).output().expect("run raydeploy");
     let seconds = t.elapsed().as_secs_f64();
+    let cpu = children_cpu() - cpu0;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "deploy failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let mut phases = BTreeMap::new();
@@ -129,7 +150,7 @@ fn deploy(env: &KubeEnv) -> Run {
             }
         }
     }
-    Run { seconds, t0, phases, calls: env.calls() }
+    Run { seconds, cpu, t0, phases, calls: env.calls() }
 }
 
 fn graph(env: &KubeEnv) -> raydeploy::graph::Graph {
@@ -221,9 +242,10 @@ fn main() {
     let noop = deploy(&env);
     let mutating: Vec<String> = noop.calls.iter().filter(|c| c.mutating()).map(|c| c.line()).collect();
     println!(
-        "no-op deploy from a fresh checkout: {:.2}s = {:.3} of the first deploy (goal ≤ 0.05); {} calls, mutating: {} (goal 0){}; ran: {}; skipped: {}",
+        "no-op deploy from a fresh checkout: {:.2}s = {:.3} of the first deploy (goal ≤ 0.05); CPU {:.2}s; {} calls, mutating: {} (goal 0){}; ran: {}; skipped: {}",
         noop.seconds,
         noop.seconds / first.seconds,
+        noop.cpu,
         noop.calls.len(),
         mutating.len(),
         if mutating.is_empty() { String::new() } else { format!(" {mutating:?}") },
@@ -236,6 +258,30 @@ fn main() {
     for c in &calls {
         println!("{}", fmt_call(c, noop.t0));
     }
+
+    // 2b. The same on a brand-new runner: nothing in the user's cache folder.
+    let _ = std::fs::remove_dir_all(env.tmp.path().join("home").join(".cache"));
+    env.fresh_checkout();
+    let cold = deploy(&env);
+    let key = |c: &Call| {
+        let words: Vec<&str> = c.argv.iter().map(String::as_str).filter(|a| !a.contains('/')).take(3).collect();
+        format!("{} {}", c.tool, words.join(" "))
+    };
+    let mut beyond: Vec<String> = cold.calls.iter().map(key).collect();
+    for c in &noop.calls {
+        if let Some(i) = beyond.iter().position(|k| *k == key(c)) {
+            beyond.remove(i);
+        }
+    }
+    println!(
+        "no-op deploy from a fresh checkout on a brand-new runner (empty cache folder): {:.2}s = {:.3} of the first deploy; CPU {:.2}s; {} calls, mutating: {}; beyond the no-op above: {}",
+        cold.seconds,
+        cold.seconds / first.seconds,
+        cold.cpu,
+        cold.calls.len(),
+        cold.calls.iter().filter(|c| c.mutating()).count(),
+        if beyond.is_empty() { "none".to_string() } else { beyond.join(", ") }
+    );
 
     // 3. A pip package added: both images rebuilt and pushed, the release upgraded.
     env.write_spec(&spec("\"requests==2.32.3\", \"rich==13.9.4\"", 1));
@@ -264,8 +310,9 @@ fn main() {
     println!("only replicas changed: {:.2}s; ran: {}", replicas.seconds, replicas.with("ran").join(", "));
 
     println!(
-        "summary: no-op/first {:.3} (goal ≤ 0.05) | pip change wall/critical path {:.3} (goal ≤ 1.05) | first deploy wall/critical path {:.3}",
+        "summary: no-op/first {:.3} (goal ≤ 0.05; brand-new runner {:.3}) | pip change wall/critical path {:.3} (goal ≤ 1.05) | first deploy wall/critical path {:.3}",
         noop.seconds / first.seconds,
+        cold.seconds / first.seconds,
         pip.seconds / pip_cp,
         first.seconds / first_cp
     );

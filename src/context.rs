@@ -47,11 +47,13 @@ pub struct Context {
     /// to Terraform as `-var=kubernetes_version=…`).
     pub kubernetes_version: OnceLock<String>,
     /// The infra fast path's answer, read once per run (preflight and infra both ask): the
-    /// infra outputs when the resource group carries this configuration's hash.
-    pub applied: OnceLock<Option<crate::run::exec::Outputs>>,
-    /// Digests found in the registry during this run (`registry/repo:tag` → `sha256:…`): a
-    /// content-addressed tag, once seen, is not read again.
-    pub digests: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
+    /// infra outputs when the resource group carries this configuration's hash, and the
+    /// subscription the resource group's id names (when the group could be read).
+    pub applied: OnceLock<(Option<crate::run::exec::Outputs>, Option<String>)>,
+    /// The registry's digest of each image tag (`registry/repo:tag` → `sha256:…`, or none),
+    /// shared by preflight and the image phases: a content-addressed tag, once found, is not
+    /// read again.
+    pub registry: crate::run::shared::SharedReads<Option<String>>,
 }
 
 impl Context {
@@ -72,7 +74,7 @@ impl Context {
             skip_preflight: BTreeSet::new(),
             kubernetes_version: OnceLock::new(),
             applied: OnceLock::new(),
-            digests: Default::default(),
+            registry: Default::default(),
         }
     }
 

@@ -160,13 +160,20 @@ fn unchanged_inputs_skip_and_a_fresh_checkout_reads_the_applied_tag_instead_of_p
 
     // Same checkout, nothing changed: skipped without calling Terraform. Preflight reads the
     // tag (one read each for the group and the registry) instead of the quota, VM sizes and
-    // versions: nothing will be created.
+    // versions: nothing will be created. Terraform will not run, so it is not even asked for its
+    // version; the group's id names the subscription, so `az account show` is not asked either.
     env.clear_calls();
     let r = run(&env);
     assert!(r.ok(), "{r:?}");
     assert_eq!(outcome(&r, "infra"), Outcome::Skipped);
     assert_eq!(outcome(&r, "credentials"), Outcome::Skipped);
-    assert_eq!(lines(&env, "terraform"), ["terraform version -json"]);
+    assert_eq!(lines(&env, "terraform"), Vec::<String>::new());
+    assert!(env.find("az", &["account", "show"]).is_empty());
+    assert_eq!(
+        env.state("tiny")["phases"]["preflight"]["outputs"]["subscription_id"],
+        "11111111-2222-3333-4444-555555555555",
+        "the subscription the resource group's id names"
+    );
     assert!(env.find("az", &["aks", "get-credentials"]).is_empty());
     assert_eq!(env.find("az", &["group", "show"]).len(), 1, "read once, for preflight and infra");
     for read in [&["vm", "list-usage"][..], &["vm", "list-skus"], &["aks", "get-versions"]] {
@@ -185,9 +192,10 @@ fn unchanged_inputs_skip_and_a_fresh_checkout_reads_the_applied_tag_instead_of_p
     env.unset("RAYDEPLOY_FAKE_WAIT");
     assert!(r.ok(), "{r:?}");
     assert_eq!(outcome(&r, "infra"), Outcome::Skipped);
-    assert_eq!(lines(&env, "terraform"), ["terraform version -json"], "no init, plan or output");
+    assert_eq!(lines(&env, "terraform"), Vec::<String>::new(), "no version, init, plan or output");
     let group = env.find("az", &["group", "show", "--name", "rg-tiny"]);
-    let acr = env.find("az", &["acr", "show", "--name", "acrtiny"]);
+    let acr: Vec<_> =
+        env.find("az", &["acr", "show", "--name", "acrtiny"]).into_iter().filter(|c| c.argv[1] == "show").collect();
     assert_eq!((group.len(), acr.len()), (1, 1));
     assert!(group[0].gates == "open" && acr[0].gates == "open", "the two reads overlap: {group:?} {acr:?}");
     assert!(env.calls().iter().all(|c| !c.mutating()));
@@ -572,20 +580,22 @@ fn the_binary_takes_the_fast_path_only_when_the_tag_matches() {
     deploy(&env, &[]);
     assert_eq!(env.fake_state("terraform")["applies"], 1);
 
-    // Tag match from a fresh checkout: reads only, Terraform asked for its version alone.
+    // Tag match from a fresh checkout: reads only, Terraform not run (not even asked for its
+    // version).
     env.fresh_checkout();
     let err = deploy(&env, &[]);
     let calls = env.calls();
     let mutating: Vec<String> = calls.iter().filter(|c| c.mutating()).map(|c| c.line()).collect();
     assert!(mutating.is_empty(), "{mutating:#?}");
-    assert_eq!(tf(&env), ["version"]);
+    assert_eq!(tf(&env), Vec::<String>::new());
     assert_eq!(env.find("az", &["group", "show"]).len(), 1, "one read of the tag for preflight and infra");
     assert!(env.find("az", &["vm", "list-usage"]).is_empty(), "nothing is created: no quota read");
     assert!(err.contains("unchanged: ") && err.contains("infra"), "{err}");
     // `ready` looked once and was done: the RayCluster was ready, no wait before the look.
     assert_eq!(env.find("kubectl", &["get", "raycluster"]).len(), 1, "{:#?}", env.find("kubectl", &["get"]));
 
-    // --refresh: Terraform plans (no changes), nothing is applied, still no mutating call.
+    // --refresh: Terraform plans (no changes), nothing is applied, still no mutating call; its
+    // version is asked again (not taken from the cache).
     env.fresh_checkout();
     deploy(&env, &["--refresh"]);
     assert_eq!(tf(&env), ["version", "init", "plan", "output"]);
@@ -597,18 +607,145 @@ fn the_binary_takes_the_fast_path_only_when_the_tag_matches() {
     let mut state = env.fake_state("terraform");
     state["vars"] = serde_json::json!({});
     env.set_fake_state("terraform", &state);
+    // The version this binary reported is cached: not asked again.
     env.fresh_checkout();
     deploy(&env, &[]);
-    assert_eq!(tf(&env), ["version", "init", "plan", "show", "apply", "output"]);
+    assert_eq!(tf(&env), ["init", "plan", "show", "apply", "output"]);
     assert_eq!(env.fake_state("terraform")["applies"], 2);
 
     // Another configuration's hash (the spec changed): plan and apply.
     env.write_spec(&SPEC.replace("count: 1", "count: 2"));
     env.fresh_checkout();
     deploy(&env, &[]);
-    assert_eq!(tf(&env), ["version", "init", "plan", "show", "apply", "output"]);
+    assert_eq!(tf(&env), ["init", "plan", "show", "apply", "output"]);
     assert_eq!(env.fake_state("terraform")["applies"], 3);
     env.fresh_checkout();
     deploy(&env, &[]);
-    assert_eq!(tf(&env), ["version"], "the new hash is on the group: the fast path again");
+    assert_eq!(tf(&env), Vec::<String>::new(), "the new hash is on the group: the fast path again");
+}
+
+/// The versions tools reported are kept in the user's cache folder per binary: from a fresh
+/// checkout on the same machine (a CI runner whose cache folder persists), a no-op deploy asks no
+/// tool for its version, never asks the Docker engine (every image is in the registry) nor
+/// `az account show` (the resource group's id names the subscription), and makes reads only. A
+/// changed binary (another file, or the same file rewritten) is asked again; with
+/// `RAYDEPLOY_NO_TOOL_CACHE=1` every tool is asked every time.
+#[test]
+fn a_no_op_asks_no_tool_for_its_version_and_a_changed_binary_is_asked_again() {
+    let mut env = {
+        let _lock = kube_env::env_lock();
+        KubeEnv::new(SPEC, &["terraform", "az", "kubelogin", "helm", "kubectl", "docker"])
+    };
+    env.set("RAYDEPLOY_POLL_SECONDS", "0.02");
+    let deploy = |env: &KubeEnv| {
+        env.clear_calls();
+        let o = env.raydeploy().args(["deploy", "--auto-approve"]).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    let asked = |env: &KubeEnv| -> Vec<String> {
+        let mut v: Vec<String> = env
+            .calls()
+            .into_iter()
+            .filter(|c| c.argv.first().is_some_and(|a| a == "version"))
+            .map(|c| c.tool)
+            .collect();
+        v.sort();
+        v
+    };
+    // The first deploy asks every tool it runs (the images are not in the registry yet: docker
+    // builds and pushes).
+    deploy(&env);
+    assert_eq!(asked(&env), ["docker", "helm", "kubectl", "terraform"]);
+    let cache = env.tmp.path().join("home/.cache/raydeploy/tool-versions");
+    assert_eq!(
+        std::fs::read_dir(&cache).unwrap().count(),
+        3,
+        "terraform, helm and kubectl are kept (docker's engine is not)"
+    );
+
+    // A fresh checkout: reads only, and nothing asked for its version.
+    env.fresh_checkout();
+    deploy(&env);
+    let calls = env.calls();
+    assert!(calls.iter().all(|c| !c.mutating()), "{:#?}", calls.iter().map(|c| c.line()).collect::<Vec<_>>());
+    assert_eq!(asked(&env), Vec::<String>::new());
+    assert!(env.find("docker", &[]).is_empty(), "the engine is not needed: {:#?}", env.find("docker", &[]));
+    assert!(env.find("az", &["account", "show"]).is_empty());
+    // Every call the no-op makes (tool and its first three words that are neither flags nor
+    // paths): the fast path's two reads, the registry's tag, the kubeconfig, and the looks of the
+    // cluster-side layers (CRDs; each release's status and values; the RayCluster and its pods).
+    let mut made: Vec<String> = calls
+        .iter()
+        .map(|c| {
+            let words: Vec<&str> =
+                c.argv.iter().map(String::as_str).filter(|a| !a.starts_with('-') && !a.contains('/')).take(3).collect();
+            format!("{} {}", c.tool, words.join(" "))
+        })
+        .collect();
+    made.sort();
+    assert_eq!(
+        made,
+        [
+            "az acr repository show",
+            "az acr show acrtiny",
+            "az aks get-credentials rg-tiny",
+            "az group show rg-tiny",
+            "helm get values kuberay-operator",
+            "helm get values tiny",
+            "helm list kuberay json",
+            "helm list ray json",
+            "kubectl get crd rayclusters.ray.io",
+            "kubectl get pods ray",
+            "kubectl get raycluster tiny",
+        ],
+        "{made:#?}"
+    );
+
+    // Another helm binary (a copy of the fake: another file) is asked again, the others are not.
+    let bin = env.bin.clone();
+    // The copies import the emulated cluster from their own folder.
+    std::os::unix::fs::symlink(kube_env::root().join("tests/fakes/_kube.py"), bin.join("_kube.py")).unwrap();
+    let copy = |name: &str| {
+        let to = bin.join(name);
+        std::fs::remove_file(&to).unwrap();
+        std::fs::copy(kube_env::root().join("tests/fakes").join(name), &to).unwrap();
+        to
+    };
+    copy("helm");
+    env.fresh_checkout();
+    deploy(&env);
+    assert_eq!(asked(&env), ["helm"]);
+    env.fresh_checkout();
+    deploy(&env);
+    assert_eq!(asked(&env), Vec::<String>::new(), "the copy's answer is kept");
+    // The same file changed in place (an upgrade over it): asked again.
+    let kubectl = copy("kubectl");
+    env.fresh_checkout();
+    deploy(&env);
+    assert_eq!(asked(&env), ["kubectl"]);
+    let mut text = std::fs::read_to_string(&kubectl).unwrap();
+    text.push_str("\n# upgraded\n");
+    std::fs::write(&kubectl, text).unwrap();
+    env.fresh_checkout();
+    deploy(&env);
+    assert_eq!(asked(&env), ["kubectl"]);
+
+    // A corrupt cache is ignored (and rewritten).
+    for e in std::fs::read_dir(&cache).unwrap() {
+        std::fs::write(e.unwrap().path(), "{ not json").unwrap();
+    }
+    env.fresh_checkout();
+    deploy(&env);
+    assert_eq!(asked(&env), ["helm", "kubectl"]);
+    env.fresh_checkout();
+    deploy(&env);
+    assert_eq!(asked(&env), Vec::<String>::new());
+
+    // Off: every tool this deploy runs is asked, every time.
+    env.set("RAYDEPLOY_NO_TOOL_CACHE", "1");
+    for _ in 0..2 {
+        env.fresh_checkout();
+        deploy(&env);
+        assert_eq!(asked(&env), ["helm", "kubectl"]);
+    }
 }

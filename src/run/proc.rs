@@ -241,6 +241,11 @@ impl Runner {
         self.reporter.event(Event::Info { phase: self.phase.clone(), message });
     }
 
+    /// Writes a line to the phase's log only (scrubbed): details nobody needs on screen.
+    pub fn note(&self, message: &str) {
+        self.log_line("#", &self.redactor.scrub(message));
+    }
+
     fn log_line(&self, tag: &str, line: &str) {
         if let Some(log) = &self.log {
             let mut f = log.lock().expect("log lock");

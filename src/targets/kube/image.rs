@@ -5,12 +5,15 @@
 //! The tag is `<base tag>[-gpu]-<content hash>`: the same tag always means the same content. So
 //! both phases ask the world before doing anything, which also holds from a fresh checkout with
 //! no state: image-push is skipped when every tag is already in the registry (its outputs are the
-//! registry's digests); image-build is skipped when the local engine already has every tag, or
-//! when the registry has them. Each probe is one round of reads: `docker image inspect` of every
-//! tag, and the registry for every image at the same time. On AKS the registry is asked with
-//! `az acr repository show` by the ACR's name (no docker login; image-build runs beside infra,
-//! before the registry's address is reported); elsewhere through docker. A digest found once in
-//! a run is not read again.
+//! registry's digests); image-build is skipped when the registry has every tag, or when the local
+//! engine already has them. Each probe reads the registry for every image at the same time, and
+//! image-build's asks the local engine (`docker image inspect` of every tag) only when the
+//! registry lacks one: a deploy whose images are all in the registry (a redeploy, a fresh
+//! checkout, a CI runner) never needs the engine, and preflight does not ask for it then
+//! ([`every_tag_in_registry`]). On AKS the registry is asked with `az acr repository show` by the
+//! ACR's name (no docker login; image-build runs beside infra, before the registry's address is
+//! reported); elsewhere through docker. A digest found once in a run is not read again, and
+//! preflight and image-build's probe, asking at the same time, share one read per tag.
 //!
 //! How the registry is read: `docker manifest inspect --verbose <ref>` (part of the docker CLI
 //! since 20.10, Debian's `docker.io` included; no pull, no buildx). It runs with `--insecure` for
@@ -157,13 +160,17 @@ fn acr_login(k: &Kube, cx: &Cx) -> Result<()> {
 /// not there. Documented shape (learn.microsoft.com/cli/azure/acr/repository#az-acr-repository-show,
 /// with `--image`): `{"changeableAttributes": {…}, "createdTime", "digest", "lastUpdateTime",
 /// "name", "signed"}`; raydeploy reads `digest`. Any failure but an interrupt means "not there".
-fn acr_digest(cx: &Cx, acr: &str, img: &Image) -> Result<Option<String>> {
+/// Asked in the deployment's subscription (the spec's or the environment's, else the one
+/// preflight found) where it is known: the CLI finds the registry by name there.
+fn acr_digest(k: &Kube, cx: &Cx, acr: &str, img: &Image) -> Result<Option<String>> {
     let image = format!("{}:{}", repository_path(&img.r.repository), img.r.tag);
-    let cmd = Cmd::new("az")
+    let mut cmd = Cmd::new("az")
         .args(["acr", "repository", "show", "--name", acr, "--image", &image, "--output", "json"])
-        .arg("--only-show-errors")
-        .timeout(READ_TIMEOUT)
-        .quiet();
+        .arg("--only-show-errors");
+    if let Some(sub) = super::infra::wanted_subscription(k).or_else(|| cx.output("preflight", "subscription_id")) {
+        cmd = cmd.args(["--subscription", &sub]);
+    }
+    let cmd = cmd.timeout(READ_TIMEOUT).quiet();
     match cx.runner.run(&cmd) {
         Ok(o) => Ok(serde_json::from_str::<serde_json::Value>(&o.stdout)
             .ok()
@@ -178,7 +185,8 @@ fn acr_digest(cx: &Cx, acr: &str, img: &Image) -> Result<Option<String>> {
 /// image, or `None` when a tag is missing. All images are read at the same time: on AKS with
 /// `az acr repository show` (by the ACR's name, no login), elsewhere with
 /// `docker manifest inspect`. A tag found once in this run is not read again (the tag names
-/// the content: image-build's probe answers image-push's).
+/// the content: image-build's probe answers image-push's), and callers asking at the same time
+/// (preflight, image-build's early probe) share one read.
 fn registry_pins(k: &Kube, cx: &Cx, imgs: &[Image], registry: &str) -> Result<Option<Vec<(String, String)>>> {
     let acr = if k.aks() { acr_name(k, cx) } else { None };
     let found: Vec<Result<Option<String>>> = std::thread::scope(|scope| {
@@ -188,17 +196,11 @@ fn registry_pins(k: &Kube, cx: &Cx, imgs: &[Image], registry: &str) -> Result<Op
                 let acr = acr.as_deref();
                 scope.spawn(move || {
                     let target = target_ref(i, registry);
-                    if let Some(d) = k.s.digests.lock().expect("digests").get(&target) {
-                        return Ok(Some(d.clone()));
-                    }
-                    let d = match acr {
-                        Some(acr) => acr_digest(cx, acr, i),
+                    // A tag names its content: once found, its digest holds for the run.
+                    k.s.registry.get(&target, Option::is_some, || match acr {
+                        Some(acr) => acr_digest(k, cx, acr, i),
                         None => registry_digest(&cx.runner, &target),
-                    }?;
-                    if let Some(d) = &d {
-                        k.s.digests.lock().expect("digests").insert(target, d.clone());
-                    }
-                    Ok(d)
+                    })
                 })
             })
             .collect();
@@ -291,6 +293,15 @@ fn push_digest(stdout: &str, tag: &str) -> Option<String> {
     })
 }
 
+/// Whether the registry already has every image tag of the deployment: then neither image
+/// phase builds or pushes, and no docker command of the deploy needs the engine (preflight asks
+/// for it otherwise). A registry that cannot be read counts as lacking them.
+pub fn every_tag_in_registry(k: &Kube, cx: &Cx) -> bool {
+    let Ok(imgs) = images(k) else { return false };
+    let Some(registry) = push_registry(k, cx) else { return false };
+    matches!(registry_pins(k, cx, &imgs, &registry), Ok(Some(_)))
+}
+
 fn build_outputs(imgs: &[Image]) -> Outputs {
     imgs.iter().map(|i| (format!("{}_ref", i.kind), i.local_ref())).collect()
 }
@@ -300,21 +311,20 @@ pub fn probe(k: &Kube, p: &Phase, cx: &Cx) -> Result<Option<Outputs>> {
     let registry = push_registry(k, cx).ok_or_else(|| anyhow!("the registry is unknown"))?;
     match p.id {
         "image-build" => {
-            // The local engine and the registry are asked at the same time (one read each).
-            let refs: Vec<String> = imgs.iter().map(Image::local_ref).collect();
-            let (local, remote) = std::thread::scope(|scope| {
-                let remote = scope.spawn(|| registry_pins(k, cx, &imgs, &registry));
-                let local = local_has_all(&cx.runner, &refs);
-                (local, remote.join().expect("registry read thread"))
-            });
-            if local? {
-                cx.runner.info("the local engine already has every image tag: nothing to build");
-                return Ok(Some(build_outputs(&imgs)));
-            }
-            if remote?.is_some() {
+            // The registry first: when it has every tag, the local engine is not asked (the
+            // build would be skipped either way). Otherwise, and when the registry cannot be
+            // read, the engine may have them all.
+            let remote = registry_pins(k, cx, &imgs, &registry);
+            if matches!(remote, Ok(Some(_))) {
                 cx.runner.info(&format!("every image tag is already in {registry}: nothing to build"));
                 return Ok(Some(build_outputs(&imgs)));
             }
+            let refs: Vec<String> = imgs.iter().map(Image::local_ref).collect();
+            if local_has_all(&cx.runner, &refs)? {
+                cx.runner.info("the local engine already has every image tag: nothing to build");
+                return Ok(Some(build_outputs(&imgs)));
+            }
+            remote?;
             Ok(None)
         }
         "image-push" => match registry_pins(k, cx, &imgs, &registry)? {

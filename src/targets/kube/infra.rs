@@ -34,6 +34,7 @@ use serde::Deserialize;
 use super::{Kube, azure_preflight, unknown};
 use crate::context::{DestroyOptions, approve};
 use crate::graph::Phase;
+use crate::run::cache::ToolVersions;
 use crate::run::exec::{Cx, Outputs};
 use crate::run::proc::{Cmd, CmdError, Runner};
 use crate::run::state::PhaseStatus;
@@ -96,13 +97,22 @@ pub fn preview(k: &Kube, p: &Phase) -> Vec<String> {
         "preflight" => {
             let mut v = vec![];
             if k.aks() {
-                v.push(Cmd::new("terraform").args(["version", "-json"]).display());
-                v.push(az(k, None, ["account", "show", "--output", "json"]).display());
+                v.push(format!(
+                    "{}   # not when the resource group carries this configuration's hash (Terraform does not run)",
+                    terraform_version().display()
+                ));
+                v.push(format!(
+                    "{}   # not when the resource group can be read (its id names the subscription)",
+                    az(k, None, ["account", "show", "--output", "json"]).display()
+                ));
                 if let Some(a) = &k.s.d.azure {
                     v.extend(azure_preflight::preview(a, &k.s.skip_preflight));
                 }
             }
-            v.push(docker_version().display());
+            v.push(format!(
+                "{}   # not when the registry already has every image tag (nothing is built or pushed)",
+                docker_version().display()
+            ));
             v.push(helm_version().display());
             v.push(kubectl_version().display());
             v.push("check every secret source (environment variables set, files readable)".into());
@@ -146,40 +156,68 @@ fn infra_full_preview(tf: &Terraform) -> Vec<String> {
 // ---------------------------------------------------------------------------------------------
 // preflight
 
-/// Checks, before anything mutates, that every tool is present with a usable version, that the
-/// Azure account works and the subscription has room for the deployment (quota, VM sizes,
-/// Kubernetes version), and that every secret source resolves; lists every problem at once.
+/// Checks, before anything mutates, that every tool this deploy runs is present with a usable
+/// version, that the Azure account works and the subscription has room for the deployment
+/// (quota, VM sizes, Kubernetes version), and that every secret source resolves; lists every
+/// problem at once.
+///
+/// What a deploy will not run is not asked for: Terraform when the resource group carries this
+/// configuration's hash (the infra fast path: no init, plan or apply follows), the Docker engine
+/// when the registry already has every image tag (nothing is built or pushed). Both answers are
+/// the reads the infra and image probes make anyway, shared with them. The versions tools report
+/// are kept per binary ([`ToolVersions`]), and the subscription comes from the resource group's
+/// id when the fast path's read found the group (`az account show` otherwise).
 fn preflight(k: &Kube, cx: &Cx) -> Result<Outputs> {
     let r = &cx.runner;
+    let versions = ToolVersions::new(k.s.refresh);
     let mut outputs = Outputs::new();
     let mut azure = None;
+    // The fast path's read (once per run, shared with the infra probe), in the subscription the
+    // spec or the environment names (else the Azure CLI's current one).
+    let fast = k.aks() && !k.s.refresh && k.s.saved_tfplan.is_none();
+    let group = || {
+        if fast { applied_state(k, r, &Terraform::at(k, wanted_subscription(k))) } else { (None, None) }
+    };
     let problems: Vec<String> = std::thread::scope(|scope| {
         let mut checks = vec![];
         if k.aks() {
-            checks.push(scope.spawn(|| check_terraform(r)));
+            checks.push(scope.spawn(|| {
+                if group().0.is_some() {
+                    r.note("terraform is not asked for its version: the infrastructure is as this configuration applied it, Terraform does not run");
+                    return vec![];
+                }
+                check_terraform(r, &versions)
+            }));
         }
-        checks.push(scope.spawn(|| check_docker(r)));
-        checks.push(scope.spawn(|| check_helm(r)));
-        checks.push(scope.spawn(|| check_kubectl(r)));
+        checks.push(scope.spawn(|| {
+            if super::image::every_tag_in_registry(k, cx) {
+                r.note("the Docker engine is not asked: every image tag is already in the registry, nothing is built or pushed");
+                return vec![];
+            }
+            check_docker(r)
+        }));
+        checks.push(scope.spawn(|| check_helm(r, &versions)));
+        checks.push(scope.spawn(|| check_kubectl(r, &versions)));
         // The quota, VM size and version reads guard what Terraform would create: when the
-        // resource group carries this configuration's hash (read beside the account check), it
-        // creates nothing and they are left out. Otherwise they run in the subscription the
-        // account check reports, after it.
-        let current = k.aks().then(|| {
+        // resource group carries this configuration's hash, it creates nothing and they are left
+        // out. Otherwise they run in the subscription the account check reports, after it.
+        let account = k.aks().then(|| {
             scope.spawn(|| {
-                !k.s.refresh
-                    && k.s.saved_tfplan.is_none()
-                    && applied_state(k, r, &Terraform::at(k, wanted_subscription(k))).is_some()
+                let (current, subscription) = group();
+                let id = match subscription {
+                    Some(id) => Ok(id),
+                    None => account(k, r),
+                };
+                (current.is_some(), id)
             })
         });
-        let account = k.aks().then(|| scope.spawn(|| account(k, r)));
         let mut problems: Vec<String> = checks.into_iter().flat_map(|h| h.join().expect("check thread")).collect();
-        let current = current.is_some_and(|h| h.join().expect("applied tag thread"));
         if let Some(a) = account {
-            match a.join().expect("account thread") {
+            let (current, id) = a.join().expect("account thread");
+            match id {
                 Ok(id) => {
                     azure = Some(if current {
-                        r.info("the infrastructure is as this configuration applied it: quota, VM sizes and Kubernetes versions are not read (nothing is created)");
+                        r.info("the infrastructure is as this configuration applied it: Terraform does not run; quota, VM sizes and Kubernetes versions are not read (nothing is created)");
                         azure_preflight::Outcome::default()
                     } else {
                         azure_preflight::run(&k.s.d, r, Some(&id), &k.s.skip_preflight, || deployed_pools(k, r, &id))
@@ -253,14 +291,18 @@ fn check_min(tool: &str, version: &str, min: (u64, u64)) -> Option<String> {
     }
 }
 
-fn check_terraform(r: &Runner) -> Vec<String> {
+fn terraform_version() -> Cmd {
+    Cmd::new("terraform").args(["version", "-json"])
+}
+
+fn check_terraform(r: &Runner, versions: &ToolVersions) -> Vec<String> {
     let hint = "install Terraform 1.5 or newer (https://developer.hashicorp.com/terraform/install)";
-    match r.run(&Cmd::new("terraform").args(["version", "-json"]).timeout(T_VERSION).idempotent(2).quiet()) {
-        Ok(o) => {
-            let v = serde_json::from_str::<serde_json::Value>(&o.stdout)
+    match versions.output(r, &terraform_version().timeout(T_VERSION).idempotent(2).quiet()) {
+        Ok(stdout) => {
+            let v = serde_json::from_str::<serde_json::Value>(&stdout)
                 .ok()
                 .and_then(|j| j.get("terraform_version").and_then(|v| v.as_str()).map(str::to_string))
-                .unwrap_or_else(|| o.stdout.trim().to_string());
+                .unwrap_or_else(|| stdout.trim().to_string());
             check_min("terraform", &v, MIN_TERRAFORM).into_iter().collect()
         }
         Err(e) => vec![cmd_problem("terraform", &e, hint)],
@@ -288,10 +330,10 @@ fn helm_version() -> Cmd {
     Cmd::new("helm").args(["version", "--short"])
 }
 
-fn check_helm(r: &Runner) -> Vec<String> {
+fn check_helm(r: &Runner, versions: &ToolVersions) -> Vec<String> {
     let hint = "install Helm 3.8 or newer (https://helm.sh/docs/intro/install/)";
-    match r.run(&helm_version().timeout(T_VERSION).idempotent(2).quiet()) {
-        Ok(o) => check_min("helm", o.stdout.trim(), MIN_HELM).into_iter().collect(),
+    match versions.output(r, &helm_version().timeout(T_VERSION).idempotent(2).quiet()) {
+        Ok(stdout) => check_min("helm", stdout.trim(), MIN_HELM).into_iter().collect(),
         Err(e) => vec![cmd_problem("helm", &e, hint)],
     }
 }
@@ -300,14 +342,14 @@ fn kubectl_version() -> Cmd {
     Cmd::new("kubectl").args(["version", "--client", "--output", "json"])
 }
 
-fn check_kubectl(r: &Runner) -> Vec<String> {
+fn check_kubectl(r: &Runner, versions: &ToolVersions) -> Vec<String> {
     let hint = "install kubectl (https://kubernetes.io/docs/tasks/tools/)";
-    match r.run(&kubectl_version().timeout(T_VERSION).idempotent(2).quiet()) {
-        Ok(o) => {
-            let v = serde_json::from_str::<serde_json::Value>(&o.stdout)
+    match versions.output(r, &kubectl_version().timeout(T_VERSION).idempotent(2).quiet()) {
+        Ok(stdout) => {
+            let v = serde_json::from_str::<serde_json::Value>(&stdout)
                 .ok()
                 .and_then(|j| j.pointer("/clientVersion/gitVersion").and_then(|v| v.as_str()).map(str::to_string))
-                .unwrap_or_else(|| o.stdout.trim().to_string());
+                .unwrap_or_else(|| stdout.trim().to_string());
             check_min("kubectl", &v, MIN_KUBECTL).into_iter().collect()
         }
         Err(e) => vec![cmd_problem("kubectl", &e, hint)],
@@ -316,7 +358,7 @@ fn check_kubectl(r: &Runner) -> Vec<String> {
 
 /// The subscription the deployment uses: the spec's `azure.subscriptionId`, else
 /// `ARM_SUBSCRIPTION_ID`, else the Azure CLI's current one.
-fn wanted_subscription(k: &Kube) -> Option<String> {
+pub(crate) fn wanted_subscription(k: &Kube) -> Option<String> {
     k.s.d
         .azure
         .as_ref()
@@ -665,20 +707,35 @@ fn infra_probe(k: &Kube, cx: &Cx) -> Result<Option<Outputs>> {
     Ok(Some(require_outputs(tf.outputs(&cx.runner)?)?))
 }
 
-/// `az group show` of the resource group: the value of its [`APPLIED_TAG`] (`None` when the group
-/// or the tag is missing). Documented shape (learn.microsoft.com/cli/azure/group#az-group-show):
-/// `{"id", "location", "managedBy", "name", "properties": {"provisioningState"}, "tags": {…} | null,
-/// "type"}`.
-fn group_show(k: &Kube, r: &Runner, sub: Option<&str>, rg: &str) -> Result<Option<String>, CmdError> {
+/// What `az group show` of the resource group says: the value of its [`APPLIED_TAG`] (`None`
+/// when the tag is missing) and the subscription its id names (`None` when the group is missing).
+/// Documented shape (learn.microsoft.com/cli/azure/group#az-group-show): `{"id":
+/// "/subscriptions/<subscription id>/resourceGroups/<name>", "location", "managedBy", "name",
+/// "properties": {"provisioningState"}, "tags": {…} | null, "type"}`.
+fn group_show(k: &Kube, r: &Runner, sub: Option<&str>, rg: &str) -> Result<(Option<String>, Option<String>), CmdError> {
     let c = az(k, sub, ["group", "show", "--name", rg, "--output", "json"]).timeout(T_OUTPUT).quiet();
     match r.run(&c) {
-        Ok(o) => Ok(serde_json::from_str::<serde_json::Value>(&o.stdout)
-            .ok()
-            .and_then(|v| v.pointer(&format!("/tags/{APPLIED_TAG}")).and_then(|t| t.as_str()).map(str::to_string))
-            .filter(|t| !t.is_empty())),
-        Err(CmdError::Failed { stderr_tail, .. }) if stderr_tail.contains("ResourceGroupNotFound") => Ok(None),
+        Ok(o) => {
+            let v = serde_json::from_str::<serde_json::Value>(&o.stdout).ok();
+            let tag = v
+                .as_ref()
+                .and_then(|v| v.pointer(&format!("/tags/{APPLIED_TAG}")).and_then(|t| t.as_str()).map(str::to_string))
+                .filter(|t| !t.is_empty());
+            let subscription =
+                v.as_ref().and_then(|v| v.get("id")).and_then(|id| id.as_str()).and_then(subscription_in_id);
+            Ok((tag, subscription))
+        }
+        Err(CmdError::Failed { stderr_tail, .. }) if stderr_tail.contains("ResourceGroupNotFound") => Ok((None, None)),
         Err(e) => Err(e),
     }
+}
+
+/// The subscription of an Azure resource id (`/subscriptions/<id>/resourceGroups/…`).
+fn subscription_in_id(id: &str) -> Option<String> {
+    let mut parts = id.split('/');
+    let (empty, word, sub) = (parts.next()?, parts.next()?, parts.next()?);
+    let guid = sub.len() == 36 && sub.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
+    (empty.is_empty() && word.eq_ignore_ascii_case("subscriptions") && guid).then(|| sub.to_string())
 }
 
 /// `az acr show` of the registry: its `loginServer`. Documented shape
@@ -698,62 +755,67 @@ fn acr_show(k: &Kube, r: &Runner, sub: Option<&str>, name: &str) -> Option<Strin
 /// is as the last successful apply of this configuration left it. Two reads at once; `None`
 /// (take the full path) on anything else, with the reason in the log.
 fn applied_outputs(k: &Kube, cx: &Cx, tf: &Terraform) -> Option<Outputs> {
-    applied_state(k, &cx.runner, tf)
+    applied_state(k, &cx.runner, tf).0
 }
 
-/// [`applied_outputs`] for any runner, read once per run (preflight asks too).
-fn applied_state(k: &Kube, r: &Runner, tf: &Terraform) -> Option<Outputs> {
+/// [`applied_outputs`] and the subscription the resource group's id names, for any runner, read
+/// once per run (preflight asks too).
+fn applied_state(k: &Kube, r: &Runner, tf: &Terraform) -> (Option<Outputs>, Option<String>) {
     k.s.applied.get_or_init(|| read_applied(k, r, tf)).clone()
 }
 
-fn read_applied(k: &Kube, r: &Runner, tf: &Terraform) -> Option<Outputs> {
-    let want = tf.applied.as_deref()?;
-    let a = k.s.d.azure.as_ref()?;
+fn read_applied(k: &Kube, r: &Runner, tf: &Terraform) -> (Option<Outputs>, Option<String>) {
+    let Some(want) = tf.applied.as_deref() else { return (None, None) };
+    let Some(a) = k.s.d.azure.as_ref() else { return (None, None) };
     let sub = tf.subscription.as_deref();
-    let (tag, login) = std::thread::scope(|scope| {
+    let (group, login) = std::thread::scope(|scope| {
         let login = scope.spawn(|| acr_show(k, r, sub, &a.acr_name));
-        let tag = group_show(k, r, sub, &a.resource_group);
-        (tag, login.join().expect("acr show thread"))
+        let group = group_show(k, r, sub, &a.resource_group);
+        (group, login.join().expect("acr show thread"))
     });
+    let (tag, subscription) = match group {
+        Ok(g) => g,
+        Err(e) => {
+            r.info(&format!("cannot read resource group {} ({e}): planning with Terraform", a.resource_group));
+            return (None, None);
+        }
+    };
     let short = |h: &str| h.chars().take(12).collect::<String>();
     match tag {
-        Ok(Some(t)) if t == want => {}
-        Ok(Some(t)) => {
+        Some(t) if t == want => {}
+        Some(t) => {
             r.info(&format!(
                 "resource group {} was last applied with configuration {} (this one is {}): planning with Terraform",
                 a.resource_group,
                 short(&t),
                 short(want)
             ));
-            return None;
+            return (None, subscription);
         }
-        Ok(None) => {
+        None => {
             r.info(&format!(
                 "resource group {} has no {APPLIED_TAG} tag (not created yet, or not by this version of raydeploy): planning with Terraform",
                 a.resource_group
             ));
-            return None;
-        }
-        Err(e) => {
-            r.info(&format!("cannot read resource group {} ({e}): planning with Terraform", a.resource_group));
-            return None;
+            return (None, subscription);
         }
     }
     let Some(login) = login else {
         r.info(&format!("cannot read registry {}: planning with Terraform", a.acr_name));
-        return None;
+        return (None, subscription);
     };
     r.info(&format!(
         "resource group {} carries {APPLIED_TAG}={} (this configuration and its variables): Terraform is not run (deploy --refresh runs it)",
         a.resource_group,
         short(want)
     ));
-    Some(Outputs::from([
+    let outputs = Outputs::from([
         ("acr_login_server".to_string(), login),
         ("acr_name".to_string(), a.acr_name.clone()),
         ("cluster_name".to_string(), a.aks_name.clone()),
         ("resource_group_name".to_string(), a.resource_group.clone()),
-    ]))
+    ]);
+    (Some(outputs), subscription)
 }
 
 fn infra_apply(k: &Kube, cx: &Cx) -> Result<Outputs> {
@@ -1167,6 +1229,19 @@ mod tests {
         assert!(check_min("helm", "v3.7.0", MIN_HELM).unwrap().contains("too old"));
         assert!(check_min("helm", "v3.8.0", MIN_HELM).is_none());
         assert!(check_min("terraform", "1.10.0", MIN_TERRAFORM).is_none());
+    }
+
+    #[test]
+    fn the_subscription_of_a_resource_group_id() {
+        let sub = "11111111-2222-3333-4444-555555555555";
+        assert_eq!(subscription_in_id(&format!("/subscriptions/{sub}/resourceGroups/rg-x")).as_deref(), Some(sub));
+        assert_eq!(subscription_in_id(&format!("/Subscriptions/{sub}/resourceGroups/rg-x")).as_deref(), Some(sub));
+        for bad in
+            ["", "/", "/subscriptions/", "/subscriptions/not-a-guid/resourceGroups/x", "subscriptions/x", "/tenants/x"]
+        {
+            assert_eq!(subscription_in_id(bad), None, "{bad}");
+        }
+        assert_eq!(subscription_in_id(&format!("x/subscriptions/{sub}")), None);
     }
 
     #[test]

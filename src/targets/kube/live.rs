@@ -312,6 +312,11 @@ pub fn release_values(k: &Kube, r: &Runner, name: &str, ns: &str) -> Result<Valu
 
 /// The release `name` in `ns` (`helm list`) and its user-supplied values (`helm get values`),
 /// read at the same time: one read's time. `(None, None)` when there is no such release.
+///
+/// Two commands, because no one Helm command prints the status, the chart version and the
+/// user-supplied values in a documented shape on both Helm 3 and Helm 4: `helm get metadata`
+/// (Helm 3.13 and later only) has no values, and `helm status -o json` prints Helm's internal
+/// release record (the whole chart included), whose fields no documentation promises.
 pub fn release_with_values(k: &Kube, r: &Runner, name: &str, ns: &str) -> Result<(Option<Release>, Option<Value>)> {
     let (rel, values) = both(|| release(k, r, name, ns), || release_values_if_any(k, r, name, ns));
     Ok((rel?, values?))

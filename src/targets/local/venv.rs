@@ -103,11 +103,7 @@ pub fn key(py: &Python, img: &ImageModel) -> String {
 
 /// `$RAYDEPLOY_CACHE_DIR`, `$XDG_CACHE_HOME/raydeploy` or `~/.cache/raydeploy`.
 pub fn cache_root() -> PathBuf {
-    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
-    var("RAYDEPLOY_CACHE_DIR")
-        .or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("raydeploy")))
-        .or_else(|| var("HOME").map(|h| h.join(".cache").join("raydeploy")))
-        .unwrap_or_else(|| std::env::temp_dir().join("raydeploy-cache"))
+    crate::run::cache::root()
 }
 
 pub fn cached_path(key: &str) -> PathBuf {
