@@ -673,7 +673,8 @@ fn a_no_op_asks_no_tool_for_its_version_and_a_changed_binary_is_asked_again() {
     assert!(env.find("az", &["account", "show"]).is_empty());
     // Every call the no-op makes (tool and its first three words that are neither flags nor
     // paths): the fast path's two reads, the registry's tag, the kubeconfig, and the looks of the
-    // cluster-side layers (CRDs; each release's status and values; the RayCluster and its pods).
+    // cluster-side layers (CRDs; each release's status and values; the operator's Deployment, as
+    // no state says it rolled out; the RayCluster and its pods).
     let mut made: Vec<String> = calls
         .iter()
         .map(|c| {
@@ -695,6 +696,7 @@ fn a_no_op_asks_no_tool_for_its_version_and_a_changed_binary_is_asked_again() {
             "helm list kuberay json",
             "helm list ray json",
             "kubectl get crd rayclusters.ray.io",
+            "kubectl get deployment kuberay",
             "kubectl get pods ray",
             "kubectl get raycluster tiny",
         ],
