@@ -31,7 +31,6 @@
 #[path = "../tests/support/testbed.rs"]
 mod testbed;
 
-#[allow(dead_code)]
 #[path = "../tests/support/kube_env.rs"]
 mod kube_env;
 

@@ -148,10 +148,10 @@ fn check(case: &Case, command: &str, extra: &[&std::ffi::OsStr], out: Option<&Pa
             failures.push(format!("no position on line {l} (`:{l}:`)"));
         }
     }
-    if let Some(out) = out {
-        if out.exists() {
-            failures.push(format!("{} was created", out.display()));
-        }
+    if let Some(out) = out
+        && out.exists()
+    {
+        failures.push(format!("{} was created", out.display()));
     }
     if failures.is_empty() {
         vec![]

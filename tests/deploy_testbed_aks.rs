@@ -15,7 +15,6 @@
 #[path = "support/testbed.rs"]
 mod testbed;
 
-#[allow(dead_code)]
 #[path = "support/kube_env.rs"]
 mod kube_env;
 

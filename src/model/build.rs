@@ -136,14 +136,14 @@ impl Builder<'_> {
             ),
             _ => {}
         }
-        if let Some(k) = s.kubernetes.as_ref().filter(|_| target == Target::Kubernetes) {
-            if let Err(e) = names::image_repository(&k.registry) {
-                self.err(
-                    "kubernetes.registry",
-                    format!("`{}` {e}", k.registry),
-                    Some("give the repository only, e.g. registry: docker.io/acme/ray".into()),
-                );
-            }
+        if let Some(k) = s.kubernetes.as_ref().filter(|_| target == Target::Kubernetes)
+            && let Err(e) = names::image_repository(&k.registry)
+        {
+            self.err(
+                "kubernetes.registry",
+                format!("`{}` {e}", k.registry),
+                Some("give the repository only, e.g. registry: docker.io/acme/ray".into()),
+            );
         }
         if target != Target::Aks && s.azure.is_some() && s.target != Target::Aks {
             self.warnings.push(format!("`azure` is ignored: the target is `{}`", target.as_str()));
@@ -516,21 +516,20 @@ impl Builder<'_> {
             let l = line.trim();
             let Some(from) = l.strip_prefix("FROM ").or_else(|| l.strip_prefix("from ")) else { continue };
             let image = from.split_whitespace().find(|w| !w.starts_with("--")).unwrap_or("");
-            if let Some((_, tag)) = image.rsplit_once(':') {
-                if image.contains("ray") && !tag.contains('$') {
-                    let v = tag.split('-').next().unwrap_or("");
-                    if parse_semver(v).is_some() && v != self.spec.image.ray_version {
-                        self.err(
-                            "image.dockerfile",
-                            format!(
-                                "the Dockerfile builds FROM Ray {v} but image.rayVersion is {}",
-                                self.spec.image.ray_version
-                            ),
-                            Some(
-                                "the cluster, the autoscaler and the image must run one Ray version: align them".into(),
-                            ),
-                        );
-                    }
+            if let Some((_, tag)) = image.rsplit_once(':')
+                && image.contains("ray")
+                && !tag.contains('$')
+            {
+                let v = tag.split('-').next().unwrap_or("");
+                if parse_semver(v).is_some() && v != self.spec.image.ray_version {
+                    self.err(
+                        "image.dockerfile",
+                        format!(
+                            "the Dockerfile builds FROM Ray {v} but image.rayVersion is {}",
+                            self.spec.image.ray_version
+                        ),
+                        Some("the cluster, the autoscaler and the image must run one Ray version: align them".into()),
+                    );
                 }
             }
         }
@@ -803,14 +802,12 @@ impl Builder<'_> {
             // No VM to size for: explicit values, or local defaults.
             match (target, cpu, mem) {
                 (Target::Local, _, _) => {}
-                (_, CpuRequest::Auto, _) | (_, _, MemoryRequest::Auto) => {
-                    if target == Target::Kubernetes {
-                        self.err(
+                (_, CpuRequest::Auto, _) | (_, _, MemoryRequest::Auto) if target == Target::Kubernetes => {
+                    self.err(
                             format!("{path}.cpu"),
                             "`auto` sizing needs a vmSize; on target kubernetes give cpu and memory explicitly (or the nodes' vmSize)",
                             Some("e.g. cpu: 4, memory: 16Gi".into()),
                         );
-                    }
                 }
                 _ => {}
             }
@@ -927,10 +924,10 @@ impl Builder<'_> {
                 Some(format!("use memory: {}Gi{}", avail_mem / GI, alt.map(|v| format!(" or {v}")).unwrap_or_default())),
             );
         }
-        let per_node = |have: u64, want: u64| if want == 0 { u64::MAX } else { have / want };
+        let per_node = |have: u64, want: u64| have.checked_div(want).unwrap_or(u64::MAX);
         let mut ppn = per_node(avail_cpu, cpu_m).min(per_node(avail_mem, memory_bytes));
-        if g.gpus > 0 {
-            ppn = ppn.min(u64::from(vm.gpus / g.gpus));
+        if let Some(n) = vm.gpus.checked_div(g.gpus) {
+            ppn = ppn.min(u64::from(n));
         }
         // At most max_pods, a u32.
         let ppn = u32::try_from(ppn.clamp(1, u64::from(max_pods))).unwrap_or(max_pods);
@@ -985,14 +982,14 @@ impl Builder<'_> {
                 Some("region names are lowercase, e.g. westeurope".into()),
             );
         }
-        if let Some(sub) = &a.subscription_id {
-            if !is_guid(sub) {
-                self.err(
-                    "azure.subscriptionId",
-                    format!("`{sub}` is not a subscription id (a GUID)"),
-                    Some("e.g. 00000000-0000-0000-0000-000000000000; `az account show --query id` prints yours".into()),
-                );
-            }
+        if let Some(sub) = &a.subscription_id
+            && !is_guid(sub)
+        {
+            self.err(
+                "azure.subscriptionId",
+                format!("`{sub}` is not a subscription id (a GUID)"),
+                Some("e.g. 00000000-0000-0000-0000-000000000000; `az account show --query id` prints yours".into()),
+            );
         }
         if !(10..=250).contains(&max_pods) {
             self.err(
@@ -1513,21 +1510,22 @@ impl Builder<'_> {
                     );
                 }
             }
-            if let Some(gp) = j.entrypoint_num_gpus {
-                if gp > 0.0 && gp > f64::from(max_gpu) {
-                    self.err(
-                        format!("{path}.entrypointNumGpus"),
-                        format!(
-                            "the entrypoint needs {gp} GPU but {}",
-                            if max_gpu == 0 {
-                                "no group has GPUs".to_string()
-                            } else {
-                                format!("the largest GPU pod has {max_gpu}")
-                            }
-                        ),
-                        Some("add a GPU worker group (gpus: 1 on a GPU VM size) or drop entrypointNumGpus".into()),
-                    );
-                }
+            if let Some(gp) = j.entrypoint_num_gpus
+                && gp > 0.0
+                && gp > f64::from(max_gpu)
+            {
+                self.err(
+                    format!("{path}.entrypointNumGpus"),
+                    format!(
+                        "the entrypoint needs {gp} GPU but {}",
+                        if max_gpu == 0 {
+                            "no group has GPUs".to_string()
+                        } else {
+                            format!("the largest GPU pod has {max_gpu}")
+                        }
+                    ),
+                    Some("add a GPU worker group (gpus: 1 on a GPU VM size) or drop entrypointNumGpus".into()),
+                );
             }
             if !j.shutdown_after_finish && j.ttl_seconds_after_finished.is_some() {
                 self.err(

@@ -77,10 +77,10 @@ fn flatten(body: &hcl::Body, prefix: &str, out: &mut Attrs) {
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     for b in body.blocks() {
         let mut name = b.identifier().to_string();
-        if name == "dynamic" {
-            if let Some(l) = b.labels().first() {
-                name = l.as_str().to_string();
-            }
+        if name == "dynamic"
+            && let Some(l) = b.labels().first()
+        {
+            name = l.as_str().to_string();
         }
         let n = seen.entry(name.clone()).or_insert(0);
         let key = if *n == 0 { name.clone() } else { format!("{name}[{n}]") };

@@ -92,6 +92,7 @@ fn values_text(v: &Value) -> String {
 }
 
 /// A Helm release layer: values diff against the live release, or "created after …".
+#[allow(clippy::too_many_arguments)]
 fn release(
     k: &Kube,
     r: &Runner,

@@ -363,7 +363,7 @@ pub fn rendered_hash(r: &Rendered) -> String {
 }
 
 /// Files of `files` under `prefix` (a folder, or a file name stem like `manifests/secrets`).
-pub(crate) fn under<'a>(files: &'a BTreeMap<String, String>, prefix: &str) -> BTreeMap<String, String> {
+pub(crate) fn under(files: &BTreeMap<String, String>, prefix: &str) -> BTreeMap<String, String> {
     files.iter().filter(|(k, _)| k.starts_with(prefix)).map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 

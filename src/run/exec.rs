@@ -522,7 +522,7 @@ mod tests {
             let f = Early2 { a_done, probes: Mutex::new(vec![]), applied: Mutex::new(vec![]) };
             let r = execute(&g, &f, &store, &env);
             assert!(r.ok());
-            assert_eq!(r.with(Outcome::Skipped).contains(&"b"), true);
+            assert!(r.with(Outcome::Skipped).contains(&"b"));
             let probes = f.probes.lock().unwrap().clone();
             let b: Vec<bool> = probes.iter().filter(|(id, _)| *id == "b").map(|(_, e)| *e).collect();
             if a_done {

@@ -85,9 +85,8 @@ impl Lock {
                             // Being written right now, or torn: give the writer a moment.
                             std::thread::sleep(std::time::Duration::from_millis(50));
                             let again = std::fs::read_to_string(&path).unwrap_or_default();
-                            if again == text && !text.is_empty() {
-                                let _ = std::fs::remove_file(&path);
-                            } else if again.is_empty() {
+                            // Unchanged (a torn file its writer left) or empty: take it over.
+                            if again.is_empty() || again == text {
                                 let _ = std::fs::remove_file(&path);
                             }
                         }

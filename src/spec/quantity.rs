@@ -116,13 +116,13 @@ pub fn parse_memory(s: &str) -> Option<u64> {
 
 /// Canonical text of a CPU amount: whole CPUs as `7`, otherwise millicores `7500m`.
 pub fn format_cpu(millis: u64) -> String {
-    if millis % 1000 == 0 { (millis / 1000).to_string() } else { format!("{millis}m") }
+    if millis.is_multiple_of(1000) { (millis / 1000).to_string() } else { format!("{millis}m") }
 }
 
 /// Canonical text of a memory amount in the largest exact binary unit.
 pub fn format_memory(bytes: u64) -> String {
     for (suffix, mult) in [("Ti", 1u64 << 40), ("Gi", GI), ("Mi", MI), ("Ki", 1024)] {
-        if bytes >= mult && bytes % mult == 0 {
+        if bytes >= mult && bytes.is_multiple_of(mult) {
             return format!("{}{suffix}", bytes / mult);
         }
     }

@@ -140,7 +140,7 @@ pub fn check(doc: &Node) -> Problems {
                 problems.push(p);
             }
             ValidationErrorKind::AnyOf { .. } | ValidationErrorKind::OneOfNotValid { .. } => {
-                let what = sub.map(|s| shape(s)).unwrap_or_else(|| "a different value".into());
+                let what = sub.map(shape).unwrap_or_else(|| "a different value".into());
                 let mut p =
                     Problem::new(&path, format!("expected {}, found {}", what.trim_end_matches('.'), brief(node)))
                         .at(at);
@@ -359,7 +359,7 @@ fn property_names(s: &J) -> Vec<String> {
 }
 
 /// The alternatives of a `oneOf`/`anyOf` schema, references resolved.
-fn branches<'a>(s: &'a J) -> Vec<&'a J> {
+fn branches(s: &J) -> Vec<&J> {
     let root = schema();
     let s = resolve(root, s);
     ["oneOf", "anyOf"]
