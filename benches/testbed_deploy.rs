@@ -43,45 +43,16 @@ use std::process::{Child, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use bed_deploy::{BedDeploy, text};
+use bed_deploy::{BedDeploy, bed_spec, text};
 use serde_json::Value;
 use testbed::{NodeSpec, TestBed};
 
 const TOKEN: &str = "bench-token-3f9a";
 
 fn spec(name: &str) -> String {
-    format!(
-        r#"apiVersion: raydeploy/v1
-kind: RayDeployment
-name: {name}
-target: kubernetes
-
-kubernetes:
-  registry: 127.0.0.1:5999/acme/ray-{name}
-
-image:
-  rayVersion: "2.52.0"
-  python: "3.12"
-
-kuberay:
-  charts: vendor/kuberay
-
-cluster:
-  namespace: {name}
-  head: {{ cpu: 1, memory: 2Gi }}
-  workerGroups:
-    - name: cpu
-      cpu: 1
-      memory: 2Gi
-      replicas: 2
-
-secrets:
-  - name: api
-    exposeAsEnv: true
-    data:
-      token: {{ fromEnv: BENCH_TOKEN }}
-"#
-    )
+    let secrets =
+        "\nsecrets:\n  - name: api\n    exposeAsEnv: true\n    data:\n      token: { fromEnv: BENCH_TOKEN }\n";
+    bed_spec(name, "    - { name: cpu, cpu: 1, memory: 2Gi, replicas: 2 }", secrets)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
