@@ -161,6 +161,25 @@ fn plugin_pods(bed: &TestBed) -> BTreeMap<String, Value> {
         .collect()
 }
 
+/// Waits until no device plugin of an earlier test is left on the bed: no DaemonSet or pod
+/// named like NVIDIA's in any namespace (an uninstalled release's pods go after its DaemonSet, in the
+/// background). Otherwise a leftover DaemonSet puts a pod on this test's GPU node, which then
+/// advertises a GPU, and the device-plugin phase rightly finds a plugin already running.
+fn no_device_plugin_left(bed: &TestBed) {
+    bed.wait_for("the device plugin of an earlier test to be gone", WAIT, |note| {
+        let left = bed.get_json(&["daemonsets,pods", "-A"]);
+        let items: Vec<Value> = left["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|i| i["metadata"]["name"].as_str().is_some_and(|n| n.contains("nvidia-device-plugin")))
+            .cloned()
+            .collect();
+        *note = items.iter().map(|i| format!("{}/{}", i["kind"], i["metadata"]["name"])).collect::<Vec<_>>().join(", ");
+        items.is_empty().then_some(())
+    });
+}
+
 /// A memory quantity as the API server prints it (`27618Mi`, `12480512Ki`), in MiB.
 fn mib(q: &Value) -> u64 {
     let q = q.as_str().unwrap_or_else(|| panic!("a quantity: {q}"));
@@ -195,6 +214,7 @@ fn aks_from_nothing(helm: &str) {
     let name = format!("aks-{helm}");
     let bed = bed();
     let docker = docker();
+    no_device_plugin_left(bed);
     let _gone = NodesGone::new(bed, &name, LOCATION);
     let mut p = project(bed, helm, &aks_spec(&name, FULL_CLUSTER, "gpu:\n  charts: vendor/nvidia\n"), &docker);
 
@@ -372,6 +392,7 @@ fn misfit_then_device_plugin(helm: &str) {
     let name = format!("fit-{helm}");
     let bed = bed();
     let docker = docker();
+    no_device_plugin_left(bed);
     let _gone = NodesGone::new(bed, &name, LOCATION);
     let cluster = |big_vm: &str| {
         format!(
