@@ -168,6 +168,22 @@ fn forwards(env: &KubeEnv) -> Vec<(String, u32)> {
         .collect()
 }
 
+/// `raydeploy ARGS…` in the background: the child (killed if a test fails) and the lines of its
+/// standard output and error.
+fn spawn_session(env: &KubeEnv, args: &[String]) -> (Reap, Receiver<String>, Receiver<String>) {
+    let mut child = env
+        .raydeploy_std()
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = lines(child.stdout.take().unwrap());
+    let err = lines(child.stderr.take().unwrap());
+    (Reap(child), out, err)
+}
+
 /// Kills a child left running by a failed assertion.
 struct Reap(Child);
 
@@ -183,18 +199,9 @@ fn session_forwards_each_endpoint_reconnects_a_dropped_one_and_stops_on_sigint()
     let env = deployed();
     let ports = free_ports();
     let [dash, client, serve] = ports;
-    let mut child = env
-        .raydeploy_std()
-        .args(["session", "--output", "json"])
-        .args(port_args(ports))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = lines(child.stdout.take().unwrap());
-    let err = lines(child.stderr.take().unwrap());
-    let mut child = Reap(child);
+    let mut args = vec!["session".to_string(), "--output".into(), "json".into()];
+    args.extend(port_args(ports));
+    let (mut child, out, err) = spawn_session(&env, &args);
     let mut seen = vec![];
 
     // One JSON object on one line, once every forward is up.
@@ -264,17 +271,7 @@ fn session_forwards_each_endpoint_reconnects_a_dropped_one_and_stops_on_sigint()
 #[test]
 fn session_text_names_what_to_use_and_default_ports_are_free_ones() {
     let env = deployed();
-    let mut child = env
-        .raydeploy_std()
-        .arg("session")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = lines(child.stdout.take().unwrap());
-    let _err = lines(child.stderr.take().unwrap());
-    let mut child = Reap(child);
+    let (mut child, out, _err) = spawn_session(&env, &["session".to_string()]);
     let mut seen = vec![];
     assert!(wait_line(&out, &mut seen, |l| l.contains("Ctrl-C to stop")), "{}", seen.join("\n"));
     let t = seen.join("\n");
