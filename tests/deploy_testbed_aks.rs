@@ -167,17 +167,38 @@ fn plugin_pods(bed: &TestBed) -> BTreeMap<String, Value> {
 /// advertises a GPU, and the device-plugin phase rightly finds a plugin already running.
 fn no_device_plugin_left(bed: &TestBed) {
     bed.wait_for("the device plugin of an earlier test to be gone", WAIT, |note| {
-        let left = bed.get_json(&["daemonsets,pods", "-A"]);
-        let items: Vec<Value> = left["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|i| i["metadata"]["name"].as_str().is_some_and(|n| n.contains("nvidia-device-plugin")))
-            .cloned()
-            .collect();
-        *note = items.iter().map(|i| format!("{}/{}", i["kind"], i["metadata"]["name"])).collect::<Vec<_>>().join(", ");
+        let items = plugin_objects(bed);
+        *note = items.join(", ");
         items.is_empty().then_some(())
     });
+}
+
+/// DaemonSets and pods named like NVIDIA's device plugin, in any namespace: `KIND NS/NAME`.
+fn plugin_objects(bed: &TestBed) -> Vec<String> {
+    let left = bed.get_json(&["daemonsets,pods", "-A"]);
+    left["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|i| i["metadata"]["name"].as_str().is_some_and(|n| n.contains("nvidia-device-plugin")))
+        .map(|i| {
+            let m = &i["metadata"];
+            format!(
+                "{} {}/{}",
+                i["kind"].as_str().unwrap_or(""),
+                m["namespace"].as_str().unwrap_or(""),
+                m["name"].as_str().unwrap_or("")
+            )
+        })
+        .collect()
+}
+
+/// Destroy said it removed the device plugin release and its DaemonSets are gone (their pods go
+/// after them, in the background).
+fn assert_plugin_removed(bed: &TestBed, out: &str) {
+    assert!(out.contains("removed the NVIDIA device plugin release"), "destroy removes the device plugin:\n{out}");
+    let left: Vec<String> = plugin_objects(bed).into_iter().filter(|o| o.starts_with("DaemonSet ")).collect();
+    assert!(left.is_empty(), "left after destroy: {left:?}\n{out}");
 }
 
 /// A memory quantity as the API server prints it (`27618Mi`, `12480512Ki`), in MiB.
@@ -364,6 +385,7 @@ fn aks_from_nothing(helm: &str) {
     p.set("RAYDEPLOY_READY_TIMEOUT", "300");
     let o = p.run(&["destroy", "--auto-approve"]);
     assert!(o.status.success(), "destroy:\n{}", text(&o));
+    assert_plugin_removed(bed, &text(&o));
     assert_eq!(bed_aks::nodes(bed, &name, LOCATION), Vec::<Value>::new(), "destroy removes the nodes");
     let releases = bed.helm(helm, &["list", "-A", "-q", "--deployed", "--failed", "--pending", "--uninstalling"]);
     assert!(!releases.lines().any(|l| l == name || l == "nvidia-device-plugin"), "releases gone: {releases}");
@@ -460,6 +482,7 @@ fn misfit_then_device_plugin(helm: &str) {
 
     let o = p.run(&["destroy", "--auto-approve"]);
     assert!(o.status.success(), "destroy:\n{}", text(&o));
+    assert_plugin_removed(bed, &text(&o));
     assert_eq!(bed_aks::nodes(bed, &name, LOCATION), Vec::<Value>::new());
 }
 

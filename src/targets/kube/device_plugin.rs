@@ -170,20 +170,29 @@ pub fn existing(k: &Kube, r: &Runner) -> Result<Option<String>> {
 /// Pods outside this deployment's RayCluster that request GPUs: `NS/NAME`.
 fn other_gpu_pods(k: &Kube, r: &Runner) -> Result<Vec<String>> {
     let c = &k.s.d.cluster;
-    let requests_gpu = |p: &Value| {
-        p.pointer("/spec/containers")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .any(|ct| ["limits", "requests"].iter().any(|w| ct["resources"][w].get(GPU_TAINT_KEY).is_some()))
-    };
-    let ours =
-        |p: &Value| namespace(p) == c.namespace && live::label(p, super::cluster::RAY_CLUSTER_LABEL) == Some(&c.name);
     Ok(list_all(k, r, "pods")?
         .iter()
-        .filter(|p| requests_gpu(p) && !ours(p))
+        .filter(|p| {
+            holds_gpus(p)
+                && !(namespace(p) == c.namespace && live::label(p, super::cluster::RAY_CLUSTER_LABEL) == Some(&c.name))
+        })
         .map(|p| format!("{}/{}", namespace(p), live::name(p)))
         .collect())
+}
+
+/// A pod that requests GPUs and still needs them: not finished (Succeeded, Failed) and not
+/// being deleted (a destroyed deployment's pods, or pods left on a node that is gone, until the
+/// pod garbage collector removes them).
+fn holds_gpus(p: &Value) -> bool {
+    let requests = p
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .any(|ct| ["limits", "requests"].iter().any(|w| ct["resources"][w].get(GPU_TAINT_KEY).is_some()));
+    let finished = matches!(p.pointer("/status/phase").and_then(Value::as_str), Some("Succeeded" | "Failed"));
+    let deleting = p.pointer("/metadata/deletionTimestamp").is_some_and(|t| !t.is_null());
+    requests && !finished && !deleting
 }
 
 /// Uninstalls the release (after the Ray cluster is gone), unless pods of other workloads use
@@ -268,5 +277,25 @@ mod tests {
         assert_eq!(node_gpus(&n(serde_json::json!({"cpu": "4", "nvidia.com/gpu": "2"}))), 2);
         assert_eq!(node_gpus(&n(serde_json::json!({"cpu": "4", "nvidia.com/gpu": "0"}))), 0);
         assert_eq!(node_gpus(&n(serde_json::json!({"cpu": "4"}))), 0);
+    }
+
+    #[test]
+    fn only_live_pods_that_request_gpus_keep_the_plugin() {
+        let pod = |resources: Value, phase: &str, deleting: bool| {
+            let mut p = serde_json::json!({"metadata": {"name": "p", "namespace": "ns"},
+                "spec": {"containers": [{"name": "c", "resources": resources}]}, "status": {"phase": phase}});
+            if deleting {
+                p["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z".into();
+            }
+            p
+        };
+        let gpu = serde_json::json!({"limits": {"nvidia.com/gpu": "1"}});
+        assert!(holds_gpus(&pod(gpu.clone(), "Running", false)));
+        assert!(holds_gpus(&pod(gpu.clone(), "Pending", false)));
+        assert!(holds_gpus(&pod(serde_json::json!({"requests": {"nvidia.com/gpu": "1"}}), "Running", false)));
+        assert!(!holds_gpus(&pod(gpu.clone(), "Running", true)), "being deleted");
+        assert!(!holds_gpus(&pod(gpu.clone(), "Succeeded", false)), "finished");
+        assert!(!holds_gpus(&pod(gpu, "Failed", false)), "finished");
+        assert!(!holds_gpus(&pod(serde_json::json!({"limits": {"cpu": "1"}}), "Running", false)));
     }
 }
