@@ -6,8 +6,9 @@
 //! phases its probe needs are done, while the rest of its dependencies still run (a no-op deploy
 //! then reads every layer at about the same time instead of one layer after the other). The
 //! answer is used only when every phase upstream of it was skipped or was a read-only check:
-//! then nothing changed what the probe read. Otherwise, or when the early probe failed, the
-//! phase is probed again once its dependencies are done, as always.
+//! then nothing changed what the probe read. The answer "must run" is used the same way: the
+//! phase then runs without a second probe. Otherwise, or when the early probe failed, the phase
+//! is probed again once its dependencies are done, as always.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -98,6 +99,8 @@ struct EarlyAnswer {
     from_state: bool,
     /// `(outputs, ran)`: the probe's outputs (`ran` false) or the early work's (`ran` true).
     found: Option<(Outputs, bool)>,
+    /// The probe answered that the phase must run (not an error, no early work tried).
+    must_run: bool,
 }
 
 type EarlyAnswers = Mutex<BTreeMap<&'static str, Option<EarlyAnswer>>>;
@@ -323,12 +326,17 @@ fn run_early(
     let from_state = recorded.is_some();
     let runner = env.runner(p.id).ok()?;
     let cx = Cx { runner, hash: hash.clone(), recorded, store, dir: &env.dir, early: true, outputs };
+    let mut must_run = false;
     let found = match phases.probe(p, &cx) {
         Ok(Some(o)) => Some((o, p.always)),
         Ok(None) if early.apply && !p.always && !signals::interrupted() => phases.apply(p, &cx).ok().map(|o| (o, true)),
-        _ => None,
+        Ok(None) => {
+            must_run = true;
+            None
+        }
+        Err(_) => None,
     };
-    Some(EarlyAnswer { hash, from_state, found })
+    Some(EarlyAnswer { hash, from_state, found, must_run })
 }
 
 fn run_phase(
@@ -343,7 +351,10 @@ fn run_phase(
     let hash = graph::effective_hash(p, &outputs.lock().expect("outputs lock"));
     // An early answer from the state file holds only for the same inputs; one from the world
     // holds as nothing upstream changed it.
-    if let Some((outs, ran)) = early.filter(|a| !a.from_state || a.hash == hash).and_then(|a| a.found) {
+    let early = early.filter(|a| !a.from_state || a.hash == hash);
+    // "Must run" holds as well: the phase is not probed again.
+    let must_run = early.as_ref().is_some_and(|a| a.must_run);
+    if let Some((outs, ran)) = early.and_then(|a| a.found) {
         if let Err(e) = store.finish(p.id, &hash, PhaseStatus::Completed, Some(outs.clone()), None) {
             env.reporter.event(Event::Fail { phase: p.id.into(), error: e.to_string() });
         } else {
@@ -374,7 +385,7 @@ fn run_phase(
     };
     let cx = Cx { runner, hash: hash.clone(), recorded, store, dir: &env.dir, early: false, outputs };
 
-    if !p.always {
+    if !p.always && !must_run {
         match phases.probe(p, &cx) {
             Ok(Some(outs)) => {
                 let reason =

@@ -58,19 +58,20 @@ pub fn probe(k: &Kube, p: &Phase, cx: &Cx) -> Result<Option<Outputs>> {
         "operator" => {
             let o = &k.s.d.operator;
             let values = rendered_values(k, OPERATOR_VALUES)?;
-            let current = live::release_matches(
-                k,
-                &cx.runner,
-                &o.release,
-                &o.namespace,
-                "kuberay-operator",
-                &o.version,
-                &values,
-            )?;
             // The release is installed without Helm's wait: unless this phase completed with
-            // these inputs, its Deployment must have rolled out too.
-            let current = current
-                && (cx.recorded.is_some() || live::rolled_out(k, &cx.runner, "deployment", &o.namespace, &o.release)?);
+            // these inputs, its Deployment must have rolled out too (read beside the release).
+            let rollout = cx.recorded.is_none() && !k.known_absent(&o.release, &o.namespace);
+            let (current, rolled) = live::both(
+                || {
+                    let chart = "kuberay-operator";
+                    live::release_matches(k, &cx.runner, &o.release, &o.namespace, chart, &o.version, &values)
+                },
+                || match rollout {
+                    true => live::rolled_out(k, &cx.runner, "deployment", &o.namespace, &o.release),
+                    false => Ok(true),
+                },
+            );
+            let current = current? && rolled?;
             Ok(current.then(|| operator_outputs(k)))
         }
         "secrets" => secrets::probe(k, cx),
@@ -315,6 +316,7 @@ fn operator_apply(k: &Kube, cx: &Cx) -> Result<Outputs> {
     let path = write_for_tool(k, OPERATOR_VALUES, rendered_text(k, OPERATOR_VALUES)?)?;
     let o = &k.s.d.operator;
     live::recover_pending(k, &cx.runner, &o.release, &o.namespace)?;
+    live::installing(k, &o.release, &o.namespace);
     cx.runner.run(&operator_cmd(k, &path))?;
     let o = &k.s.d.operator;
     live::wait_rollout(k, &cx.runner, "deployment", &o.namespace, &o.release)?;
@@ -489,6 +491,7 @@ fn cluster_apply(k: &Kube, cx: &Cx) -> Result<Outputs> {
     let images = write_for_tool(k, IMAGE_VALUES, &images)?;
     let c = &k.s.d.cluster;
     live::recover_pending(k, &cx.runner, &c.name, &c.namespace)?;
+    live::installing(k, &c.name, &c.namespace);
     cx.runner.run(&cluster_cmd(k, &values, &images))?;
     Ok(cluster_outputs(k, &pins))
 }
@@ -633,7 +636,7 @@ fn pods(k: &Kube, r: &Runner) -> Result<Vec<Value>> {
 /// The pauses of `ready` between two looks: the first looks come soon after the install (pods on
 /// a warm cluster are up in a second or two), 250 ms doubling up to `interval`, then `interval`.
 fn ready_pauses(interval: Duration) -> impl Iterator<Item = Duration> {
-    std::iter::successors(Some(Duration::from_millis(250).min(interval)), move |p| Some((*p * 2).min(interval)))
+    std::iter::successors(Some(Duration::from_millis(100).min(interval)), move |p| Some((*p * 2).min(interval)))
 }
 
 fn ready(k: &Kube, cx: &Cx) -> Result<Outputs> {
@@ -1096,7 +1099,7 @@ mod tests {
     #[test]
     fn ready_looks_soon_then_every_poll_interval() {
         let ms = |v: Vec<Duration>| v.iter().map(|d| d.as_millis()).collect::<Vec<_>>();
-        assert_eq!(ms(ready_pauses(Duration::from_secs(2)).take(6).collect()), [250, 500, 1000, 2000, 2000, 2000]);
+        assert_eq!(ms(ready_pauses(Duration::from_secs(2)).take(6).collect()), [100, 200, 400, 800, 1600, 2000]);
         assert_eq!(ms(ready_pauses(Duration::from_millis(100)).take(3).collect()), [100, 100, 100]);
     }
 

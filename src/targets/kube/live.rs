@@ -259,7 +259,15 @@ pub const ALL_RELEASE_STATUSES: [&str; 6] =
     ["--deployed", "--failed", "--pending", "--superseded", "--uninstalled", "--uninstalling"];
 
 /// The release `name` in `ns` (any status), or none.
+///
+/// A release found absent stays absent for the rest of the run until raydeploy installs it
+/// ([`installing`]): only raydeploy's own Helm commands act on its releases while it holds the
+/// deployment's lock, so the answer is remembered and Helm is not asked again (the early probe,
+/// the phase's own probe and the check for an interrupted operation ask the same question).
 pub fn release(k: &Kube, r: &Runner, name: &str, ns: &str) -> Result<Option<Release>> {
+    if k.known_absent(name, ns) {
+        return Ok(None);
+    }
     let c = k
         .helm()
         // Every status, spelled out: Helm 3 lists only deployed and failed releases unless told
@@ -278,13 +286,22 @@ pub fn release(k: &Kube, r: &Runner, name: &str, ns: &str) -> Result<Option<Rele
         Some(Value::Number(n)) => n.to_string(),
         _ => String::new(),
     };
-    Ok(list.iter().find(|v| v.get("name").and_then(Value::as_str) == Some(name)).map(|v| Release {
+    let found = list.iter().find(|v| v.get("name").and_then(Value::as_str) == Some(name)).map(|v| Release {
         name: name.to_string(),
         namespace: ns.to_string(),
         status: text(v, "status"),
         chart: text(v, "chart"),
         revision: text(v, "revision"),
-    }))
+    });
+    if found.is_none() {
+        k.absent(name, ns, true);
+    }
+    Ok(found)
+}
+
+/// Called before raydeploy's own `helm upgrade --install` of a release: it may exist from now on.
+pub fn installing(k: &Kube, name: &str, ns: &str) {
+    k.absent(name, ns, false);
 }
 
 fn regex_escape(s: &str) -> String {
@@ -345,6 +362,9 @@ pub fn matches(found: &(Option<Release>, Option<Value>), chart: &str, version: &
 /// The release's user-supplied values, or `None` when there is no such release ("release: not
 /// found" is an answer, not retried; other failures are, like every read).
 fn release_values_if_any(k: &Kube, r: &Runner, name: &str, ns: &str) -> Result<Option<Value>> {
+    if k.known_absent(name, ns) {
+        return Ok(None);
+    }
     let c =
         k.helm().args(["get", "values", name, "-n", ns, "-o", "json"]).timeout(READ_TIMEOUT).quiet().ok_codes(&[0, 1]);
     let mut attempt = 1;
@@ -356,6 +376,7 @@ fn release_values_if_any(k: &Kube, r: &Runner, name: &str, ns: &str) -> Result<O
             return Ok(Some(if v.is_null() { Value::Object(Default::default()) } else { v }));
         }
         if o.stderr.contains("not found") {
+            k.absent(name, ns, true);
             return Ok(None);
         }
         if attempt >= READ_ATTEMPTS || crate::run::signals::interrupted() {

@@ -29,11 +29,30 @@ use crate::spec::Target;
 
 pub struct Kube<'a> {
     pub s: &'a Context,
+    /// Helm releases (name, namespace) this run found absent and has not installed since: asked
+    /// again, Helm would give the same answer (see [`live::release`]).
+    absent: std::sync::Mutex<std::collections::BTreeSet<(String, String)>>,
 }
 
 impl<'a> Kube<'a> {
     pub fn new(s: &'a Context) -> Result<Self> {
-        Ok(Self { s })
+        Ok(Self { s, absent: Default::default() })
+    }
+
+    /// Whether this run found the Helm release absent and has not installed it since.
+    pub(crate) fn known_absent(&self, name: &str, ns: &str) -> bool {
+        self.absent.lock().expect("absent releases").contains(&(name.to_string(), ns.to_string()))
+    }
+
+    /// Records that the release is absent (`true`) or may exist (`false`, raydeploy installs it).
+    pub(crate) fn absent(&self, name: &str, ns: &str, absent: bool) {
+        let mut set = self.absent.lock().expect("absent releases");
+        let key = (name.to_string(), ns.to_string());
+        if absent {
+            set.insert(key);
+        } else {
+            set.remove(&key);
+        }
     }
 
     pub fn aks(&self) -> bool {
