@@ -387,8 +387,9 @@ fn aks_pushes_to_the_registry_infra_reports() {
     );
     let logins = env.find("az", &["acr", "login"]);
     assert!(
-        !logins.is_empty() && logins.iter().all(|c| c.has(&["--name", &azure.acr_name])),
-        "az acr login --name <acr>"
+        !logins.is_empty() && logins.iter().all(|c| c.has(&["--name", &azure.acr_name]) && c.has(&["--subscription"])),
+        "az acr login --name <acr> --subscription <the deployment's>: {:?}",
+        logins.iter().map(|c| c.line()).collect::<Vec<_>>()
     );
 
     // A fresh checkout on a machine whose engine lacks the image: image-build asks the ACR by

@@ -6,9 +6,10 @@
 //! phases its probe needs are done, while the rest of its dependencies still run (a no-op deploy
 //! then reads every layer at about the same time instead of one layer after the other). The
 //! answer is used only when every phase upstream of it was skipped or was a read-only check:
-//! then nothing changed what the probe read. The answer "must run" is used the same way: the
-//! phase then runs without a second probe. Otherwise, or when the early probe failed, the phase
-//! is probed again once its dependencies are done, as always.
+//! then nothing changed what the probe read. A phase may say its probe's "must run" is final
+//! ([`Early::final_no`]): that answer is then used the same way, and the phase runs without a
+//! second probe. Otherwise, or when the early probe failed, the phase is probed again once its
+//! dependencies are done, as always.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -89,6 +90,9 @@ pub struct Early {
     /// Phases whose early answer is enough (their files are used, not their outputs).
     pub after: Vec<&'static str>,
     pub apply: bool,
+    /// The probe's "not in place" is an answer, not "cannot tell yet": the phase then runs
+    /// without a second probe (when the early answer holds at all).
+    pub final_no: bool,
 }
 
 /// What an early run found, kept until the phase's dependencies are done.
@@ -99,7 +103,8 @@ struct EarlyAnswer {
     from_state: bool,
     /// `(outputs, ran)`: the probe's outputs (`ran` false) or the early work's (`ran` true).
     found: Option<(Outputs, bool)>,
-    /// The probe answered that the phase must run (not an error, no early work tried).
+    /// The probe answered that the phase must run (not an error, no early work tried, an
+    /// answer the phase's [`Early::final_no`] says is final).
     must_run: bool,
 }
 
@@ -331,7 +336,7 @@ fn run_early(
         Ok(Some(o)) => Some((o, p.always)),
         Ok(None) if early.apply && !p.always && !signals::interrupted() => phases.apply(p, &cx).ok().map(|o| (o, true)),
         Ok(None) => {
-            must_run = true;
+            must_run = early.final_no;
             None
         }
         Err(_) => None,

@@ -288,7 +288,13 @@ fn crds_apply(k: &Kube, cx: &Cx) -> Result<Outputs> {
     for d in &mut docs {
         live::set_label(d, CRD_VERSION_LABEL, &k.s.d.operator.version);
     }
-    live::apply(k, r, &docs, true)?;
+    // One apply per CRD, all at once: each is megabytes of schema the API server converts and
+    // stores on its own, and one `kubectl apply` sends them one after the other.
+    std::thread::scope(|scope| {
+        let applies: Vec<_> =
+            docs.chunks(1).map(|one| scope.spawn(move || live::apply(k, r, one, true).map(|_| ()))).collect();
+        applies.into_iter().try_for_each(|a| a.join().expect("apply thread"))
+    })?;
     Ok(crds_outputs(k))
 }
 
@@ -469,7 +475,8 @@ fn cluster_cmd(k: &Kube, values: &std::path::Path, images: &std::path::Path) -> 
         .args(k.s.d.operator.charts.chart_args("ray-cluster", &k.s.d.operator.version))
         .args(["-n", &c.namespace, "--create-namespace"])
         .args(["-f", &values.to_string_lossy(), "-f", &images.to_string_lossy()])
-        .args(["--wait", "--timeout", live::HELM_WAIT])
+        // No `--wait`: the `ready` phase waits for the RayCluster and its pods, and says why not.
+        .args(["--timeout", live::HELM_WAIT])
         .timeout(live::HELM_TIMEOUT)
 }
 
@@ -634,7 +641,7 @@ fn pods(k: &Kube, r: &Runner) -> Result<Vec<Value>> {
 }
 
 /// The pauses of `ready` between two looks: the first looks come soon after the install (pods on
-/// a warm cluster are up in a second or two), 250 ms doubling up to `interval`, then `interval`.
+/// a warm cluster are up in a second or two), 100 ms doubling up to `interval`, then `interval`.
 fn ready_pauses(interval: Duration) -> impl Iterator<Item = Duration> {
     std::iter::successors(Some(Duration::from_millis(100).min(interval)), move |p| Some((*p * 2).min(interval)))
 }
@@ -661,11 +668,36 @@ fn ready(k: &Kube, cx: &Cx) -> Result<Outputs> {
             bail!("{}", not_ready(k, r, &snap, timeout));
         }
         let pause = pauses.next().unwrap_or(live::poll_interval());
-        sleep_unless_interrupted(pause.min(timeout.saturating_sub(start.elapsed())));
+        let left = timeout.saturating_sub(start.elapsed());
+        if snap.exists && snap.state.as_deref() != Some("ready") {
+            await_ready_state(k, r, live::poll_interval().max(pause).min(left), pause.min(left));
+        } else {
+            sleep_unless_interrupted(pause.min(left));
+        }
         if signals::interrupted() {
             bail!("interrupted while waiting for RayCluster {}/{}", c.namespace, c.name);
         }
     }
+}
+
+/// Waits up to `most` for the RayCluster's state to turn `ready` (`kubectl wait --for=jsonpath`,
+/// which watches the object: the next look comes as soon as the operator marks it, not at the next
+/// poll). A wait that ends early without the condition (a kubectl without jsonpath waits, a failed
+/// read) is followed by the rest of the plain pause `pause`.
+fn await_ready_state(k: &Kube, r: &Runner, most: Duration, pause: Duration) {
+    let t = Instant::now();
+    let c = &k.s.d.cluster;
+    let wait = k
+        .kubectl()
+        .args(["wait", "raycluster", &c.name, "-n", &c.namespace, "--for=jsonpath={.status.state}=ready"])
+        .arg(format!("--timeout={}ms", most.as_millis().max(1)))
+        .timeout(most + live::READ_TIMEOUT)
+        .quiet()
+        .ok_codes(&[0, 1]);
+    if r.run(&wait).is_ok_and(|o| o.code == 0) {
+        return;
+    }
+    sleep_unless_interrupted(pause.saturating_sub(t.elapsed()));
 }
 
 /// The message of a ready timeout: the cluster's state, each pod that is not ready and why.

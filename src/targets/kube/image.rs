@@ -144,15 +144,24 @@ fn acr_name(k: &Kube, cx: &Cx) -> Option<String> {
     cx.output("infra", "acr_name").or_else(|| k.s.d.azure.as_ref().map(|a| a.acr_name.clone()))
 }
 
-/// `az acr login`, which hands the engine a token for the deployment's ACR (AKS only).
+/// `az acr login`, which hands the engine a token for the deployment's ACR (AKS only), in the
+/// deployment's subscription where it is known (the CLI finds the registry by name there).
 fn acr_login(k: &Kube, cx: &Cx) -> Result<()> {
     if !k.aks() {
         return Ok(());
     }
     let name = acr_name(k, cx).ok_or_else(|| anyhow!("the registry name is unknown (no infra output acr_name)"))?;
-    cx.runner
-        .run(&Cmd::new("az").args(["acr", "login", "--name", &name]).timeout(READ_TIMEOUT).idempotent(ATTEMPTS))?;
+    let mut login = Cmd::new("az").args(["acr", "login", "--name", &name]);
+    if let Some(sub) = subscription(k, cx) {
+        login = login.args(["--subscription", &sub]);
+    }
+    cx.runner.run(&login.timeout(READ_TIMEOUT).idempotent(ATTEMPTS))?;
     Ok(())
+}
+
+/// The deployment's subscription: the spec's or the environment's, else the one preflight found.
+fn subscription(k: &Kube, cx: &Cx) -> Option<String> {
+    super::infra::wanted_subscription(k).or_else(|| cx.output("preflight", "subscription_id"))
 }
 
 /// The digest of `img`'s tag in the deployment's ACR, asked with `az acr repository show` (by
@@ -167,7 +176,7 @@ fn acr_digest(k: &Kube, cx: &Cx, acr: &str, img: &Image) -> Result<Option<String
     let mut cmd = Cmd::new("az")
         .args(["acr", "repository", "show", "--name", acr, "--image", &image, "--output", "json"])
         .arg("--only-show-errors");
-    if let Some(sub) = super::infra::wanted_subscription(k).or_else(|| cx.output("preflight", "subscription_id")) {
+    if let Some(sub) = subscription(k, cx) {
         cmd = cmd.args(["--subscription", &sub]);
     }
     let cmd = cmd.timeout(READ_TIMEOUT).quiet();

@@ -127,9 +127,9 @@ impl Phases for Kube<'_> {
             // Fetched early only once the infra fast path found the cluster as configured.
             "credentials" => Early { after: vec!["infra"], apply: true, ..Early::default() },
             "image-push" => Early { needs: if self.aks() { vec!["infra"] } else { vec![] }, ..Early::default() },
-            "crds" | "operator" | "secrets" | "mounts" | "ready" | device_plugin::PHASE => {
-                Early { after, ..Early::default() }
-            }
+            // The CRDs' version labels answer "not in place" for good.
+            "crds" => Early { after, final_no: true, ..Early::default() },
+            "operator" | "secrets" | "mounts" | "ready" | device_plugin::PHASE => Early { after, ..Early::default() },
             "cluster" => Early { needs: vec!["image-push"], after, ..Early::default() },
             _ => return None,
         })
