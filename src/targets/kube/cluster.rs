@@ -288,14 +288,63 @@ fn crds_apply(k: &Kube, cx: &Cx) -> Result<Outputs> {
     for d in &mut docs {
         live::set_label(d, CRD_VERSION_LABEL, &k.s.d.operator.version);
     }
-    // One apply per CRD, all at once: each is megabytes of schema the API server converts and
-    // stores on its own, and one `kubectl apply` sends them one after the other.
-    std::thread::scope(|scope| {
-        let applies: Vec<_> =
-            docs.chunks(1).map(|one| scope.spawn(move || live::apply(k, r, one, true).map(|_| ()))).collect();
-        applies.into_iter().try_for_each(|a| a.join().expect("apply thread"))
-    })?;
+    live::apply(k, r, &docs, true)?;
+    wait_served(k, r, &docs)?;
     Ok(crds_outputs(k))
+}
+
+/// Every served version of each CRD, as discovery paths and the plural names each must list:
+/// `/apis/ray.io/v1` → `[rayclusters, rayjobs, …]`.
+fn served_paths(docs: &[Value]) -> BTreeMap<String, Vec<String>> {
+    let mut paths: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for d in docs {
+        let (Some(group), Some(plural)) = (live::str_at(d, "/spec/group"), live::str_at(d, "/spec/names/plural"))
+        else {
+            continue;
+        };
+        let versions = d.pointer("/spec/versions").and_then(Value::as_array).into_iter().flatten();
+        for v in versions.filter(|v| v["served"] == Value::Bool(true)) {
+            if let Some(name) = v["name"].as_str() {
+                paths.entry(format!("/apis/{group}/{name}")).or_default().push(plural.to_string());
+            }
+        }
+    }
+    paths
+}
+
+/// Waits until the API server serves every CRD just applied (its kind is in discovery): the
+/// operator watches them, and Helm refuses a chart with a kind discovery lacks ("no matches for
+/// kind RayCluster"). Discovery's own small documents are read (`kubectl get --raw
+/// /apis/GROUP/VERSION`), not the CRDs' megabytes; every 100 ms, up to a minute.
+fn wait_served(k: &Kube, r: &Runner, docs: &[Value]) -> Result<()> {
+    let start = Instant::now();
+    for (path, plurals) in served_paths(docs) {
+        let read = k.kubectl().args(["get", "--raw", &path]).timeout(live::READ_TIMEOUT).quiet().ok_codes(&[0, 1]);
+        loop {
+            let o = r.run(&read)?;
+            let listed: Vec<String> = serde_json::from_str::<Value>(&o.stdout)
+                .ok()
+                .and_then(|v| v.get("resources").and_then(Value::as_array).cloned())
+                .into_iter()
+                .flatten()
+                .filter_map(|res| res["name"].as_str().map(str::to_string))
+                .collect();
+            let missing: Vec<&String> = plurals.iter().filter(|p| !listed.contains(p)).collect();
+            if o.code == 0 && missing.is_empty() {
+                break;
+            }
+            if start.elapsed() >= live::READ_TIMEOUT || signals::interrupted() {
+                bail!(
+                    "the API server does not serve {} of {path} {}s after the CRDs were applied{}",
+                    missing.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", "),
+                    live::READ_TIMEOUT.as_secs(),
+                    if o.code == 0 { String::new() } else { format!(": {}", o.stderr.trim()) }
+                );
+            }
+            sleep_unless_interrupted(Duration::from_millis(100));
+        }
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -499,7 +548,22 @@ fn cluster_apply(k: &Kube, cx: &Cx) -> Result<Outputs> {
     let c = &k.s.d.cluster;
     live::recover_pending(k, &cx.runner, &c.name, &c.namespace)?;
     live::installing(k, &c.name, &c.namespace);
-    cx.runner.run(&cluster_cmd(k, &values, &images))?;
+    // A CRD Established a moment ago may not be in every API server's discovery yet: Helm then
+    // finds no RayCluster kind and changes nothing. Asked again, a few times, a second apart.
+    let cmd = cluster_cmd(k, &values, &images);
+    let mut attempt = 1;
+    loop {
+        match cx.runner.run(&cmd) {
+            Err(CmdError::Failed { stderr_tail, .. })
+                if stderr_tail.contains("no matches for kind") && attempt < 5 && !signals::interrupted() =>
+            {
+                cx.runner.info("the API server does not serve the RayCluster kind yet: trying again in 1 s");
+                sleep_unless_interrupted(Duration::from_secs(1));
+                attempt += 1;
+            }
+            r => break r.map(|_| ())?,
+        }
+    }
     Ok(cluster_outputs(k, &pins))
 }
 
@@ -1133,6 +1197,29 @@ mod tests {
         let ms = |v: Vec<Duration>| v.iter().map(|d| d.as_millis()).collect::<Vec<_>>();
         assert_eq!(ms(ready_pauses(Duration::from_secs(2)).take(6).collect()), [100, 200, 400, 800, 1600, 2000]);
         assert_eq!(ms(ready_pauses(Duration::from_millis(100)).take(3).collect()), [100, 100, 100]);
+    }
+
+    #[test]
+    fn served_paths_list_each_served_version_of_each_crd() {
+        let crd = |plural: &str, versions: Value| {
+            serde_json::json!({"kind": "CustomResourceDefinition", "metadata": {"name": format!("{plural}.ray.io")},
+                "spec": {"group": "ray.io", "names": {"plural": plural}, "versions": versions}})
+        };
+        let docs = [
+            crd(
+                "rayclusters",
+                serde_json::json!([{"name": "v1", "served": true}, {"name": "v1alpha1", "served": false}]),
+            ),
+            crd("rayjobs", serde_json::json!([{"name": "v1", "served": true}, {"name": "v1beta1", "served": true}])),
+        ];
+        let paths = served_paths(&docs);
+        assert_eq!(
+            paths,
+            BTreeMap::from([
+                ("/apis/ray.io/v1".to_string(), vec!["rayclusters".to_string(), "rayjobs".to_string()]),
+                ("/apis/ray.io/v1beta1".to_string(), vec!["rayjobs".to_string()]),
+            ])
+        );
     }
 
     #[test]
