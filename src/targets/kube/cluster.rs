@@ -315,9 +315,11 @@ fn served_paths(docs: &[Value]) -> BTreeMap<String, Vec<String>> {
 /// Waits until the API server serves every CRD just applied (its kind is in discovery): the
 /// operator watches them, and Helm refuses a chart with a kind discovery lacks ("no matches for
 /// kind RayCluster"). Discovery's own small documents are read (`kubectl get --raw
-/// /apis/GROUP/VERSION`), not the CRDs' megabytes; every 100 ms, up to a minute.
+/// /apis/GROUP/VERSION`), not the CRDs' megabytes: after 50 ms, then half as long again each
+/// time up to 0.5 s (the API server needs its CPU for the CRDs meanwhile), for up to a minute.
 fn wait_served(k: &Kube, r: &Runner, docs: &[Value]) -> Result<()> {
     let start = Instant::now();
+    let mut pause = Duration::from_millis(50);
     for (path, plurals) in served_paths(docs) {
         let read = k.kubectl().args(["get", "--raw", &path]).timeout(live::READ_TIMEOUT).quiet().ok_codes(&[0, 1]);
         loop {
@@ -341,7 +343,8 @@ fn wait_served(k: &Kube, r: &Runner, docs: &[Value]) -> Result<()> {
                     if o.code == 0 { String::new() } else { format!(": {}", o.stderr.trim()) }
                 );
             }
-            sleep_unless_interrupted(Duration::from_millis(100));
+            sleep_unless_interrupted(pause);
+            pause = (pause * 3 / 2).min(Duration::from_millis(500));
         }
     }
     Ok(())
