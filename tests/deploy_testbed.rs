@@ -308,6 +308,15 @@ fn deploy_from_nothing_then_noop_plan_status_destroy(helm: &str) {
     let created = |what: &[&str]| bed.get_json(what)["metadata"]["creationTimestamp"].as_str().unwrap().to_string();
     let operator_created = created(&["deployment", "kuberay-operator", "-n", "kuberay"]);
     assert!(crd_applied <= operator_created, "CRDs {crd_applied}, operator {operator_created}");
+    // Every CRD the operator watches was Established before its Deployment was created.
+    for crd in ["rayclusters.ray.io", "rayjobs.ray.io", "rayservices.ray.io"] {
+        let c = bed.get_json(&["crd", crd]);
+        let established = condition(&c, "Established").and_then(|e| e["lastTransitionTime"].as_str()).unwrap();
+        assert!(
+            established <= operator_created.as_str(),
+            "{crd} Established {established}, operator {operator_created}"
+        );
+    }
     let (secret, cluster) = (created(&["secret", "api", "-n", &name]), created(&["raycluster", &name, "-n", &name]));
     assert!(secret <= cluster, "Secret {secret}, RayCluster {cluster}");
     for w in ["--skip-crds", "--create-namespace"] {

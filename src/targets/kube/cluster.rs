@@ -42,6 +42,9 @@ pub const CRD_VERSION_LABEL: &str = "raydeploy.io/kuberay-version";
 pub const MANIFEST_HASH_LABEL: &str = "raydeploy.io/manifest-hash";
 /// The CRDs the deployment needs (the chart ships more; these must be there).
 pub const REQUIRED_CRDS: [&str; 2] = ["rayclusters.ray.io", "rayjobs.ray.io"];
+/// The CRDs the operator's controllers watch with the chart's feature gates, which raydeploy
+/// leaves as they are (RayCronJob is off): they must be served before the operator starts.
+const WATCHED_CRDS: [&str; 3] = ["rayclusters.ray.io", "rayjobs.ray.io", "rayservices.ray.io"];
 /// Path of the image pins beside the rendered ray-cluster values.
 pub const IMAGE_VALUES: &str = "helm/ray-cluster.images.yaml";
 /// Label KubeRay puts on the pods of a RayCluster.
@@ -288,8 +291,13 @@ fn crds_apply(k: &Kube, cx: &Cx) -> Result<Outputs> {
     for d in &mut docs {
         live::set_label(d, CRD_VERSION_LABEL, &k.s.d.operator.version);
     }
+    // The watched CRDs go first (kubectl applies a List in order): the API server is making them
+    // served while it takes the rest, which nothing waits for.
+    let watched = |d: &Value| WATCHED_CRDS.iter().position(|n| live::name(d) == *n);
+    docs.sort_by_key(|d| watched(d).unwrap_or(WATCHED_CRDS.len()));
     live::apply(k, r, &docs, true)?;
-    wait_served(k, r, &docs)?;
+    let waited: Vec<Value> = docs.into_iter().filter(|d| watched(d).is_some()).collect();
+    wait_served(k, r, &waited)?;
     Ok(crds_outputs(k))
 }
 
@@ -312,7 +320,7 @@ fn served_paths(docs: &[Value]) -> BTreeMap<String, Vec<String>> {
     paths
 }
 
-/// Waits until the API server serves every CRD just applied (its kind is in discovery): the
+/// Waits until the API server serves every CRD of `docs` (its kind is in discovery): the
 /// operator watches them, and Helm refuses a chart with a kind discovery lacks ("no matches for
 /// kind RayCluster"). Discovery's own small documents are read (`kubectl get --raw
 /// /apis/GROUP/VERSION`), not the CRDs' megabytes: after 50 ms, then half as long again each
