@@ -343,7 +343,8 @@ fn wait_served(k: &Kube, r: &Runner, docs: &[Value]) -> Result<()> {
             if o.code == 0 && missing.is_empty() {
                 break;
             }
-            if start.elapsed() >= live::READ_TIMEOUT || signals::interrupted() {
+            // (Ctrl-C ends the wait at the next read: the runner refuses to start it.)
+            if start.elapsed() >= live::READ_TIMEOUT {
                 bail!(
                     "the API server does not serve {} of {path} {}s after the CRDs were applied{}",
                     missing.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", "),
