@@ -54,6 +54,10 @@ pub struct Context {
     /// shared by preflight and the image phases: a content-addressed tag, once found, is not
     /// read again.
     pub registry: crate::run::shared::SharedReads<Option<String>>,
+    /// Held while a file under [`Context::rendered_dir`] is written: writing the render removes
+    /// files it does not list, which would include another phase's file half written (its
+    /// temporary name) at the same moment.
+    pub rendered_writes: std::sync::Mutex<()>,
 }
 
 impl Context {
@@ -75,6 +79,7 @@ impl Context {
             kubernetes_version: OnceLock::new(),
             applied: OnceLock::new(),
             registry: Default::default(),
+            rendered_writes: Default::default(),
         }
     }
 
@@ -98,6 +103,7 @@ impl Context {
     }
 
     pub fn write_rendered(&self) -> Result<PathBuf> {
+        let _writing = self.rendered_writes.lock().unwrap_or_else(|e| e.into_inner());
         let out = self.rendered_dir();
         self.rendered.write(&out).with_context(|| format!("writing {}", out.display()))?;
         Ok(out)

@@ -196,6 +196,7 @@ pub(super) fn rendered_values(k: &Kube, path: &str) -> Result<Value> {
 /// Writes one file of the rendered tree (or a file beside it) for a tool to read; unchanged
 /// files are not rewritten.
 pub(super) fn write_for_tool(k: &Kube, rel: &str, text: &str) -> Result<PathBuf> {
+    let _writing = k.s.rendered_writes.lock().unwrap_or_else(|e| e.into_inner());
     let path = k.s.rendered_dir().join(rel);
     if std::fs::read_to_string(&path).ok().as_deref() == Some(text) {
         return Ok(path);
