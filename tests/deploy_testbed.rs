@@ -323,7 +323,18 @@ fn deploy_from_nothing_then_noop_plan_status_destroy(helm: &str) {
         assert!(calls[op].has(&[w]), "{w} missing: {}", calls[op].line());
     }
     assert!(!calls[op].has(&["--wait"]), "kubectl watches the roll-out, Helm does not poll it: {}", calls[op].line());
-    assert!(calls[op].argv.iter().any(|a| a.ends_with("vendor/kuberay/kuberay-operator")), "{}", calls[op].line());
+    // From the chart folder's copy without crds/: the release record carries no CRD.
+    assert!(calls[op].argv.iter().any(|a| a.ends_with("/charts/kuberay-operator")), "{}", calls[op].line());
+    let record = bed.get_json(&["secret", "-n", "kuberay", "-l", "owner=helm,name=kuberay-operator"]);
+    let record = &record["items"].as_array().unwrap()[0];
+    let payload: Value = serde_json::from_str(&helm_payload(&unb64(&record["data"]["release"]))).unwrap();
+    let chart_files: Vec<&str> =
+        payload["chart"]["files"].as_array().into_iter().flatten().filter_map(|f| f["name"].as_str()).collect();
+    assert!(payload["chart"]["templates"].as_array().is_some_and(|t| !t.is_empty()), "a Helm release record");
+    assert!(
+        !chart_files.iter().any(|f| f.starts_with("crds/")),
+        "the operator's release record keeps the CRDs: {chart_files:?}"
+    );
     let files_of = |c: &kube_env::Call| -> Vec<String> {
         c.argv.windows(2).filter(|w| w[0] == "-f").map(|w| w[1].clone()).collect()
     };

@@ -29,6 +29,8 @@ pub struct Cmd {
     /// Attempts for idempotent commands (1 = no retry).
     pub attempts: u32,
     pub backoff: Duration,
+    /// Texts of stderr that make a failure an answer, not a fault: it is not retried.
+    pub settled: &'static [&'static str],
     /// Stream stdout to the reporter (stderr is always streamed; both always go to the log).
     pub echo: bool,
     /// Stdout is a secret value: neither logged nor streamed (only returned to the caller, who
@@ -62,6 +64,7 @@ impl Cmd {
             grace: Duration::from_secs(15),
             attempts: 1,
             backoff: Duration::from_millis(500),
+            settled: &[],
             echo: true,
             secret_stdout: false,
             ok_codes: vec![0],
@@ -117,6 +120,13 @@ impl Cmd {
     /// Marks the command as safe to repeat (a read or a wait): retried with exponential backoff.
     pub fn idempotent(mut self, attempts: u32) -> Self {
         self.attempts = attempts.max(1);
+        self
+    }
+
+    /// A failure whose stderr holds one of `texts` is an answer (e.g. "no such kind"): not
+    /// retried, however many attempts [`Cmd::idempotent`] allows.
+    pub fn settled_by(mut self, texts: &'static [&'static str]) -> Self {
+        self.settled = texts;
         self
     }
 
@@ -259,6 +269,9 @@ impl Runner {
         loop {
             let r = self.run_once(cmd);
             match &r {
+                Err(CmdError::Failed { stderr_tail, .. }) if cmd.settled.iter().any(|t| stderr_tail.contains(t)) => {
+                    return r;
+                }
                 Err(CmdError::Failed { .. } | CmdError::Timeout { .. } | CmdError::Io { .. })
                     if attempt < cmd.attempts && !signals::interrupted() =>
                 {
@@ -518,6 +531,22 @@ mod tests {
         c.backoff = Duration::from_millis(10);
         r.run(&c).unwrap();
         assert_eq!(std::fs::read_to_string(&n).unwrap().lines().count(), 3);
+    }
+
+    #[test]
+    fn a_settled_failure_is_not_retried() {
+        let (r, _, dir) = runner();
+        let n = dir.path().join("n");
+        let script = format!("echo x >> {}; echo 'error: no such kind' >&2; exit 1", n.display());
+        let mut c = Cmd::new("sh").args(["-c", &script]).idempotent(3).settled_by(&["no such kind"]);
+        c.backoff = Duration::from_millis(10);
+        let e = r.run(&c).unwrap_err();
+        assert!(matches!(e, CmdError::Failed { code: 1, .. }), "{e}");
+        assert_eq!(std::fs::read_to_string(&n).unwrap().lines().count(), 1);
+        // Any other failure still is.
+        let c = Cmd { settled: &["something else"], ..c };
+        r.run(&c).unwrap_err();
+        assert_eq!(std::fs::read_to_string(&n).unwrap().lines().count(), 4);
     }
 
     #[test]

@@ -3,9 +3,9 @@
 //!
 //! Every phase asks the cluster whether its work is already there, so a deploy from a fresh
 //! checkout (no `.raydeploy/`) upgrades or applies nothing that is current:
-//! - `crds`: the KubeRay CRDs, taken from `helm show crds kuberay-operator --version V` (the
-//!   chart's `crds/` folder, which Helm itself never upgrades) and applied server-side, carry the
-//!   label [`CRD_VERSION_LABEL`]` = V`; present with that label → current.
+//! - `crds`: the KubeRay CRDs, taken from the kuberay-operator chart's `crds/` folder (which Helm
+//!   itself never upgrades; see [`chart`]) and applied server-side, carry the label
+//!   [`CRD_VERSION_LABEL`]` = V`; present with that label → current.
 //! - `operator`, `cluster`: the Helm release is `deployed`, from the same chart version, and its
 //!   user-supplied values (`helm get values -o json`) equal the values this deploy would install.
 //! - `secrets`: see [`super::secrets`].
@@ -26,7 +26,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::live;
-use super::{Kube, jobs, secrets, unknown};
+use super::{Kube, chart, jobs, secrets, unknown};
 use crate::context::{DestroyOptions, approve};
 use crate::graph::Phase;
 use crate::model::{ChartSource, GROUP_LABEL, ImageRef, RayGroup, head_port};
@@ -44,7 +44,8 @@ pub const MANIFEST_HASH_LABEL: &str = "raydeploy.io/manifest-hash";
 pub const REQUIRED_CRDS: [&str; 2] = ["rayclusters.ray.io", "rayjobs.ray.io"];
 /// The CRDs the operator's controllers watch with the chart's feature gates, which raydeploy
 /// leaves as they are (RayCronJob is off): they must be served before the operator starts.
-const WATCHED_CRDS: [&str; 3] = ["rayclusters.ray.io", "rayjobs.ray.io", "rayservices.ray.io"];
+const WATCHED_CRDS: [&str; 3] = [RAYCLUSTER_CRD, "rayjobs.ray.io", "rayservices.ray.io"];
+const RAYCLUSTER_CRD: &str = "rayclusters.ray.io";
 /// Path of the image pins beside the rendered ray-cluster values.
 pub const IMAGE_VALUES: &str = "helm/ray-cluster.images.yaml";
 /// Label KubeRay puts on the pods of a RayCluster.
@@ -123,24 +124,43 @@ pub fn apply(k: &Kube, p: &Phase, cx: &Cx) -> Result<Outputs> {
     }
 }
 
+/// The operator chart's folder for a preview, with the `helm pull` that fetches it (once per run)
+/// when it comes from a repository or a registry.
+fn chart_preview(k: &Kube) -> (Vec<String>, PathBuf) {
+    match &k.s.d.operator.charts {
+        ChartSource::Dir(dir) => (vec![], dir.join(chart::OPERATOR_CHART)),
+        _ => {
+            let into = chart::pull_dir(k);
+            let pull = format!("{}  # once per run", chart::pull_cmd(k, &into).display());
+            (vec![pull], into.join(chart::OPERATOR_CHART))
+        }
+    }
+}
+
 pub fn preview(k: &Kube, p: &Phase) -> Vec<String> {
     let d = &k.s.d;
     let dir = k.s.rendered_dir();
     match p.id {
         "crds" => {
-            let source = match &d.operator.charts {
-                ChartSource::Dir(dir) => format!("cat {}/kuberay-operator/crds/*.yaml", dir.display()),
-                _ => show_crds(k).display(),
-            };
-            vec![format!("{source} | {}", live::apply_cmd(k, true).display())]
+            let (mut lines, chart) = chart_preview(k);
+            lines.push(format!("cat {}/crds/*.yaml | {}", chart.display(), live::apply_cmd(k, true).display()));
+            lines
         }
-        "operator" => vec![
-            operator_cmd(k, &dir.join(OPERATOR_VALUES)).display(),
-            format!(
+        "operator" => {
+            let (mut lines, chart) = chart_preview(k);
+            let lean = chart::lean_dir(k);
+            lines.push(format!(
+                "{}  # {} is {} without crds/",
+                operator_cmd(k, &lean, &dir.join(OPERATOR_VALUES)).display(),
+                lean.display(),
+                chart.display()
+            ));
+            lines.push(format!(
                 "{}  # until the operator's Deployment has rolled out",
                 rollout_preview(k, "deployment", &d.operator.namespace, &d.operator.release)
-            ),
-        ],
+            ));
+            lines
+        }
         "secrets" => secrets::preview(k),
         "mounts" => match k.s.rendered.files.get(MOUNTS) {
             Some(_) => vec![format!("{}  # {MOUNTS}", live::apply_cmd(k, true).display())],
@@ -211,15 +231,6 @@ pub(super) fn write_for_tool(k: &Kube, rel: &str, text: &str) -> Result<PathBuf>
 // ---------------------------------------------------------------------------------------------
 // crds
 
-fn show_crds(k: &Kube) -> Cmd {
-    k.helm()
-        .args(["show", "crds"])
-        .args(k.s.d.operator.charts.chart_args("kuberay-operator", &k.s.d.operator.version))
-        .timeout(Duration::from_secs(120))
-        .idempotent(live::READ_ATTEMPTS)
-        .quiet()
-}
-
 fn crds_outputs(k: &Kube) -> Outputs {
     Outputs::from([("version".to_string(), k.s.d.operator.version.clone())])
 }
@@ -254,35 +265,48 @@ fn crds_probe(k: &Kube, cx: &Cx) -> Result<Option<Outputs>> {
     let found = crd_versions(k, &cx.runner)?;
     let v = &k.s.d.operator.version;
     let current = REQUIRED_CRDS.iter().all(|n| found.get(*n) == Some(v));
+    if !current && matches!(k.s.d.operator.charts, ChartSource::Dir(_)) {
+        // The phase will apply them: read them now from the chart's folder, beside the checks
+        // that come before the phase (an error is the phase's to report). A chart elsewhere is
+        // fetched by the phase, not by a probe (`plan` probes too).
+        let _ = chart_crds(k, &cx.runner);
+    }
     Ok(current.then(|| crds_outputs(k)))
 }
 
-/// The CRDs of the kuberay-operator chart, as `helm show crds` prints them. A chart in a local
-/// folder is read directly: its `crds/` files (`.yaml`, `.yml`, `.json`, by name), which is what
-/// `helm show crds` reads, without starting Helm.
-fn chart_crds(k: &Kube, r: &Runner) -> Result<String> {
-    let ChartSource::Dir(dir) = &k.s.d.operator.charts else { return Ok(r.run(&show_crds(k))?.stdout) };
-    let folder = dir.join("kuberay-operator").join("crds");
+/// The CRDs of the kuberay-operator chart as the crds phase applies them: its `crds/` files
+/// (`.yaml`, `.yml`, `.json`, by name: what `helm show crds` prints) from the chart's folder
+/// ([`chart::operator_chart`]), each labelled with the KubeRay version, the watched ones first.
+/// Read once per run; the files are parsed side by side (megabytes of YAML).
+fn chart_crds(k: &Kube, r: &Runner) -> Result<Vec<Value>> {
+    let mut memo = k.crds.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(docs) = memo.as_ref() {
+        return Ok(docs.clone());
+    }
+    let folder = chart::operator_chart(k, r)?.join("crds");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&folder)
         .with_context(|| format!("reading {}", folder.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "yaml" || x == "yml" || x == "json"))
         .collect();
     files.sort();
-    let mut text = String::new();
-    for f in &files {
-        text.push_str("---\n");
-        text.push_str(&std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?);
-        text.push('\n');
+    let parsed: Vec<Result<Vec<Value>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = files
+            .iter()
+            .map(|f| {
+                scope.spawn(move || {
+                    let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+                    live::yaml_docs(&text).with_context(|| format!("reading the CRDs of {}", f.display()))
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("a CRD file's reader")).collect()
+    });
+    let mut docs = vec![];
+    for p in parsed {
+        docs.extend(p?);
     }
     r.info(&format!("the CRDs of {}: {} files", folder.display(), files.len()));
-    Ok(text)
-}
-
-fn crds_apply(k: &Kube, cx: &Cx) -> Result<Outputs> {
-    let r = &cx.runner;
-    let text = chart_crds(k, r)?;
-    let mut docs = live::yaml_docs(&text).context("reading the CRDs of the kuberay-operator chart")?;
     docs.retain(|d| live::kind(d) == "CustomResourceDefinition");
     for n in REQUIRED_CRDS {
         if !docs.iter().any(|d| live::name(d) == n) {
@@ -294,16 +318,35 @@ fn crds_apply(k: &Kube, cx: &Cx) -> Result<Outputs> {
     }
     // The watched CRDs go first (kubectl applies a List in order): the API server is making them
     // served while it takes the rest, which nothing waits for.
-    let watched = |d: &Value| WATCHED_CRDS.iter().position(|n| live::name(d) == *n);
     docs.sort_by_key(|d| watched(d).unwrap_or(WATCHED_CRDS.len()));
+    *memo = Some(docs.clone());
+    Ok(docs)
+}
+
+/// The position of a CRD in [`WATCHED_CRDS`].
+fn watched(d: &Value) -> Option<usize> {
+    WATCHED_CRDS.iter().position(|n| live::name(d) == *n)
+}
+
+/// Applies the chart's CRDs and waits until RayCluster is served: the cluster phase (the
+/// ray-cluster chart) needs no other. The operator phase waits for every CRD the operator
+/// watches before installing it ([`operator_apply`]), so the ray-cluster release goes in while
+/// the API server is still taking the larger CRDs.
+fn crds_apply(k: &Kube, cx: &Cx) -> Result<Outputs> {
+    let r = &cx.runner;
+    let docs = chart_crds(k, r)?;
     live::apply(k, r, &docs, true)?;
-    let waited: Vec<Value> = docs.into_iter().filter(|d| watched(d).is_some()).collect();
-    wait_served(k, r, &waited)?;
+    let watched_docs: Vec<Value> = docs.into_iter().filter(|d| watched(d).is_some()).collect();
+    *k.crds_applied.lock().unwrap_or_else(|e| e.into_inner()) = watched_docs.clone();
+    let cluster: Vec<Value> = watched_docs.into_iter().filter(|d| live::name(d) == RAYCLUSTER_CRD).collect();
+    wait_served(k, r, &cluster)?;
     Ok(crds_outputs(k))
 }
 
-/// Every served version of each CRD, as discovery paths and the plural names each must list:
-/// `/apis/ray.io/v1` → `[rayclusters, rayjobs, …]`.
+/// The discovery path of the version each CRD is used at, with the plural names it must list:
+/// `/apis/ray.io/v1` → `[rayclusters, rayjobs, …]`. That is the storage version (the operator's
+/// and the charts' `ray.io/v1`), or the first served one when the storage version is not served.
+/// A CRD's other versions become served with it: they are not waited for.
 fn served_paths(docs: &[Value]) -> BTreeMap<String, Vec<String>> {
     let mut paths: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for d in docs {
@@ -311,11 +354,16 @@ fn served_paths(docs: &[Value]) -> BTreeMap<String, Vec<String>> {
         else {
             continue;
         };
-        let versions = d.pointer("/spec/versions").and_then(Value::as_array).into_iter().flatten();
-        for v in versions.filter(|v| v["served"] == Value::Bool(true)) {
-            if let Some(name) = v["name"].as_str() {
-                paths.entry(format!("/apis/{group}/{name}")).or_default().push(plural.to_string());
-            }
+        let served: Vec<&Value> = d
+            .pointer("/spec/versions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|v| v["served"] == Value::Bool(true))
+            .collect();
+        let used = served.iter().find(|v| v["storage"] == Value::Bool(true)).or(served.first());
+        if let Some(name) = used.and_then(|v| v["name"].as_str()) {
+            paths.entry(format!("/apis/{group}/{name}")).or_default().push(plural.to_string());
         }
     }
     paths
@@ -325,7 +373,7 @@ fn served_paths(docs: &[Value]) -> BTreeMap<String, Vec<String>> {
 /// operator watches them, and Helm refuses a chart with a kind discovery lacks ("no matches for
 /// kind RayCluster"). Discovery's own small documents are read (`kubectl get --raw
 /// /apis/GROUP/VERSION`), not the CRDs' megabytes: after 50 ms, then half as long again each
-/// time up to 0.5 s (the API server needs its CPU for the CRDs meanwhile), for up to a minute.
+/// time up to 0.25 s (the API server needs its CPU for the CRDs meanwhile), for up to a minute.
 fn wait_served(k: &Kube, r: &Runner, docs: &[Value]) -> Result<()> {
     let start = Instant::now();
     let mut pause = Duration::from_millis(50);
@@ -354,7 +402,7 @@ fn wait_served(k: &Kube, r: &Runner, docs: &[Value]) -> Result<()> {
                 );
             }
             sleep_unless_interrupted(pause);
-            pause = (pause * 3 / 2).min(Duration::from_millis(500));
+            pause = (pause * 3 / 2).min(Duration::from_millis(250));
         }
     }
     Ok(())
@@ -363,11 +411,12 @@ fn wait_served(k: &Kube, r: &Runner, docs: &[Value]) -> Result<()> {
 // ---------------------------------------------------------------------------------------------
 // operator
 
-fn operator_cmd(k: &Kube, values: &std::path::Path) -> Cmd {
+/// `helm upgrade --install` of the operator release from the chart folder `chart` (the lean copy,
+/// see [`chart`]).
+fn operator_cmd(k: &Kube, chart: &std::path::Path, values: &std::path::Path) -> Cmd {
     let o = &k.s.d.operator;
     k.helm()
-        .args(["upgrade", "--install", &o.release])
-        .args(o.charts.chart_args("kuberay-operator", &o.version))
+        .args(["upgrade", "--install", &o.release, &chart.to_string_lossy()])
         .args(["-n", &o.namespace, "--create-namespace"])
         .args(["-f", &values.to_string_lossy()])
         .args(["--skip-crds", "--timeout", live::HELM_WAIT])
@@ -384,8 +433,12 @@ fn operator_apply(k: &Kube, cx: &Cx) -> Result<Outputs> {
     let path = write_for_tool(k, OPERATOR_VALUES, rendered_text(k, OPERATOR_VALUES)?)?;
     let o = &k.s.d.operator;
     live::recover_pending(k, &cx.runner, &o.release, &o.namespace)?;
+    let chart = chart::lean_operator_chart(k, &cx.runner)?;
+    // The CRDs this run applied, each served (so Established) before the operator is created.
+    let applied = k.crds_applied.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    wait_served(k, &cx.runner, &applied)?;
     live::installing(k, &o.release, &o.namespace);
-    cx.runner.run(&operator_cmd(k, &path))?;
+    cx.runner.run(&operator_cmd(k, &chart, &path))?;
     let o = &k.s.d.operator;
     live::wait_rollout(k, &cx.runner, "deployment", &o.namespace, &o.release)?;
     Ok(operator_outputs(k))
@@ -1213,7 +1266,7 @@ mod tests {
     }
 
     #[test]
-    fn served_paths_list_each_served_version_of_each_crd() {
+    fn served_paths_name_the_version_each_crd_is_used_at() {
         let crd = |plural: &str, versions: Value| {
             serde_json::json!({"kind": "CustomResourceDefinition", "metadata": {"name": format!("{plural}.ray.io")},
                 "spec": {"group": "ray.io", "names": {"plural": plural}, "versions": versions}})
@@ -1221,16 +1274,23 @@ mod tests {
         let docs = [
             crd(
                 "rayclusters",
-                serde_json::json!([{"name": "v1", "served": true}, {"name": "v1alpha1", "served": false}]),
+                serde_json::json!([{"name": "v1alpha1", "served": true}, {"name": "v1", "served": true, "storage": true}]),
             ),
-            crd("rayjobs", serde_json::json!([{"name": "v1", "served": true}, {"name": "v1beta1", "served": true}])),
+            crd(
+                "rayjobs",
+                serde_json::json!([{"name": "v1", "served": true, "storage": true}, {"name": "v1beta1", "served": true}]),
+            ),
+            crd(
+                "rayservices",
+                serde_json::json!([{"name": "v1", "served": false, "storage": true}, {"name": "v2", "served": true}]),
+            ),
         ];
         let paths = served_paths(&docs);
         assert_eq!(
             paths,
             BTreeMap::from([
                 ("/apis/ray.io/v1".to_string(), vec!["rayclusters".to_string(), "rayjobs".to_string()]),
-                ("/apis/ray.io/v1beta1".to_string(), vec!["rayjobs".to_string()]),
+                ("/apis/ray.io/v2".to_string(), vec!["rayservices".to_string()]),
             ])
         );
     }

@@ -42,14 +42,14 @@ fn env_seconds(var: &str) -> Option<Duration> {
 /// and deletes, the same as "nothing there".
 pub fn no_such_kind(e: &CmdError) -> bool {
     match e {
-        CmdError::Failed { stderr_tail, .. } => {
-            stderr_tail.contains("doesn't have a resource type")
-                || stderr_tail.contains("no matches for kind")
-                || stderr_tail.contains("could not find the requested resource")
-        }
+        CmdError::Failed { stderr_tail, .. } => NO_SUCH_KIND.iter().any(|t| stderr_tail.contains(t)),
         _ => false,
     }
 }
+
+/// What kubectl prints for a kind the API server does not serve (see [`no_such_kind`]).
+pub const NO_SUCH_KIND: [&str; 3] =
+    ["doesn't have a resource type", "no matches for kind", "could not find the requested resource"];
 
 /// What kubectl, Helm and client-go print when the API server cannot be reached (refused,
 /// reset, timed out, unknown host, TLS handshake cut short).
@@ -99,7 +99,12 @@ pub fn get(k: &Kube, r: &Runner, what: &[&str], ns: Option<&str>) -> Result<Opti
     if let Some(ns) = ns {
         c = c.args(["-n", ns]);
     }
-    let c = c.args(["-o", "json", "--ignore-not-found"]).timeout(READ_TIMEOUT).idempotent(READ_ATTEMPTS).quiet();
+    let c = c
+        .args(["-o", "json", "--ignore-not-found"])
+        .timeout(READ_TIMEOUT)
+        .idempotent(READ_ATTEMPTS)
+        .settled_by(&NO_SUCH_KIND)
+        .quiet();
     // A Secret read returns its data, possibly values raydeploy never registered (keys it no
     // longer manages): never logged.
     let c =

@@ -2,11 +2,13 @@
 //! out a family of phases: [`infra`] (preflight, infra, credentials; [`azure_preflight`] checks
 //! the subscription's quota, VM sizes and Kubernetes versions), [`image`] (image-build,
 //! image-push), [`device_plugin`] (device-plugin), [`cluster`] (crds, operator, secrets, mounts,
-//! cluster, ready, jobs) with [`secrets`] resolving secret values, [`jobs`] for RayJobs,
+//! cluster, ready, jobs) with [`chart`] for the operator chart on disk, [`secrets`] resolving
+//! secret values, [`jobs`] for RayJobs,
 //! [`live`] for reads and writes of cluster state, [`forward`] for the port-forwards of
 //! `dashboard` and [`session`]; this file routes phases and commands to them.
 
 pub mod azure_preflight;
+pub mod chart;
 pub mod cluster;
 pub mod device_plugin;
 pub mod forward;
@@ -32,11 +34,23 @@ pub struct Kube<'a> {
     /// Helm releases (name, namespace) this run found absent and has not installed since: asked
     /// again, Helm would give the same answer (see [`live::release`]).
     absent: std::sync::Mutex<std::collections::BTreeSet<(String, String)>>,
+    /// The operator chart this run fetched from its repository or registry (see [`chart`]).
+    pulled: std::sync::Mutex<Option<PathBuf>>,
+    /// The chart's CRDs as the crds phase applies them, once read (see [`cluster`]).
+    crds: std::sync::Mutex<Option<Vec<serde_json::Value>>>,
+    /// The CRDs the operator watches, as this run applied them: served before it is installed.
+    crds_applied: std::sync::Mutex<Vec<serde_json::Value>>,
 }
 
 impl<'a> Kube<'a> {
     pub fn new(s: &'a Context) -> Result<Self> {
-        Ok(Self { s, absent: Default::default() })
+        Ok(Self {
+            s,
+            absent: Default::default(),
+            pulled: Default::default(),
+            crds: Default::default(),
+            crds_applied: Default::default(),
+        })
     }
 
     /// Whether this run found the Helm release absent and has not installed it since.
