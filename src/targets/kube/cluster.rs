@@ -19,6 +19,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -262,26 +263,38 @@ fn parse_crd_table(text: &str) -> BTreeMap<String, String> {
 }
 
 fn crds_probe(k: &Kube, cx: &Cx) -> Result<Option<Outputs>> {
-    let found = crd_versions(k, &cx.runner)?;
+    // A chart folder's CRDs are read at the same time, for the phase when it runs (an error is
+    // the phase's to report). A chart elsewhere is fetched by the phase, not by a probe (`plan`
+    // probes too).
+    let prepare = || {
+        if matches!(k.s.d.operator.charts, ChartSource::Dir(_)) {
+            let _ = chart_crds(k, &cx.runner);
+        }
+    };
+    let (found, ()) = live::both(|| crd_versions(k, &cx.runner), prepare);
     let v = &k.s.d.operator.version;
-    let current = REQUIRED_CRDS.iter().all(|n| found.get(*n) == Some(v));
-    if !current && matches!(k.s.d.operator.charts, ChartSource::Dir(_)) {
-        // The phase will apply them: read them now from the chart's folder, beside the checks
-        // that come before the phase (an error is the phase's to report). A chart elsewhere is
-        // fetched by the phase, not by a probe (`plan` probes too).
-        let _ = chart_crds(k, &cx.runner);
-    }
+    let current = REQUIRED_CRDS.iter().all(|n| found.as_ref().is_ok_and(|f| f.get(*n) == Some(v)));
+    found?;
     Ok(current.then(|| crds_outputs(k)))
+}
+
+/// The CRDs of the kuberay-operator chart, ready for the crds phase (see [`chart_crds`]).
+pub struct ChartCrds {
+    /// Every CRD as one JSON `v1 List`, for `kubectl apply -f -`.
+    list: Vec<u8>,
+    /// What the served wait needs of each CRD the operator watches: its name, group, plural and
+    /// versions (not its schema).
+    watched: Vec<Value>,
 }
 
 /// The CRDs of the kuberay-operator chart as the crds phase applies them: its `crds/` files
 /// (`.yaml`, `.yml`, `.json`, by name: what `helm show crds` prints) from the chart's folder
 /// ([`chart::operator_chart`]), each labelled with the KubeRay version, the watched ones first.
 /// Read once per run; the files are parsed side by side (megabytes of YAML).
-fn chart_crds(k: &Kube, r: &Runner) -> Result<Vec<Value>> {
+fn chart_crds(k: &Kube, r: &Runner) -> Result<Arc<ChartCrds>> {
     let mut memo = k.crds.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(docs) = memo.as_ref() {
-        return Ok(docs.clone());
+    if let Some(crds) = memo.as_ref() {
+        return Ok(crds.clone());
     }
     let folder = chart::operator_chart(k, r)?.join("crds");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&folder)
@@ -319,8 +332,28 @@ fn chart_crds(k: &Kube, r: &Runner) -> Result<Vec<Value>> {
     // The watched CRDs go first (kubectl applies a List in order): the API server is making them
     // served while it takes the rest, which nothing waits for.
     docs.sort_by_key(|d| watched(d).unwrap_or(WATCHED_CRDS.len()));
-    *memo = Some(docs.clone());
-    Ok(docs)
+    let watched = docs
+        .iter()
+        .filter(|d| watched(d).is_some())
+        .map(|d| {
+            let versions: Vec<Value> = d
+                .pointer("/spec/versions")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|v| serde_json::json!({"name": v["name"], "served": v["served"], "storage": v["storage"]}))
+                .collect();
+            serde_json::json!({
+                "metadata": {"name": live::name(d)},
+                "spec": {"group": d.pointer("/spec/group"), "names": {"plural": d.pointer("/spec/names/plural")},
+                         "versions": versions},
+            })
+        })
+        .collect();
+    let list = serde_json::to_vec(&live::list(docs))?;
+    let crds = Arc::new(ChartCrds { list, watched });
+    *memo = Some(crds.clone());
+    Ok(crds)
 }
 
 /// The position of a CRD in [`WATCHED_CRDS`].
@@ -334,11 +367,10 @@ fn watched(d: &Value) -> Option<usize> {
 /// the API server is still taking the larger CRDs.
 fn crds_apply(k: &Kube, cx: &Cx) -> Result<Outputs> {
     let r = &cx.runner;
-    let docs = chart_crds(k, r)?;
-    live::apply(k, r, &docs, true)?;
-    let watched_docs: Vec<Value> = docs.into_iter().filter(|d| watched(d).is_some()).collect();
-    *k.crds_applied.lock().unwrap_or_else(|e| e.into_inner()) = watched_docs.clone();
-    let cluster: Vec<Value> = watched_docs.into_iter().filter(|d| live::name(d) == RAYCLUSTER_CRD).collect();
+    let crds = chart_crds(k, r)?;
+    r.run(&live::apply_cmd(k, true).stdin(crds.list.clone()))?;
+    *k.crds_applied.lock().unwrap_or_else(|e| e.into_inner()) = crds.watched.clone();
+    let cluster: Vec<Value> = crds.watched.iter().filter(|d| live::name(d) == RAYCLUSTER_CRD).cloned().collect();
     wait_served(k, r, &cluster)?;
     Ok(crds_outputs(k))
 }
@@ -783,8 +815,17 @@ fn ready(k: &Kube, cx: &Cx) -> Result<Outputs> {
     let start = Instant::now();
     let mut last = String::new();
     let mut pauses = ready_pauses(live::poll_interval());
+    let mut first = true;
     loop {
-        let snap = Snapshot::read(k, r)?;
+        // The first look goes with a watch for the state (right after the install the operator
+        // is still starting): once it turns ready, the next look comes at once.
+        let (snap, turned) = if std::mem::take(&mut first) {
+            let most = live::poll_interval().min(timeout);
+            let (snap, turned) = live::both(|| Snapshot::read(k, r), || watch_ready_state(k, r, most));
+            (snap?, turned)
+        } else {
+            (Snapshot::read(k, r)?, false)
+        };
         let summary = snap.summary();
         if snap.ready() {
             r.info(&format!("RayCluster {}/{} is ready ({summary})", c.namespace, c.name));
@@ -796,6 +837,9 @@ fn ready(k: &Kube, cx: &Cx) -> Result<Outputs> {
         }
         if start.elapsed() >= timeout {
             bail!("{}", not_ready(k, r, &snap, timeout));
+        }
+        if turned {
+            continue;
         }
         let pause = pauses.next().unwrap_or(live::poll_interval());
         let left = timeout.saturating_sub(start.elapsed());
@@ -816,6 +860,14 @@ fn ready(k: &Kube, cx: &Cx) -> Result<Outputs> {
 /// read) is followed by the rest of the plain pause `pause`.
 fn await_ready_state(k: &Kube, r: &Runner, most: Duration, pause: Duration) {
     let t = Instant::now();
+    if !watch_ready_state(k, r, most) {
+        sleep_unless_interrupted(pause.saturating_sub(t.elapsed()));
+    }
+}
+
+/// `kubectl wait --for=jsonpath={.status.state}=ready` of the RayCluster for up to `most`:
+/// whether the state is (or turned) ready.
+fn watch_ready_state(k: &Kube, r: &Runner, most: Duration) -> bool {
     let c = &k.s.d.cluster;
     let wait = k
         .kubectl()
@@ -824,10 +876,7 @@ fn await_ready_state(k: &Kube, r: &Runner, most: Duration, pause: Duration) {
         .timeout(most + live::READ_TIMEOUT)
         .quiet()
         .ok_codes(&[0, 1]);
-    if r.run(&wait).is_ok_and(|o| o.code == 0) {
-        return;
-    }
-    sleep_unless_interrupted(pause.saturating_sub(t.elapsed()));
+    r.run(&wait).is_ok_and(|o| o.code == 0)
 }
 
 /// The message of a ready timeout: the cluster's state, each pod that is not ready and why.

@@ -142,8 +142,12 @@ pub fn apply_cmd(k: &Kube, server_side: bool) -> Cmd {
 /// `kubectl apply -f -` of `objects` as a JSON `v1 List` on stdin (never written to disk; stdin
 /// is never logged).
 pub fn apply(k: &Kube, r: &Runner, objects: &[Value], server_side: bool) -> Result<Output> {
-    let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": objects});
-    Ok(r.run(&apply_cmd(k, server_side).stdin(serde_json::to_vec(&list)?))?)
+    Ok(r.run(&apply_cmd(k, server_side).stdin(serde_json::to_vec(&list(objects.to_vec()))?))?)
+}
+
+/// A `v1 List` of `objects`.
+pub fn list(objects: Vec<Value>) -> Value {
+    serde_json::json!({"apiVersion": "v1", "kind": "List", "items": objects})
 }
 
 /// Creates a namespace unless it exists (an existing one is left untouched).

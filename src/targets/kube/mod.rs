@@ -37,8 +37,8 @@ pub struct Kube<'a> {
     /// The operator chart this run fetched from its repository or registry (see [`chart`]).
     pulled: std::sync::Mutex<Option<PathBuf>>,
     /// The chart's CRDs as the crds phase applies them, once read (see [`cluster`]).
-    crds: std::sync::Mutex<Option<Vec<serde_json::Value>>>,
-    /// The CRDs the operator watches, as this run applied them: served before it is installed.
+    crds: std::sync::Mutex<Option<std::sync::Arc<cluster::ChartCrds>>>,
+    /// The CRDs the operator watches that this run applied: served before it is installed.
     crds_applied: std::sync::Mutex<Vec<serde_json::Value>>,
 }
 
