@@ -263,18 +263,15 @@ fn parse_crd_table(text: &str) -> BTreeMap<String, String> {
 }
 
 fn crds_probe(k: &Kube, cx: &Cx) -> Result<Option<Outputs>> {
-    // A chart folder's CRDs are read at the same time, for the phase when it runs (an error is
-    // the phase's to report). A chart elsewhere is fetched by the phase, not by a probe (`plan`
-    // probes too).
-    let prepare = || {
-        if matches!(k.s.d.operator.charts, ChartSource::Dir(_)) {
-            let _ = chart_crds(k, &cx.runner);
-        }
-    };
-    let (found, ()) = live::both(|| crd_versions(k, &cx.runner), prepare);
+    let found = crd_versions(k, &cx.runner)?;
     let v = &k.s.d.operator.version;
-    let current = REQUIRED_CRDS.iter().all(|n| found.as_ref().is_ok_and(|f| f.get(*n) == Some(v)));
-    found?;
+    let current = REQUIRED_CRDS.iter().all(|n| found.get(*n) == Some(v));
+    if !current && matches!(k.s.d.operator.charts, ChartSource::Dir(_)) {
+        // The phase will apply them: read a chart folder's now, while the checks that come
+        // before the phase may still run (an error is the phase's to report). A chart elsewhere
+        // is fetched by the phase, not by a probe (`plan` probes too).
+        let _ = chart_crds(k, &cx.runner);
+    }
     Ok(current.then(|| crds_outputs(k)))
 }
 

@@ -130,8 +130,9 @@ impl Phases for Kube<'_> {
     /// What each probe needs (see [`Phases::early`]): the infra fast path and the image reads
     /// need nothing; the kubeconfig is fetched once the fast path found the cluster; the push
     /// probe needs the registry infra reports; the cluster-side probes need the kubeconfig
-    /// file, the cluster's also the pushed digests. So a no-op deploy reads preflight ∥ infra ∥
-    /// images, then the kubeconfig, then every cluster layer at once.
+    /// file, the cluster's also the pushed digests, and those that need the CRDs the CRDs found
+    /// in place. So a no-op deploy reads preflight ∥ infra ∥ images, then the kubeconfig, then
+    /// the CRDs ∥ Secrets ∥ volumes, then the releases and the RayCluster.
     fn early(&self, p: &Phase) -> Option<crate::run::exec::Early> {
         use crate::run::exec::Early;
         // The kubeconfig file is enough (credentials' early fetch), not its outputs.
@@ -142,9 +143,14 @@ impl Phases for Kube<'_> {
             "credentials" => Early { after: vec!["infra"], apply: true, ..Early::default() },
             "image-push" => Early { needs: if self.aks() { vec!["infra"] } else { vec![] }, ..Early::default() },
             // The CRDs' version labels answer "not in place" for good.
-            "crds" => Early { after, final_no: true, ..Early::default() },
-            "operator" | "secrets" | "mounts" | "ready" | device_plugin::PHASE => Early { after, ..Early::default() },
-            "cluster" => Early { needs: vec!["image-push"], after, ..Early::default() },
+            "crds" => Early { after: after.clone(), final_no: true, ..Early::default() },
+            "secrets" | "mounts" | device_plugin::PHASE => Early { after, ..Early::default() },
+            // What needs the CRDs is probed early once they are found in place: when the crds
+            // phase must run (a first deploy, a KubeRay upgrade), its probe and the CRDs' apply
+            // have the machine and the API server to themselves, and these phases probe in
+            // their turn.
+            "operator" | "ready" => Early { after: [after, vec!["crds"]].concat(), ..Early::default() },
+            "cluster" => Early { needs: vec!["image-push"], after: [after, vec!["crds"]].concat(), ..Early::default() },
             _ => return None,
         })
     }
