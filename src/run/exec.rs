@@ -208,6 +208,15 @@ pub fn execute(graph: &Graph, phases: &dyn Phases, store: &Store, env: &Env) -> 
                     if !early.needs.iter().all(|d| done(d)) || !early.after.iter().all(|d| done(d) || answered(d)) {
                         continue;
                     }
+                    // Once something upstream changed the world, an early answer would not be
+                    // used (see `quiet` below): the phase is probed in its turn instead.
+                    let changed = upstream[p.id].iter().any(|u| {
+                        graph.get(u).is_some_and(|q| q.mutating)
+                            && results.get(u).is_some_and(|r| r.outcome == Outcome::Ran)
+                    });
+                    if changed {
+                        continue;
+                    }
                     early_started.insert(p.id);
                     early_answers.lock().expect("early answers").insert(p.id, None);
                     let (outputs, answers, cv) = (&outputs, &early_answers, &early_done);
@@ -552,6 +561,52 @@ mod tests {
                 assert_eq!(store.phase("b").unwrap().outputs["early"], "false");
             }
         }
+    }
+
+    /// `a` → `b` → `c`; `c` may be probed early once `a` is done or found in place.
+    struct AfterA(Mutex<Vec<(&'static str, bool)>>);
+
+    impl Phases for AfterA {
+        fn probe(&self, p: &Phase, cx: &Cx) -> anyhow::Result<Option<Outputs>> {
+            self.0.lock().unwrap().push((p.id, cx.early));
+            Ok(None)
+        }
+        fn apply(&self, p: &Phase, _cx: &Cx) -> anyhow::Result<Outputs> {
+            if p.id == "b" {
+                // Long enough for the scheduler to look at `c` while `b` runs (its loop turns
+                // every 50 ms at most); the assertion holds whatever the timing.
+                std::thread::sleep(std::time::Duration::from_millis(300));
+            }
+            Ok(Outputs::new())
+        }
+        fn preview(&self, _p: &Phase) -> Vec<String> {
+            vec![]
+        }
+        fn early(&self, p: &Phase) -> Option<Early> {
+            (p.id == "c").then(|| Early { after: vec!["a"], ..Early::default() })
+        }
+    }
+
+    #[test]
+    fn no_early_probe_starts_once_something_upstream_ran() {
+        let mk = |id, deps: &[&'static str]| Phase {
+            id,
+            deps: deps.to_vec(),
+            mutating: true,
+            always: false,
+            summary: "",
+            hash: id.to_string(),
+        };
+        let g =
+            Graph { target: crate::spec::Target::Aks, phases: vec![mk("a", &[]), mk("b", &["a"]), mk("c", &["b"])] };
+        let dir = tempfile::tempdir().unwrap();
+        let env = Env { dir: dir.path().into(), redactor: Redactor::new(), reporter: Arc::new(Collect::default()) };
+        let store = Store::open(dir.path(), "d", "aks", Redactor::new()).unwrap();
+        let f = AfterA(Mutex::new(vec![]));
+        assert!(execute(&g, &f, &store, &env).ok());
+        // `a` ran: an early answer of `c` would be dropped, so none is asked for.
+        let c: Vec<bool> = f.0.lock().unwrap().iter().filter(|(id, _)| *id == "c").map(|(_, e)| *e).collect();
+        assert_eq!(c, [false]);
     }
 
     #[test]

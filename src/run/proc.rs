@@ -31,6 +31,9 @@ pub struct Cmd {
     pub backoff: Duration,
     /// Texts of stderr that make a failure an answer, not a fault: it is not retried.
     pub settled: &'static [&'static str],
+    /// When not empty, the only failures retried: those whose stderr holds one of these texts
+    /// (for a command that is not idempotent, but that changed nothing when it failed so).
+    pub retry_when: &'static [&'static str],
     /// Stream stdout to the reporter (stderr is always streamed; both always go to the log).
     pub echo: bool,
     /// Stdout is a secret value: neither logged nor streamed (only returned to the caller, who
@@ -65,6 +68,7 @@ impl Cmd {
             attempts: 1,
             backoff: Duration::from_millis(500),
             settled: &[],
+            retry_when: &[],
             echo: true,
             secret_stdout: false,
             ok_codes: vec![0],
@@ -119,6 +123,14 @@ impl Cmd {
 
     /// Marks the command as safe to repeat (a read or a wait): retried with exponential backoff.
     pub fn idempotent(mut self, attempts: u32) -> Self {
+        self.attempts = attempts.max(1);
+        self
+    }
+
+    /// Up to `attempts` tries, but only while it fails printing one of `texts` (see
+    /// [`Cmd::retry_when`]); any other failure, a timeout or an I/O error ends it.
+    pub fn retry_when(mut self, texts: &'static [&'static str], attempts: u32) -> Self {
+        self.retry_when = texts;
         self.attempts = attempts.max(1);
         self
     }
@@ -269,9 +281,13 @@ impl Runner {
         loop {
             let r = self.run_once(cmd);
             match &r {
-                Err(CmdError::Failed { stderr_tail, .. }) if cmd.settled.iter().any(|t| stderr_tail.contains(t)) => {
+                Err(CmdError::Failed { stderr_tail, .. })
+                    if cmd.settled.iter().any(|t| stderr_tail.contains(t))
+                        || (!cmd.retry_when.is_empty() && !cmd.retry_when.iter().any(|t| stderr_tail.contains(t))) =>
+                {
                     return r;
                 }
+                Err(CmdError::Timeout { .. } | CmdError::Io { .. }) if !cmd.retry_when.is_empty() => return r,
                 Err(CmdError::Failed { .. } | CmdError::Timeout { .. } | CmdError::Io { .. })
                     if attempt < cmd.attempts && !signals::interrupted() =>
                 {
@@ -547,6 +563,26 @@ mod tests {
         let c = Cmd { settled: &["something else"], ..c };
         r.run(&c).unwrap_err();
         assert_eq!(std::fs::read_to_string(&n).unwrap().lines().count(), 4);
+    }
+
+    #[test]
+    fn retry_when_retries_only_the_failures_it_names() {
+        let (r, _, dir) = runner();
+        let n = dir.path().join("n");
+        // Fails twice saying "not yet", then succeeds.
+        let script =
+            format!("echo x >> {0}; [ $(wc -l < {0}) -ge 3 ] || {{ echo 'not yet' >&2; exit 1; }}", n.display());
+        let mut c = Cmd::new("sh").args(["-c", &script]).retry_when(&["not yet"], 5);
+        c.backoff = Duration::from_millis(10);
+        r.run(&c).unwrap();
+        assert_eq!(std::fs::read_to_string(&n).unwrap().lines().count(), 3);
+        // Another failure is not retried.
+        std::fs::remove_file(&n).unwrap();
+        let script = format!("echo x >> {}; echo 'refused' >&2; exit 1", n.display());
+        let mut c = Cmd::new("sh").args(["-c", &script]).retry_when(&["not yet"], 5);
+        c.backoff = Duration::from_millis(10);
+        r.run(&c).unwrap_err();
+        assert_eq!(std::fs::read_to_string(&n).unwrap().lines().count(), 1);
     }
 
     #[test]

@@ -461,13 +461,12 @@ fn operator_outputs(k: &Kube) -> Outputs {
 fn operator_apply(k: &Kube, cx: &Cx) -> Result<Outputs> {
     let path = write_for_tool(k, OPERATOR_VALUES, rendered_text(k, OPERATOR_VALUES)?)?;
     let o = &k.s.d.operator;
-    live::recover_pending(k, &cx.runner, &o.release, &o.namespace)?;
+
     let chart = chart::lean_operator_chart(k, &cx.runner)?;
     // The CRDs this run applied, each served (so Established) before the operator is created.
     let applied = k.crds_applied.lock().unwrap_or_else(|e| e.into_inner()).clone();
     wait_served(k, &cx.runner, &applied)?;
-    live::installing(k, &o.release, &o.namespace);
-    cx.runner.run(&operator_cmd(k, &chart, &path))?;
+    live::upgrade(k, &cx.runner, &o.release, &o.namespace, &operator_cmd(k, &chart, &path))?;
     let o = &k.s.d.operator;
     live::wait_rollout(k, &cx.runner, "deployment", &o.namespace, &o.release)?;
     Ok(operator_outputs(k))
@@ -641,24 +640,11 @@ fn cluster_apply(k: &Kube, cx: &Cx) -> Result<Outputs> {
     let values = write_for_tool(k, RAY_CLUSTER_VALUES, rendered_text(k, RAY_CLUSTER_VALUES)?)?;
     let images = write_for_tool(k, IMAGE_VALUES, &images)?;
     let c = &k.s.d.cluster;
-    live::recover_pending(k, &cx.runner, &c.name, &c.namespace)?;
-    live::installing(k, &c.name, &c.namespace);
     // A CRD Established a moment ago may not be in every API server's discovery yet: Helm then
-    // finds no RayCluster kind and changes nothing. Asked again, a few times, a second apart.
-    let cmd = cluster_cmd(k, &values, &images);
-    let mut attempt = 1;
-    loop {
-        match cx.runner.run(&cmd) {
-            Err(CmdError::Failed { stderr_tail, .. })
-                if stderr_tail.contains("no matches for kind") && attempt < 5 && !signals::interrupted() =>
-            {
-                cx.runner.info("the API server does not serve the RayCluster kind yet: trying again in 1 s");
-                sleep_unless_interrupted(Duration::from_secs(1));
-                attempt += 1;
-            }
-            r => break r.map(|_| ())?,
-        }
-    }
+    // finds no RayCluster kind and changes nothing. Asked again, a few times (after 1, 2, 4, 8 s).
+    let mut cmd = cluster_cmd(k, &values, &images).retry_when(&["no matches for kind"], 5);
+    cmd.backoff = Duration::from_secs(1);
+    live::upgrade(k, &cx.runner, &c.name, &c.namespace, &cmd)?;
     Ok(cluster_outputs(k, &pins))
 }
 

@@ -66,9 +66,7 @@ pub fn apply(k: &Kube, p: &Phase, cx: &Cx) -> Result<Outputs> {
     }
     let m = model(k)?;
     let path = write_for_tool(k, DEVICE_PLUGIN_VALUES, rendered_text(k, DEVICE_PLUGIN_VALUES)?)?;
-    live::recover_pending(k, &cx.runner, &m.release, &m.namespace)?;
-    live::installing(k, &m.release, &m.namespace);
-    cx.runner.run(&install_cmd(k, m, &path))?;
+    live::upgrade(k, &cx.runner, &m.release, &m.namespace, &install_cmd(k, m, &path))?;
     live::wait_rollout(k, &cx.runner, "daemonset", &m.namespace, &m.release)?;
     Ok(release_outputs(m))
 }

@@ -270,7 +270,7 @@ pub const ALL_RELEASE_STATUSES: [&str; 6] =
 /// The release `name` in `ns` (any status), or none.
 ///
 /// A release found absent stays absent for the rest of the run until raydeploy installs it
-/// ([`installing`]): only raydeploy's own Helm commands act on its releases while it holds the
+/// ([`upgrade`]): only raydeploy's own Helm commands act on its releases while it holds the
 /// deployment's lock, so the answer is remembered and Helm is not asked again (the early probe,
 /// the phase's own probe and the check for an interrupted operation ask the same question).
 pub fn release(k: &Kube, r: &Runner, name: &str, ns: &str) -> Result<Option<Release>> {
@@ -308,9 +308,14 @@ pub fn release(k: &Kube, r: &Runner, name: &str, ns: &str) -> Result<Option<Rele
     Ok(found)
 }
 
-/// Called before raydeploy's own `helm upgrade --install` of a release: it may exist from now on.
-pub fn installing(k: &Kube, name: &str, ns: &str) {
+/// Runs raydeploy's `helm upgrade --install` of release `name` in `ns` (`cmd`): first resolves
+/// an operation an interrupted Helm left pending ([`recover_pending`]); from then on the release
+/// may exist.
+pub fn upgrade(k: &Kube, r: &Runner, name: &str, ns: &str, cmd: &Cmd) -> Result<()> {
+    recover_pending(k, r, name, ns)?;
     k.absent(name, ns, false);
+    r.run(cmd)?;
+    Ok(())
 }
 
 fn regex_escape(s: &str) -> String {
