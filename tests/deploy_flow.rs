@@ -312,13 +312,13 @@ fn first_deploy_runs_in_order_and_in_parallel_and_redeploys_change_nothing() {
     }
     let operator = first(&calls, "helm", &["upgrade", "kuberay-operator"]);
     assert!(operator.t0 >= crds.t1);
-    // The ray-cluster release needs the CRDs, not a running operator; ready needs both.
-    let cluster = first(&calls, "helm", &["upgrade", "ray-cluster"]);
-    for dep in [crds, secrets, mounts, push] {
-        assert!(cluster.t0 >= dep.t1, "cluster after {}\n{}", dep.line(), lines(&calls));
-    }
+    // The ray-cluster release goes in once the operator is installed; ready needs both.
     let rollout = first(&calls, "kubectl", &["rollout", "status", "deployment"]);
     assert!(rollout.t0 >= operator.t1, "{}", lines(&calls));
+    let cluster = first(&calls, "helm", &["upgrade", "ray-cluster"]);
+    for dep in [crds, secrets, mounts, push, rollout] {
+        assert!(cluster.t0 >= dep.t1, "cluster after {}\n{}", dep.line(), lines(&calls));
+    }
     let ready = last(&calls, "kubectl", &["get", "raycluster"]);
     for dep in [rollout, cluster] {
         assert!(ready.t0 >= dep.t1, "ready after {}\n{}", dep.line(), lines(&calls));

@@ -358,10 +358,10 @@ fn watched(d: &Value) -> Option<usize> {
     WATCHED_CRDS.iter().position(|n| live::name(d) == *n)
 }
 
-/// Applies the chart's CRDs and waits until RayCluster is served: the cluster phase (the
-/// ray-cluster chart) needs no other. The operator phase waits for every CRD the operator
-/// watches before installing it ([`operator_apply`]), so the ray-cluster release goes in while
-/// the API server is still taking the larger CRDs.
+/// Applies the chart's CRDs and waits until RayCluster is served, the kind the cluster phase
+/// (the ray-cluster chart) needs. The operator phase waits for every CRD the operator watches
+/// before installing it ([`operator_apply`]): meanwhile it reads its release and copies its
+/// chart while the API server takes the larger CRDs.
 fn crds_apply(k: &Kube, cx: &Cx) -> Result<Outputs> {
     let r = &cx.runner;
     let crds = chart_crds(k, r)?;
