@@ -1,5 +1,6 @@
 //! The user's cache folder, and the versions tools reported about themselves, kept there per
-//! binary.
+//! binary; and data derived from files, kept by the hash of those files ([`derived`]: the
+//! KubeRay CRDs as the crds phase applies them, parsed from megabytes of YAML once per chart).
 //!
 //! The folder is `$RAYDEPLOY_CACHE_DIR`, else `$XDG_CACHE_HOME/raydeploy`, else
 //! `~/.cache/raydeploy` (the local target's Python environments live there too).
@@ -194,12 +195,54 @@ impl ToolVersions {
     }
 }
 
+/// Data derived from files, kept in `<cache>/<kind>/<key>` where `key` is a hash of everything it
+/// was derived from (so an entry cannot go stale: other sources are another key). A missing or
+/// unreadable entry is a miss; writes are atomic and a failed one is ignored.
+pub fn derived(kind: &str, key: &str) -> Option<Vec<u8>> {
+    derived_at(&root(), kind, key)
+}
+
+/// Keeps `bytes` as the [`derived`] entry `kind`/`key`.
+pub fn keep_derived(kind: &str, key: &str, bytes: &[u8]) {
+    keep_derived_at(&root(), kind, key, bytes)
+}
+
+fn derived_at(root: &Path, kind: &str, key: &str) -> Option<Vec<u8>> {
+    std::fs::read(root.join(kind).join(key)).ok()
+}
+
+fn keep_derived_at(root: &Path, kind: &str, key: &str, bytes: &[u8]) {
+    let dir = root.join(kind);
+    if std::fs::create_dir_all(&dir).is_err() {
+        return;
+    }
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let tmp = dir.join(format!(".{}.{}.tmp", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed)));
+    if std::fs::write(&tmp, bytes).is_err() || std::fs::rename(&tmp, dir.join(key)).is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::run::progress::Collect;
     use std::os::unix::fs::PermissionsExt;
     use std::sync::Arc;
+
+    #[test]
+    fn derived_data_round_trips_and_a_missing_entry_is_a_miss() {
+        let t = tempfile::tempdir().unwrap();
+        assert_eq!(derived_at(t.path(), "k", "a.json"), None);
+        keep_derived_at(t.path(), "k", "a.json", b"{}");
+        assert_eq!(derived_at(t.path(), "k", "a.json").as_deref(), Some(&b"{}"[..]));
+        // Written whole or not at all: no temporary file is left beside it.
+        let names: Vec<_> = std::fs::read_dir(t.path().join("k")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["a.json"]);
+        // A cache folder that cannot be made is no error.
+        std::fs::write(t.path().join("file"), "").unwrap();
+        keep_derived_at(&t.path().join("file"), "k", "b.json", b"{}");
+    }
 
     /// A tool `name` in `dir` that appends a line to `calls` and prints `version`.
     fn tool(dir: &Path, name: &str, calls: &Path, version: &str) -> PathBuf {

@@ -300,13 +300,38 @@ fn chart_crds(k: &Kube, r: &Runner) -> Result<Arc<ChartCrds>> {
         .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "yaml" || x == "yml" || x == "json"))
         .collect();
     files.sort();
+    let mut texts = vec![];
+    for f in &files {
+        texts.push(std::fs::read(f).with_context(|| format!("reading {}", f.display()))?);
+    }
+    // The same files, labelled with the same version, make the same List: kept in the user's
+    // cache by their hash, the YAML is parsed once per chart, not once per deploy.
+    let version = &k.s.d.operator.version;
+    let names: Vec<Vec<u8>> =
+        files.iter().map(|f| f.file_name().unwrap_or_default().as_encoded_bytes().to_vec()).collect();
+    let key = live::short_hash(
+        [CRDS_CACHE_FORMAT.as_bytes(), version.as_bytes()]
+            .into_iter()
+            .chain(names.iter().zip(&texts).flat_map(|(n, t)| [n.as_slice(), t.as_slice()])),
+    );
+    let cached = |part: &str| crate::run::cache::derived(CRDS_CACHE, &format!("{key}.{part}.json"));
+    if let (Some(list), Some(watched)) = (cached("list"), cached("watched"))
+        && serde_json::from_slice::<serde::de::IgnoredAny>(&list).is_ok()
+        && let Ok(watched) = serde_json::from_slice::<Vec<Value>>(&watched)
+    {
+        r.info(&format!("the CRDs of {}: {} files (parsed before)", folder.display(), files.len()));
+        let crds = Arc::new(ChartCrds { list, watched });
+        *memo = Some(crds.clone());
+        return Ok(crds);
+    }
     let parsed: Vec<Result<Vec<Value>>> = std::thread::scope(|scope| {
         let handles: Vec<_> = files
             .iter()
-            .map(|f| {
+            .zip(&texts)
+            .map(|(f, t)| {
                 scope.spawn(move || {
-                    let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
-                    live::yaml_docs(&text).with_context(|| format!("reading the CRDs of {}", f.display()))
+                    let text = std::str::from_utf8(t).with_context(|| format!("reading {}", f.display()))?;
+                    live::yaml_docs(text).with_context(|| format!("reading the CRDs of {}", f.display()))
                 })
             })
             .collect();
@@ -320,16 +345,16 @@ fn chart_crds(k: &Kube, r: &Runner) -> Result<Arc<ChartCrds>> {
     docs.retain(|d| live::kind(d) == "CustomResourceDefinition");
     for n in REQUIRED_CRDS {
         if !docs.iter().any(|d| live::name(d) == n) {
-            bail!("the kuberay-operator chart {} has no CRD {n}", k.s.d.operator.version);
+            bail!("the kuberay-operator chart {version} has no CRD {n}");
         }
     }
     for d in &mut docs {
-        live::set_label(d, CRD_VERSION_LABEL, &k.s.d.operator.version);
+        live::set_label(d, CRD_VERSION_LABEL, version);
     }
     // The watched CRDs go first (kubectl applies a List in order): the API server is making them
     // served while it takes the rest, which nothing waits for.
     docs.sort_by_key(|d| watched(d).unwrap_or(WATCHED_CRDS.len()));
-    let watched = docs
+    let watched: Vec<Value> = docs
         .iter()
         .filter(|d| watched(d).is_some())
         .map(|d| {
@@ -348,10 +373,17 @@ fn chart_crds(k: &Kube, r: &Runner) -> Result<Arc<ChartCrds>> {
         })
         .collect();
     let list = serde_json::to_vec(&live::list(docs))?;
+    crate::run::cache::keep_derived(CRDS_CACHE, &format!("{key}.list.json"), &list);
+    crate::run::cache::keep_derived(CRDS_CACHE, &format!("{key}.watched.json"), &serde_json::to_vec(&watched)?);
     let crds = Arc::new(ChartCrds { list, watched });
     *memo = Some(crds.clone());
     Ok(crds)
 }
+
+/// Where the user's cache keeps the CRDs [`chart_crds`] made, and the format of what it keeps
+/// (another format is another key).
+const CRDS_CACHE: &str = "kuberay-crds";
+const CRDS_CACHE_FORMAT: &str = "1";
 
 /// The position of a CRD in [`WATCHED_CRDS`].
 fn watched(d: &Value) -> Option<usize> {
