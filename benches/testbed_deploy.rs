@@ -25,7 +25,7 @@
 //! a no-op redeploy from a fresh checkout ÷ the first deploy (goal ≤ 0.1).
 //!
 //! `cargo bench --bench testbed_deploy` (needs the bed's programs, tests/testbed/build.sh, and
-//! root). `RAYDEPLOY_BENCH_ROUNDS` sets the rounds (default 3), `RAYDEPLOY_BENCH_HELM` the Helm
+//! root). `RAYDEPLOY_BENCH_ROUNDS` sets the rounds (default 5; each side goes first every other round), `RAYDEPLOY_BENCH_HELM` the Helm
 //! majors (default `helm3,helm4`); `RAYDEPLOY_BENCH_KEEP=DIR` keeps each first deploy's
 //! `.raydeploy` folder (state and phase logs) in DIR.
 
@@ -301,7 +301,7 @@ fn phases_line(phases: &[(String, String, f64)]) -> String {
 }
 
 fn main() {
-    let rounds: usize = std::env::var("RAYDEPLOY_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let rounds: usize = std::env::var("RAYDEPLOY_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
     let helms: Vec<String> = std::env::var("RAYDEPLOY_BENCH_HELM")
         .unwrap_or_else(|_| "helm3,helm4".into())
         .split(',')
@@ -318,43 +318,59 @@ fn main() {
     let mut summary = vec![];
     for helm in &helms {
         let (mut ours, mut hand, mut noop) = (vec![], vec![], vec![]);
+        let mut paired = vec![];
         for round in 0..rounds {
             // raydeploy from nothing, then a no-op from a fresh checkout.
-            let name = format!("rd-{helm}-{round}");
-            let p = project(bed, helm, &name);
-            let (first, phases) = raydeploy_deploy(&p);
-            if let Some(keep) = std::env::var_os("RAYDEPLOY_BENCH_KEEP") {
-                // The first deploy's state and logs, for a look at where the time goes.
-                let to = std::path::Path::new(&keep).join(&name);
-                bed_deploy::copy_tree(&p.spec_dir.join(".raydeploy"), &to, &[]);
-            }
-            std::fs::remove_dir_all(p.spec_dir.join(".raydeploy")).unwrap();
-            let (again, again_phases) = raydeploy_deploy(&p);
-            assert_eq!(ran(&again_phases), ["preflight", "ready"], "the fresh-checkout deploy changes nothing");
-            eprintln!("{helm} round {round}: raydeploy {first:.1} s ({})", phases_line(&phases));
-            eprintln!(
-                "{helm} round {round}: no-op from a fresh checkout {again:.1} s ({})",
-                phases_line(&again_phases)
-            );
-            teardown(bed, op, helm, &name, "kuberay", &name);
-
+            let ours_run = || {
+                let name = format!("rd-{helm}-{round}");
+                let p = project(bed, helm, &name);
+                let (first, phases) = raydeploy_deploy(&p);
+                if let Some(keep) = std::env::var_os("RAYDEPLOY_BENCH_KEEP") {
+                    // The first deploy's state and logs, for a look at where the time goes.
+                    let to = std::path::Path::new(&keep).join(&name);
+                    bed_deploy::copy_tree(&p.spec_dir.join(".raydeploy"), &to, &[]);
+                }
+                std::fs::remove_dir_all(p.spec_dir.join(".raydeploy")).unwrap();
+                let (again, again_phases) = raydeploy_deploy(&p);
+                assert_eq!(ran(&again_phases), ["preflight", "ready"], "the fresh-checkout deploy changes nothing");
+                eprintln!("{helm} round {round}: raydeploy {first:.1} s ({})", phases_line(&phases));
+                eprintln!(
+                    "{helm} round {round}: no-op from a fresh checkout {again:.1} s ({})",
+                    phases_line(&again_phases)
+                );
+                teardown(bed, op, helm, &name, "kuberay", &name);
+                (first, again)
+            };
             // By hand, with the values raydeploy renders for the same spec.
-            let name = format!("hand-{helm}-{round}");
-            let p = project(bed, helm, &name);
-            ok(&p.run(&["render", "--out", "rendered"]), "raydeploy render");
-            let (secs, steps) = by_hand(bed, helm, &p, &name);
-            let steps: Vec<String> = steps.iter().map(|(s, t)| format!("{s} {t:.1}")).collect();
-            eprintln!("{helm} round {round}: by hand {secs:.1} s ({})", steps.join(", "));
-            teardown(bed, op, helm, &name, "kuberay", &name);
+            let hand_run = || {
+                let name = format!("hand-{helm}-{round}");
+                let p = project(bed, helm, &name);
+                ok(&p.run(&["render", "--out", "rendered"]), "raydeploy render");
+                let (secs, steps) = by_hand(bed, helm, &p, &name);
+                let steps: Vec<String> = steps.iter().map(|(s, t)| format!("{s} {t:.1}")).collect();
+                eprintln!("{helm} round {round}: by hand {secs:.1} s ({})", steps.join(", "));
+                teardown(bed, op, helm, &name, "kuberay", &name);
+                secs
+            };
+            // Each side goes first every other round: the machine's load drifts.
+            let ((first, again), secs) = if round % 2 == 0 {
+                let o = ours_run();
+                (o, hand_run())
+            } else {
+                let h = hand_run();
+                (ours_run(), h)
+            };
             ours.push(first);
             noop.push(again);
             hand.push(secs);
+            paired.push(first / secs);
         }
         let (o, h, n) = (median(ours), median(hand), median(noop));
         summary.push(format!(
-            "{helm}: raydeploy {o:.1} s, by hand {h:.1} s: ratio {:.2} (goal ≤ 1.0); no-op from a fresh checkout \
-             {n:.1} s: {:.2} of the first (goal ≤ 0.1)",
+            "{helm}: raydeploy {o:.1} s, by hand {h:.1} s: ratio {:.2} (goal ≤ 1.0; median of the rounds' own \
+             ratios {:.2}); no-op from a fresh checkout {n:.1} s: {:.2} of the first (goal ≤ 0.1)",
             o / h,
+            median(paired),
             n / o
         ));
     }
