@@ -486,15 +486,12 @@ mod tests {
         }
     }
 
+    /// A mutating phase `id` after `deps`.
+    fn mk(id: &'static str, deps: &[&'static str]) -> Phase {
+        Phase { id, deps: deps.to_vec(), mutating: true, always: false, summary: "", hash: id.to_string() }
+    }
+
     fn graph() -> Graph {
-        let mk = |id, deps: &[&'static str]| Phase {
-            id,
-            deps: deps.to_vec(),
-            mutating: true,
-            always: false,
-            summary: "",
-            hash: id.to_string(),
-        };
         Graph {
             target: crate::spec::Target::Aks,
             phases: vec![mk("a", &[]), mk("b", &["a"]), mk("c", &["a"]), mk("d", &["b", "c"])],
@@ -531,14 +528,6 @@ mod tests {
 
     #[test]
     fn an_early_answer_holds_only_when_nothing_upstream_ran() {
-        let mk = |id, deps: &[&'static str]| Phase {
-            id,
-            deps: deps.to_vec(),
-            mutating: true,
-            always: false,
-            summary: "",
-            hash: id.to_string(),
-        };
         let g = Graph { target: crate::spec::Target::Aks, phases: vec![mk("a", &[]), mk("b", &["a"])] };
         for a_done in [true, false] {
             let dir = tempfile::tempdir().unwrap();
@@ -589,14 +578,6 @@ mod tests {
 
     #[test]
     fn no_early_probe_starts_once_something_upstream_ran() {
-        let mk = |id, deps: &[&'static str]| Phase {
-            id,
-            deps: deps.to_vec(),
-            mutating: true,
-            always: false,
-            summary: "",
-            hash: id.to_string(),
-        };
         let g =
             Graph { target: crate::spec::Target::Aks, phases: vec![mk("a", &[]), mk("b", &["a"]), mk("c", &["b"])] };
         let dir = tempfile::tempdir().unwrap();
